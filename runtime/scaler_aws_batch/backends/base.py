@@ -1,0 +1,137 @@
+"""The small interface every job backend implements.
+
+A backend only submits job specs, describes job ids and cancels a job id (plus reading a job's last log lines).
+Everything else (payloads, results, errors, deadlines, array packing, bookkeeping) lives in the shared code in
+:mod:`scaler_aws_batch.tracker`, so a new backend (Slurm, Kubernetes) is a small class.
+
+All methods are blocking: the shared reconcile loop calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+
+#: The job-definition command every backend runs. ``Ref::payload`` is replaced by the payload parameter, exactly as
+#: AWS Batch substitutes job parameters. The CDK job definition must use this list verbatim (a test checks it).
+RUNNER_COMMAND: tuple[str, ...] = ("scaler-batch", "run-job", "--payload", "Ref::payload")
+
+#: The name of the one job parameter the runner reads.
+PAYLOAD_PARAMETER = "payload"
+
+
+class JobState(enum.Enum):
+    """AWS Batch's job states, used by every backend."""
+
+    SUBMITTED = "SUBMITTED"
+    PENDING = "PENDING"
+    RUNNABLE = "RUNNABLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+    @property
+    def is_cancellable(self) -> bool:
+        """States in which CancelJob acts; later states need TerminateJob."""
+        return self in (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """Per-job resource request. ``None`` keeps the job definition's default."""
+
+    vcpus: float | None = None
+    memory_mib: int | None = None
+    gpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.vcpus is not None and self.vcpus <= 0:
+            raise ValueError(f"vcpus must be positive, got {self.vcpus}")
+        if self.memory_mib is not None and self.memory_mib <= 0:
+            raise ValueError(f"memory (MiB) must be positive, got {self.memory_mib}")
+        if self.gpus is not None and self.gpus < 0:
+            raise ValueError(f"gpu count must be zero or more, got {self.gpus}")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """One job to submit: a single job, or an array job when ``array_size`` is set (2..10,000)."""
+
+    name: str
+    payload: str  # the value substituted for Ref::payload
+    resources: Resources
+    timeout_seconds: int
+    tags: Mapping[str, str]
+    array_size: int | None = None
+    queue: str | None = None  # None: the backend's default queue
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """What a describe returns for one job id."""
+
+    job_id: str
+    state: JobState
+    status_reason: str | None = None
+    exit_code: int | None = None
+    attempts: int = 0
+    #: Array parents only: how many children are in each state (AWS's ``arrayProperties.statusSummary``).
+    array_summary: Mapping[JobState, int] | None = None
+    #: Where the backend keeps this job's log, for operators (e.g. a CloudWatch stream name or a file path).
+    log_location: str | None = None
+
+
+class JobBackend(abc.ABC):
+    """Submit, describe, cancel. Job ids of array children are ``f"{parent_id}:{index}"`` on every backend."""
+
+    #: How many ids one describe call may carry (AWS: 100).
+    max_describe_batch: int = 100
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Short backend name for logs and the demo summary, e.g. ``local`` or ``aws-batch``."""
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Submit one job (or array job) and return its id. Raise :class:`BackendError` subclasses on failure."""
+
+    @abc.abstractmethod
+    def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Describe at most ``max_describe_batch`` ids. Unknown ids are left out, as AWS does."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
+        """Stop a job: cancel it while queued, terminate it once started. ``state`` is the last state seen."""
+
+    @abc.abstractmethod
+    def overrides_length(self, spec: JobSpec) -> int:
+        """Characters the container overrides of ``spec`` take once ``Ref::`` parameters are substituted.
+
+        AWS fails a job at start when this exceeds 8,192 (see AWS_LIMITS.md); the shared code uses it to decide
+        whether a payload can travel inline. Backends that have no such limit still report the same figure so
+        that both paths behave alike.
+        """
+
+    def log_tail(self, job_id: str, lines: int) -> list[str]:
+        """The job's last log lines, for error messages. Backends without logs return nothing."""
+        del job_id, lines
+        return []
+
+    def close(self) -> None:
+        """Release clients, threads or processes. Jobs already submitted keep running."""
+
+
+class BackendError(Exception):
+    """A backend call failed in a way the caller should report (bad configuration, rejected request)."""
+
+
+class JobRejectedError(BackendError):
+    """The backend refused a job outright (e.g. a queue that does not exist, a request that is too large)."""

@@ -1,0 +1,100 @@
+"""Exceptions a Scaler client can receive from a task that ran through scaler-aws-batch.
+
+They are pickled with plain ``pickle`` into Scaler's failure format, so the client needs this package installed
+(``pip install scaler-aws-batch``) to see them with their own type. Each message says what to fix.
+"""
+
+from __future__ import annotations
+
+
+class ScalerBatchError(Exception):
+    """Base class of every error this package raises."""
+
+
+# --- wire format and payloads -------------------------------------------------------------------------------------
+
+
+class PayloadError(ScalerBatchError):
+    """A job payload could not be read: corrupt, tampered with, or in a format this runner does not know."""
+
+
+class PayloadVersionError(PayloadError):
+    """The payload was written by a newer or older adapter than this runner understands."""
+
+
+class PythonVersionMismatchError(ScalerBatchError):
+    """The client pickled the task under a Python major.minor that differs from the job image's."""
+
+
+class ResultSerializationError(ScalerBatchError):
+    """The task finished but its return value could not be serialized with the client's serializer."""
+
+
+# --- object stores ------------------------------------------------------------------------------------------------
+
+
+class StoreError(ScalerBatchError):
+    """An object store call failed (missing bucket, no permission, network)."""
+
+
+class ObjectMissingError(StoreError):
+    """An object that should exist in the store does not."""
+
+
+# --- job outcomes -------------------------------------------------------------------------------------------------
+
+
+class JobFailedError(ScalerBatchError):
+    """The job ended FAILED without writing a task result; the message carries its reason and last log lines."""
+
+    def __init__(self, message: str, job_id: str = "", exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, str, int | None]]:
+        return (type(self), (str(self), self.job_id, self.exit_code))
+
+
+class JobTimeoutError(JobFailedError):
+    """The job ran longer than its timeout and was stopped (Batch does not retry timeouts)."""
+
+
+class SpotRetriesExhaustedError(JobFailedError):
+    """Every attempt of the job lost its Spot instance."""
+
+
+class OverridesTooLongError(JobFailedError):
+    """AWS refused to start the job because its container overrides exceeded 8,192 characters."""
+
+
+class JobOutOfMemoryError(JobFailedError):
+    """The container was killed for using more memory than it asked for (exit code 137)."""
+
+
+class JobVanishedError(JobFailedError):
+    """The backend stopped reporting the job, so its result can never arrive."""
+
+
+class ResultMissingError(JobFailedError):
+    """The job SUCCEEDED but its result object is not in the store (deleted, or written elsewhere)."""
+
+
+class SubmitError(ScalerBatchError):
+    """The backend refused to accept the job (missing queue, bad credentials, request too large)."""
+
+
+# --- command tasks ------------------------------------------------------------------------------------------------
+
+
+class CommandFailedError(ScalerBatchError):
+    """A command task exited non-zero. Carries the exit code and the tail of its stderr."""
+
+    def __init__(self, command: str, exit_code: int, stderr_tail: str) -> None:
+        super().__init__(f"command exited with code {exit_code}: {command!r}\n--- stderr (tail) ---\n{stderr_tail}")
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+    def __reduce__(self) -> tuple[type[CommandFailedError], tuple[str, int, str]]:
+        return (type(self), (self.command, self.exit_code, self.stderr_tail))
