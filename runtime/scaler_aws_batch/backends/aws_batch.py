@@ -1,0 +1,609 @@
+"""The AWS Batch implementation of :class:`~scaler_aws_batch.backends.base.JobBackend`.
+
+This class only talks to AWS: SubmitJob, DescribeJobs, CancelJob/TerminateJob, DescribeJobDefinitions (to measure
+container overrides) and CloudWatch Logs GetLogEvents. Payloads, array packing, deadlines and results live in the
+shared code.
+
+Every AWS call goes through :meth:`AwsBatchBackend._call`, which
+
+* waits on a per-API client-side token bucket (SubmitJob stays below AWS's 50 TPS account limit),
+* counts the call in :attr:`AwsBatchBackend.api_calls`,
+* retries throttling and 5xx answers with full-jitter exponential backoff, a bounded number of times, on top of
+  botocore's own ``standard`` retries,
+* turns ``ClientError`` into domain errors by its ``Error.Code`` only (never by its message text).
+
+Credentials come from boto3's default chain; boto3 refreshes refreshable credentials (SSO, assumed roles, instance
+and task roles) by itself, so this module never tries to detect or fix an expired token.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from scaler_aws_batch.backends.base import (
+    PAYLOAD_PARAMETER,
+    BackendError,
+    JobBackend,
+    JobRejectedError,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Resources,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch.client import BatchClient
+    from mypy_boto3_batch.type_defs import (
+        JobDefinitionTypeDef,
+        JobDetailTypeDef,
+        ResourceRequirementTypeDef,
+        SubmitJobRequestTypeDef,
+    )
+    from mypy_boto3_logs.client import CloudWatchLogsClient
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_LOG_GROUP: Final = "/aws/batch/job"
+#: AWS allows 50 SubmitJob calls per second per account and region; stay below it so other callers have room.
+DEFAULT_SUBMIT_TPS: Final = 40.0
+DEFAULT_DESCRIBE_TPS: Final = 10.0
+#: Every other Batch / Logs API (CancelJob, TerminateJob, DescribeJobDefinitions, GetLogEvents).
+DEFAULT_OTHER_TPS: Final = 10.0
+#: botocore's own attempts per call (``standard`` retry mode), counting the first one.
+DEFAULT_BOTOCORE_MAX_ATTEMPTS: Final = 3
+#: Our own attempts per call on throttling / 5xx, each of which may itself be retried by botocore.
+DEFAULT_THROTTLE_ATTEMPTS: Final = 6
+DEFAULT_BACKOFF_BASE_SECONDS: Final = 0.5
+DEFAULT_BACKOFF_CAP_SECONDS: Final = 20.0
+#: AWS rejects ``attemptDurationSeconds`` below 60.
+MIN_ATTEMPT_DURATION_SECONDS: Final = 60
+#: GetLogEvents returns at most 10,000 events per call.
+MAX_LOG_EVENTS: Final = 10_000
+_CONNECT_TIMEOUT_SECONDS: Final = 10
+_READ_TIMEOUT_SECONDS: Final = 60
+
+#: Error codes that mean the caller's credentials are missing, wrong or expired.
+CREDENTIAL_ERROR_CODES: Final = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "IncompleteSignature",
+        "AuthFailure",
+    }
+)
+#: Error codes that mean the credentials are valid but lack a permission.
+ACCESS_DENIED_ERROR_CODES: Final = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
+#: Error codes worth another attempt after a pause.
+RETRYABLE_ERROR_CODES: Final = frozenset(
+    {
+        "TooManyRequestsException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "ServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalServerError",
+    }
+)
+RETRYABLE_HTTP_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+_RESOURCE_VCPU: Final = "VCPU"
+_RESOURCE_MEMORY: Final = "MEMORY"
+_RESOURCE_GPU: Final = "GPU"
+#: ``Ref::name`` in a job-definition command; Batch replaces it with the job parameter ``name``.
+_REF_PATTERN: Final = re.compile(r"Ref::([A-Za-z0-9_]+)")
+
+
+class AwsCredentialsError(BackendError):
+    """AWS refused the credentials: missing, wrong or expired. The message says what to do."""
+
+
+class AwsAccessDeniedError(AwsCredentialsError):
+    """The credentials are valid but lack a permission this adapter needs."""
+
+
+class AwsRetriesExhaustedError(BackendError):
+    """AWS kept throttling or failing (5xx) after every allowed attempt."""
+
+
+class TokenBucket:
+    """A thread-safe token bucket: at most ``rate`` acquisitions per second on average, bursts up to ``capacity``.
+
+    A caller that finds no token reserves the next one (the balance may go negative) and sleeps outside the lock,
+    so concurrent callers queue up fairly instead of spinning. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.rate = float(rate)
+        self.capacity = float(capacity) if capacity is not None else max(1.0, self.rate)
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = self.capacity
+        self._updated = clock()
+        #: How many acquisitions had to wait, and for how long in total (clock seconds).
+        self.waits = 0
+        self.waited_seconds = 0.0
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until it is available. Returns the seconds waited (0.0 when none)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            if wait > 0:
+                self.waits += 1
+                self.waited_seconds += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+@dataclasses.dataclass(frozen=True)
+class BackoffPolicy:
+    """Full-jitter exponential backoff: attempt ``n`` (0-based) sleeps ``uniform(0, min(cap, base * 2**n))``."""
+
+    max_attempts: int = DEFAULT_THROTTLE_ATTEMPTS
+    base_seconds: float = DEFAULT_BACKOFF_BASE_SECONDS
+    cap_seconds: float = DEFAULT_BACKOFF_CAP_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_seconds < 0 or self.cap_seconds < 0:
+            raise ValueError("backoff base and cap must not be negative")
+
+    def delay(self, retry_number: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * (2**retry_number)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _JobDefinitionInfo:
+    command: tuple[str, ...]
+    default_parameters: Mapping[str, str]
+
+
+def error_code(exc: botocore.exceptions.ClientError) -> str:
+    """The ``Error.Code`` of a ClientError ('' when absent)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(exc: botocore.exceptions.ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def is_retryable(exc: botocore.exceptions.ClientError) -> bool:
+    return error_code(exc) in RETRYABLE_ERROR_CODES or _http_status(exc) in RETRYABLE_HTTP_STATUSES
+
+
+def resource_requirements(resources: Resources) -> list[ResourceRequirementTypeDef]:
+    """The ``containerOverrides.resourceRequirements`` for ``resources`` (values are strings, as the API wants).
+
+    A GPU count of 0 is left out: it asks for no GPU, which is what a job definition without GPUs already gives.
+    """
+    requirements: list[ResourceRequirementTypeDef] = []
+    if resources.vcpus is not None:
+        vcpus = resources.vcpus
+        requirements.append(
+            {"type": _RESOURCE_VCPU, "value": str(int(vcpus)) if float(vcpus).is_integer() else format(vcpus, "g")}
+        )
+    if resources.memory_mib is not None:
+        requirements.append({"type": _RESOURCE_MEMORY, "value": str(resources.memory_mib)})
+    if resources.gpus:
+        requirements.append({"type": _RESOURCE_GPU, "value": str(resources.gpus)})
+    return requirements
+
+
+def render_command(command: Sequence[str], parameters: Mapping[str, str]) -> list[str]:
+    """Substitute ``Ref::name`` in each command element as Batch does; unknown references stay as they are."""
+
+    def substitute(match: re.Match[str]) -> str:
+        return parameters.get(match.group(1), match.group(0))
+
+    return [_REF_PATTERN.sub(substitute, part) for part in command]
+
+
+def _job_state(value: str) -> JobState | None:
+    try:
+        return JobState(value)
+    except ValueError:
+        return None
+
+
+class AwsBatchBackend(JobBackend):
+    """Submit, describe and stop AWS Batch jobs.
+
+    Give either ready clients (``batch_client``, ``logs_client``), a ``boto3.Session``, or nothing (the default
+    credential chain). Clients this class builds use ``standard`` retries, ``region`` and ``endpoint_url`` (for the
+    emulator or VPC endpoints), and are closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_queue: str,
+        job_definition: str,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        session: boto3.Session | None = None,
+        batch_client: BatchClient | None = None,
+        logs_client: CloudWatchLogsClient | None = None,
+        log_group: str = DEFAULT_LOG_GROUP,
+        submit_tps: float = DEFAULT_SUBMIT_TPS,
+        describe_tps: float = DEFAULT_DESCRIBE_TPS,
+        other_tps: float = DEFAULT_OTHER_TPS,
+        botocore_max_attempts: int = DEFAULT_BOTOCORE_MAX_ATTEMPTS,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not job_queue:
+            raise ValueError("job_queue is required (--job-queue)")
+        if not job_definition:
+            raise ValueError("job_definition is required (--job-definition)")
+        self.job_queue = job_queue
+        self.job_definition = job_definition
+        self.log_group = log_group
+        self._backoff = backoff or BackoffPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+
+        self._owned_clients: list[BatchClient | CloudWatchLogsClient] = []
+        if batch_client is None or logs_client is None:
+            config = botocore.config.Config(
+                retries={"mode": "standard", "max_attempts": botocore_max_attempts},
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=_READ_TIMEOUT_SECONDS,
+                user_agent_extra="scaler-aws-batch",
+            )
+            session = session or boto3.Session(region_name=region)
+            if batch_client is None:
+                batch_client = session.client("batch", region_name=region, endpoint_url=endpoint_url, config=config)
+                self._owned_clients.append(batch_client)
+            if logs_client is None:
+                logs_client = session.client("logs", region_name=region, endpoint_url=endpoint_url, config=config)
+                self._owned_clients.append(logs_client)
+        self._batch: BatchClient = batch_client
+        self._logs: CloudWatchLogsClient = logs_client
+
+        self._limiters: dict[str, TokenBucket] = {
+            "SubmitJob": TokenBucket(submit_tps, clock=clock, sleep=sleep),
+            "DescribeJobs": TokenBucket(describe_tps, clock=clock, sleep=sleep),
+        }
+        self._other_tps = other_tps
+        self._clock = clock
+        self._limiters_lock = threading.Lock()
+
+        self._counter_lock = threading.Lock()
+        #: Calls made to AWS by operation name (each of our attempts counts once; botocore's own retries do not).
+        self.api_calls: collections.Counter[str] = collections.Counter()
+        #: Attempts that were throttled or got a 5xx and were retried by us, by operation name.
+        self.retried_calls: collections.Counter[str] = collections.Counter()
+
+        self._job_definition_lock = threading.Lock()
+        self._job_definition_info: _JobDefinitionInfo | None = None
+
+    # ------------------------------------------------------------------ JobBackend
+
+    @property
+    def name(self) -> str:
+        return "aws-batch"
+
+    def submit(self, spec: JobSpec) -> str:
+        queue = spec.queue or self.job_queue
+        request: SubmitJobRequestTypeDef = {
+            "jobName": spec.name,
+            "jobQueue": queue,
+            "jobDefinition": self.job_definition,
+            "parameters": {PAYLOAD_PARAMETER: spec.payload},
+            "timeout": {"attemptDurationSeconds": max(MIN_ATTEMPT_DURATION_SECONDS, spec.timeout_seconds)},
+            "tags": dict(spec.tags),
+            "propagateTags": False,
+        }
+        requirements = resource_requirements(spec.resources)
+        if requirements:
+            request["containerOverrides"] = {"resourceRequirements": requirements}
+        if spec.array_size is not None:
+            request["arrayProperties"] = {"size": spec.array_size}
+
+        started = time.monotonic()
+        try:
+            response = self._call("SubmitJob", self._batch.submit_job, **request)
+        except botocore.exceptions.ClientError as exc:
+            aws_message = exc.response.get("Error", {}).get("Message", "")
+            raise JobRejectedError(
+                f"AWS Batch rejected job {spec.name!r} ({error_code(exc)}: {aws_message}). "
+                f"Check that job queue {queue!r} exists and is ENABLED (--job-queue / --on-demand-queue / --gpu-queue) "
+                f"and that job definition {self.job_definition!r} exists and is ACTIVE (--job-definition)."
+            ) from exc
+        job_id = response["jobId"]
+        logger.info(
+            "submitted %s job %s (name=%s queue=%s) in %.3fs",
+            f"array[{spec.array_size}]" if spec.array_size is not None else "single",
+            job_id,
+            spec.name,
+            queue,
+            time.monotonic() - started,
+        )
+        return job_id
+
+    def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        unique_ids = list(dict.fromkeys(job_ids))
+        if len(unique_ids) > self.max_describe_batch:
+            raise ValueError(
+                f"describe takes at most {self.max_describe_batch} job ids per call (AWS limit), got {len(unique_ids)}"
+            )
+        if not unique_ids:
+            return {}
+        started = time.monotonic()
+        try:
+            response = self._call("DescribeJobs", self._batch.describe_jobs, jobs=unique_ids)
+        except botocore.exceptions.ClientError as exc:
+            raise BackendError(f"DescribeJobs failed ({error_code(exc)})") from exc
+        wanted = set(unique_ids)
+        statuses: dict[str, JobStatus] = {}
+        for job in response.get("jobs", []):
+            status = self._job_status(job)
+            if status is not None and status.job_id in wanted:
+                statuses[status.job_id] = status
+        logger.debug(
+            "described %d job ids, %d known, in %.3fs", len(unique_ids), len(statuses), time.monotonic() - started
+        )
+        return statuses
+
+    def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
+        if state is not None and state.is_final:
+            logger.debug("job %s is already %s; nothing to cancel", job_id, state.value)
+            return
+        # A queued job may start between our last describe and now, and CancelJob on a started job is a no-op
+        # success, so a queued (or unknown) job gets CancelJob then TerminateJob.
+        operations: list[str] = []
+        if state is None or state.is_cancellable:
+            operations.append("CancelJob")
+        operations.append("TerminateJob")
+        for operation in operations:
+            method = self._batch.cancel_job if operation == "CancelJob" else self._batch.terminate_job
+            try:
+                self._call(operation, method, jobId=job_id, reason=reason)
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "ClientException":
+                    raise BackendError(f"{operation} of job {job_id} failed ({error_code(exc)})") from exc
+                # ClientException: the job is unknown or no longer stoppable. Tolerate it when the job has ended.
+                current = self.describe([job_id]).get(job_id)
+                if current is None or current.state.is_final:
+                    logger.info(
+                        "job %s %s before %s; nothing to stop",
+                        job_id,
+                        "is unknown" if current is None else f"ended {current.state.value}",
+                        operation,
+                    )
+                    return
+                raise BackendError(f"{operation} of job {job_id} (state {current.state.value}) was refused") from exc
+        logger.info("asked AWS Batch to stop job %s (last seen %s)", job_id, state.value if state else "unknown")
+
+    def overrides_length(self, spec: JobSpec) -> int:
+        info = self._job_definition()
+        parameters = {**info.default_parameters, PAYLOAD_PARAMETER: spec.payload}
+        overrides = {
+            "command": render_command(info.command, parameters),
+            "environment": [],
+            "resourceRequirements": resource_requirements(spec.resources),
+        }
+        return len(json.dumps(overrides, separators=(",", ":")))
+
+    def log_tail(self, job_id: str, lines: int) -> list[str]:
+        if lines <= 0:
+            return []
+        status = self.describe([job_id]).get(job_id)
+        if status is None or not status.log_location:
+            return []
+        try:
+            response = self._call(
+                "GetLogEvents",
+                self._logs.get_log_events,
+                logGroupName=self.log_group,
+                logStreamName=status.log_location,
+                limit=min(lines, MAX_LOG_EVENTS),
+                startFromHead=False,
+            )
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                logger.debug("no log stream %s in %s for job %s", status.log_location, self.log_group, job_id)
+                return []
+            raise BackendError(f"GetLogEvents for job {job_id} failed ({error_code(exc)})") from exc
+        messages = [event.get("message", "") for event in response.get("events", [])]
+        return messages[-lines:]
+
+    def close(self) -> None:
+        for client in self._owned_clients:
+            client.close()
+        self._owned_clients.clear()
+
+    # ------------------------------------------------------------------ helpers
+
+    def limiter(self, operation: str) -> TokenBucket:
+        """The token bucket that paces ``operation`` (created on first use for APIs without a configured rate)."""
+        with self._limiters_lock:
+            bucket = self._limiters.get(operation)
+            if bucket is None:
+                bucket = TokenBucket(self._other_tps, clock=self._clock, sleep=self._sleep)
+                self._limiters[operation] = bucket
+            return bucket
+
+    def _call(self, operation: str, method: Callable[..., _T], **kwargs: Any) -> _T:
+        """Call one AWS API with pacing, counting, bounded jittered retries and credential-error mapping."""
+        limiter = self.limiter(operation)
+        for attempt in range(self._backoff.max_attempts):
+            limiter.acquire()
+            with self._counter_lock:
+                self.api_calls[operation] += 1
+            try:
+                return method(**kwargs)
+            except botocore.exceptions.ClientError as exc:
+                code = error_code(exc)
+                if code in ACCESS_DENIED_ERROR_CODES:
+                    raise AwsAccessDeniedError(
+                        f"AWS denied {operation} ({code}): the credentials in use lack a permission. Attach the "
+                        "stack's AdapterPolicyArn policy to the adapter's role or user, and check that the queue, "
+                        "job definition and region are the ones that policy names."
+                    ) from exc
+                if code in CREDENTIAL_ERROR_CODES:
+                    raise AwsCredentialsError(
+                        f"AWS rejected the credentials for {operation} ({code}): they are wrong or expired. Refresh "
+                        "them (e.g. `aws sso login`, a new session token, or unset stale AWS_ACCESS_KEY_ID / "
+                        "AWS_SESSION_TOKEN so the default chain can find a role) and check AWS_PROFILE and the region."
+                    ) from exc
+                if not is_retryable(exc):
+                    raise
+                if attempt + 1 >= self._backoff.max_attempts:
+                    raise AwsRetriesExhaustedError(
+                        f"AWS kept answering {operation} with {code or _http_status(exc)} after "
+                        f"{self._backoff.max_attempts} attempts; lower the request rate (--submit-tps / "
+                        "--describe-tps) or retry later"
+                    ) from exc
+                with self._rng_lock:
+                    delay = self._backoff.delay(attempt, self._rng)
+                with self._counter_lock:
+                    self.retried_calls[operation] += 1
+                logger.info(
+                    "%s answered %s (attempt %d of %d); retrying in %.2fs",
+                    operation,
+                    code or _http_status(exc),
+                    attempt + 1,
+                    self._backoff.max_attempts,
+                    delay,
+                )
+                self._sleep(delay)
+            except (
+                botocore.exceptions.NoCredentialsError,
+                botocore.exceptions.PartialCredentialsError,
+                botocore.exceptions.CredentialRetrievalError,
+                botocore.exceptions.TokenRetrievalError,
+            ) as exc:
+                raise AwsCredentialsError(
+                    f"no usable AWS credentials for {operation} ({type(exc).__name__}): configure the default "
+                    "credential chain (AWS_PROFILE, `aws sso login`, an instance or task role)"
+                ) from exc
+            except botocore.exceptions.EndpointConnectionError as exc:
+                raise BackendError(f"cannot reach the AWS endpoint for {operation}: {exc}") from exc
+        raise AssertionError("unreachable: the loop either returns or raises")
+
+    def _job_definition(self) -> _JobDefinitionInfo:
+        with self._job_definition_lock:
+            if self._job_definition_info is None:
+                self._job_definition_info = self._load_job_definition()
+            return self._job_definition_info
+
+    def _load_job_definition(self) -> _JobDefinitionInfo:
+        reference = self.job_definition
+        # DescribeJobDefinitions takes "name:revision" or an ARN in ``jobDefinitions``; a bare name means the latest
+        # ACTIVE revision, as SubmitJob does.
+        by_name = not reference.startswith("arn:") and ":" not in reference
+        definitions: list[JobDefinitionTypeDef] = []
+        try:
+            if by_name:
+                next_token: str | None = None
+                while True:
+                    kwargs: dict[str, Any] = {"jobDefinitionName": reference, "status": "ACTIVE"}
+                    if next_token:
+                        kwargs["nextToken"] = next_token
+                    page = self._call("DescribeJobDefinitions", self._batch.describe_job_definitions, **kwargs)
+                    definitions.extend(page.get("jobDefinitions", []))
+                    next_token = page.get("nextToken")
+                    if not next_token:
+                        break
+            else:
+                page = self._call(
+                    "DescribeJobDefinitions", self._batch.describe_job_definitions, jobDefinitions=[reference]
+                )
+                definitions.extend(page.get("jobDefinitions", []))
+        except botocore.exceptions.ClientError as exc:
+            raise JobRejectedError(
+                f"cannot read job definition {reference!r} ({error_code(exc)}); check --job-definition"
+            ) from exc
+        if not definitions:
+            raise JobRejectedError(
+                f"job definition {reference!r} does not exist or is not ACTIVE; check --job-definition"
+            )
+        definition = max(definitions, key=lambda item: item.get("revision", 0))
+        command = tuple(definition.get("containerProperties", {}).get("command", []))
+        if not command:
+            raise JobRejectedError(
+                f"job definition {reference!r} has no container command; it must run the scaler-batch runner"
+            )
+        logger.debug(
+            "job definition %s revision %s: %d command parts",
+            definition.get("jobDefinitionName"),
+            definition.get("revision"),
+            len(command),
+        )
+        return _JobDefinitionInfo(command=command, default_parameters=dict(definition.get("parameters", {})))
+
+    @staticmethod
+    def _job_status(job: JobDetailTypeDef) -> JobStatus | None:
+        state = _job_state(job.get("status", ""))
+        job_id = job.get("jobId")
+        if state is None or not job_id:
+            logger.warning("ignoring job %s with unexpected status %r", job_id, job.get("status"))
+            return None
+        container = job.get("container", {})
+        array_summary: dict[JobState, int] | None = None
+        array_properties = job.get("arrayProperties", {})
+        is_array_parent = "index" not in array_properties and (
+            "size" in array_properties or "statusSummary" in array_properties
+        )
+        if is_array_parent:
+            array_summary = {}
+            for key, count in array_properties.get("statusSummary", {}).items():
+                child_state = _job_state(key)
+                if child_state is not None:
+                    array_summary[child_state] = int(count)
+        exit_code = container.get("exitCode")
+        return JobStatus(
+            job_id=job_id,
+            state=state,
+            status_reason=job.get("statusReason") or None,
+            exit_code=int(exit_code) if exit_code is not None else None,
+            attempts=len(job.get("attempts", [])),
+            array_summary=array_summary,
+            log_location=container.get("logStreamName") or None,
+        )
