@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +41,7 @@ from scaler_aws_batch.backends.base import (
     JobStatus,
     Resources,
 )
+from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
@@ -70,8 +69,6 @@ DEFAULT_BOTOCORE_MAX_ATTEMPTS: Final = 3
 DEFAULT_THROTTLE_ATTEMPTS: Final = 6
 DEFAULT_BACKOFF_BASE_SECONDS: Final = 0.5
 DEFAULT_BACKOFF_CAP_SECONDS: Final = 20.0
-#: AWS rejects ``attemptDurationSeconds`` below 60.
-MIN_ATTEMPT_DURATION_SECONDS: Final = 60
 #: GetLogEvents returns at most 10,000 events per call.
 MAX_LOG_EVENTS: Final = 10_000
 _CONNECT_TIMEOUT_SECONDS: Final = 10
@@ -113,8 +110,6 @@ RETRYABLE_HTTP_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _RESOURCE_VCPU: Final = "VCPU"
 _RESOURCE_MEMORY: Final = "MEMORY"
 _RESOURCE_GPU: Final = "GPU"
-#: ``Ref::name`` in a job-definition command; Batch replaces it with the job parameter ``name``.
-_REF_PATTERN: Final = re.compile(r"Ref::([A-Za-z0-9_]+)")
 
 
 class AwsCredentialsError(BackendError):
@@ -231,15 +226,6 @@ def resource_requirements(resources: Resources) -> list[ResourceRequirementTypeD
     return requirements
 
 
-def render_command(command: Sequence[str], parameters: Mapping[str, str]) -> list[str]:
-    """Substitute ``Ref::name`` in each command element as Batch does; unknown references stay as they are."""
-
-    def substitute(match: re.Match[str]) -> str:
-        return parameters.get(match.group(1), match.group(0))
-
-    return [_REF_PATTERN.sub(substitute, part) for part in command]
-
-
 def _job_state(value: str) -> JobState | None:
     try:
         return JobState(value)
@@ -335,7 +321,7 @@ class AwsBatchBackend(JobBackend):
             "jobQueue": queue,
             "jobDefinition": self.job_definition,
             "parameters": {PAYLOAD_PARAMETER: spec.payload},
-            "timeout": {"attemptDurationSeconds": max(MIN_ATTEMPT_DURATION_SECONDS, spec.timeout_seconds)},
+            "timeout": {"attemptDurationSeconds": max(MIN_TIMEOUT_SECONDS, spec.timeout_seconds)},
             "tags": dict(spec.tags),
             "propagateTags": False,
         }
@@ -423,12 +409,13 @@ class AwsBatchBackend(JobBackend):
     def overrides_length(self, spec: JobSpec) -> int:
         info = self._job_definition()
         parameters = {**info.default_parameters, PAYLOAD_PARAMETER: spec.payload}
-        overrides = {
-            "command": render_command(info.command, parameters),
-            "environment": [],
-            "resourceRequirements": resource_requirements(spec.resources),
-        }
-        return len(json.dumps(overrides, separators=(",", ":")))
+        return container_overrides_length(
+            render_command(info.command, parameters),
+            environment=None,
+            resource_requirements=[
+                {"type": item["type"], "value": item["value"]} for item in resource_requirements(spec.resources)
+            ],
+        )
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
         if lines <= 0:
