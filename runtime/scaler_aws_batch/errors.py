@@ -98,3 +98,7 @@ class CommandFailedError(ScalerBatchError):
 
     def __reduce__(self) -> tuple[type[CommandFailedError], tuple[str, int, str]]:
         return (type(self), (self.command, self.exit_code, self.stderr_tail))
+
+
+class UnpicklableExceptionError(ScalerBatchError):
+    """The task raised an exception that cannot be pickled; this keeps its type name, message and traceback text."""

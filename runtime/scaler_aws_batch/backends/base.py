@@ -60,6 +60,18 @@ class Resources:
             raise ValueError(f"gpu count must be zero or more, got {self.gpus}")
 
 
+def resource_requirements(resources: Resources) -> list[dict[str, str]]:
+    """``containerOverrides.resourceRequirements`` for ``resources``, in AWS's shape (values are strings)."""
+    out: list[dict[str, str]] = []
+    if resources.vcpus is not None:
+        out.append({"type": "VCPU", "value": f"{resources.vcpus:g}"})
+    if resources.memory_mib is not None:
+        out.append({"type": "MEMORY", "value": str(resources.memory_mib)})
+    if resources.gpus:
+        out.append({"type": "GPU", "value": str(resources.gpus)})
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
     """One job to submit: a single job, or an array job when ``array_size`` is set (2..10,000)."""

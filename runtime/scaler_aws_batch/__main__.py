@@ -1,0 +1,5 @@
+import sys
+
+from scaler_aws_batch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""The embedded default backend: each job runs the runner as a local process, with bounded concurrency.
+
+It mirrors AWS Batch where the shared code can tell: the same runner command with ``Ref::payload`` substituted,
+the same ``AWS_BATCH_JOB_*`` variables, array children ``<parent>:<index>``, SIGTERM then SIGKILL on timeout with
+Batch's reason text, and the same container-overrides measure. Each job's output goes to ``logs/<job id>.log`` and
+its spec (without the payload) to ``jobs/<job id>.json`` under the work directory, for operators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from scaler_aws_batch.backends.base import (
+    PAYLOAD_PARAMETER,
+    RUNNER_COMMAND,
+    JobBackend,
+    JobSpec,
+    JobState,
+    JobStatus,
+    resource_requirements,
+)
+from scaler_aws_batch.limits import container_overrides_length, render_command
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+_SUPERVISOR_TICK_SECONDS = 0.02
+
+
+@dataclasses.dataclass
+class _Job:
+    job_id: str
+    argv: list[str]
+    env: dict[str, str]
+    timeout_seconds: int
+    log_path: pathlib.Path
+    state: JobState = JobState.RUNNABLE
+    process: subprocess.Popen[bytes] | None = None
+    log_handle: IO[bytes] | None = None
+    started_at: float = 0.0
+    stop_requested_at: float | None = None
+    stop_reason: str | None = None
+    exit_code: int | None = None
+    status_reason: str | None = None
+    children: list[str] | None = None  # array parents only
+
+
+def _resolve_executable(argv: list[str]) -> list[str]:
+    """Find ``scaler-batch`` next to this interpreter first, as a job image would have it on PATH."""
+    search_path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    found = shutil.which(argv[0], path=search_path)
+    if found:
+        return [found, *argv[1:]]
+    if argv[0] == RUNNER_COMMAND[0]:
+        return [sys.executable, "-m", "scaler_aws_batch", *argv[1:]]
+    raise FileNotFoundError(f"job command {argv[0]!r} is not on PATH")
+
+
+class LocalProcessBackend(JobBackend):
+    def __init__(
+        self,
+        work_dir: str | os.PathLike[str],
+        *,
+        max_parallel: int | None = None,
+        job_env: Mapping[str, str] | None = None,
+        command: Sequence[str] = RUNNER_COMMAND,
+        kill_grace_seconds: float = 5.0,
+    ) -> None:
+        self._dir = pathlib.Path(work_dir)
+        (self._dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self._dir / "jobs").mkdir(parents=True, exist_ok=True)
+        self._max_parallel = max_parallel or os.cpu_count() or 2
+        if self._max_parallel <= 0:
+            raise ValueError(f"max_parallel must be positive, got {self._max_parallel}")
+        self._job_env = dict(job_env or {})
+        self._command = tuple(command)
+        self._kill_grace = kill_grace_seconds
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="local-backend", daemon=True)
+        self._supervisor.start()
+
+    @property
+    def name(self) -> str:
+        return "local"
+
+    # --- the interface ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> str:
+        job_id = str(uuid.uuid4())
+        argv = _resolve_executable(render_command(self._command, {PAYLOAD_PARAMETER: spec.payload}))
+        record = {
+            "jobId": job_id,
+            "jobName": spec.name,
+            "queue": spec.queue,
+            "arraySize": spec.array_size,
+            "timeoutSeconds": spec.timeout_seconds,
+            "resourceRequirements": resource_requirements(spec.resources),
+            "tags": dict(spec.tags),
+        }
+        (self._dir / "jobs" / f"{job_id}.json").write_text(json.dumps(record, indent=2))
+        base_env = {**os.environ, **self._job_env, "AWS_BATCH_JOB_ATTEMPT": "1"}
+        with self._lock:
+            if spec.array_size is None:
+                self._add(job_id, argv, {**base_env, "AWS_BATCH_JOB_ID": job_id}, spec.timeout_seconds)
+            else:
+                children = []
+                for index in range(spec.array_size):
+                    child_id = f"{job_id}:{index}"
+                    env = {**base_env, "AWS_BATCH_JOB_ID": child_id, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}
+                    self._add(child_id, argv, env, spec.timeout_seconds)
+                    children.append(child_id)
+                parent = _Job(job_id, [], {}, spec.timeout_seconds, self._dir / "logs" / f"{job_id}.log")
+                parent.state, parent.children = JobState.PENDING, children
+                self._jobs[job_id] = parent
+        logger.info("local job %s (%s) submitted, array size %s", job_id, spec.name, spec.array_size or "-")
+        return job_id
+
+    def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if len(job_ids) > self.max_describe_batch:
+            raise ValueError(f"describe takes at most {self.max_describe_batch} ids, got {len(job_ids)}")
+        with self._lock:
+            return {job_id: self._status(self._jobs[job_id]) for job_id in job_ids if job_id in self._jobs}
+
+    def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
+        del state  # the local backend always knows the current state
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            targets = [self._jobs[child] for child in job.children] if job.children is not None else [job]
+            for target in targets:
+                self._stop_job(target, reason)
+
+    def overrides_length(self, spec: JobSpec) -> int:
+        command = render_command(self._command, {PAYLOAD_PARAMETER: spec.payload})
+        return container_overrides_length(command, None, resource_requirements(spec.resources))
+
+    def log_tail(self, job_id: str, lines: int) -> list[str]:
+        path = self._dir / "logs" / f"{job_id}.log"
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._supervisor.join(timeout=5)
+        with self._lock:
+            for job in self._jobs.values():
+                if job.process is not None and job.process.poll() is None:
+                    self._signal(job, signal.SIGKILL)
+                    job.process.wait()
+                if job.log_handle is not None:
+                    job.log_handle.close()
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int) -> None:
+        self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log")
+
+    def _status(self, job: _Job) -> JobStatus:
+        if job.children is None:
+            return JobStatus(
+                job_id=job.job_id,
+                state=job.state,
+                status_reason=job.status_reason,
+                exit_code=job.exit_code,
+                attempts=1 if job.state.is_final and job.process is not None else 0,
+                log_location=str(job.log_path),
+            )
+        summary = {state: 0 for state in JobState}
+        for child in job.children:
+            summary[self._jobs[child].state] += 1
+        done = summary[JobState.SUCCEEDED] + summary[JobState.FAILED]
+        if done < len(job.children):
+            state = JobState.PENDING
+        else:
+            state = JobState.FAILED if summary[JobState.FAILED] else JobState.SUCCEEDED
+        return JobStatus(job_id=job.job_id, state=state, array_summary=summary)
+
+    def _signal(self, job: _Job, signum: signal.Signals) -> None:
+        assert job.process is not None
+        try:
+            os.killpg(job.process.pid, signum)
+        except ProcessLookupError:
+            return
+
+    def _stop_job(self, job: _Job, reason: str) -> None:
+        if job.state.is_final:
+            return
+        if job.process is None:
+            job.state, job.status_reason = JobState.FAILED, reason
+            logger.info("local job %s cancelled before it started", job.job_id)
+            return
+        if job.stop_requested_at is None:
+            job.stop_requested_at, job.stop_reason = time.monotonic(), reason
+            self._signal(job, signal.SIGTERM)
+            logger.info("local job %s terminating: %s", job.job_id, reason)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(_SUPERVISOR_TICK_SECONDS):
+            with self._lock:
+                self._tick()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        running = 0
+        for job in self._jobs.values():
+            if job.process is None or job.state.is_final:
+                continue
+            code = job.process.poll()
+            if code is not None:
+                self._finish(job, code)
+                continue
+            running += 1
+            if job.stop_requested_at is None and now - job.started_at > job.timeout_seconds:
+                self._stop_job(job, TIMEOUT_REASON)
+            elif job.stop_requested_at is not None and now - job.stop_requested_at > self._kill_grace:
+                self._signal(job, signal.SIGKILL)
+        for job in self._jobs.values():
+            if running >= self._max_parallel:
+                break
+            if job.state is JobState.RUNNABLE and job.process is None and job.children is None:
+                self._start(job)
+                running += 1
+
+    def _start(self, job: _Job) -> None:
+        job.log_handle = job.log_path.open("ab")
+        try:
+            job.process = subprocess.Popen(
+                job.argv, stdout=job.log_handle, stderr=subprocess.STDOUT, env=job.env, start_new_session=True
+            )
+        except OSError as exc:
+            job.state, job.status_reason = JobState.FAILED, f"CannotStartContainerError: {exc}"
+            job.log_handle.close()
+            return
+        job.state, job.started_at = JobState.RUNNING, time.monotonic()
+        logger.debug("local job %s RUNNING as pid %d", job.job_id, job.process.pid)
+
+    def _finish(self, job: _Job, code: int) -> None:
+        if job.log_handle is not None:
+            job.log_handle.close()
+            job.log_handle = None
+        # A signal death reports like Docker does: 128 + signal number.
+        job.exit_code = code if code >= 0 else 128 - code
+        if code == 0 and job.stop_reason != TIMEOUT_REASON:
+            job.state = JobState.SUCCEEDED
+        else:
+            job.state = JobState.FAILED
+            job.status_reason = job.stop_reason or "Essential container in task exited"
+        logger.info(
+            "local job %s %s (exit %d) after %.2fs",
+            job.job_id,
+            job.state.value,
+            job.exit_code,
+            time.monotonic() - job.started_at,
+        )

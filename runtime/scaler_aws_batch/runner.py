@@ -1,0 +1,261 @@
+"""The in-container runner: what every job executes (``scaler-batch run-job --payload <Ref::payload>``).
+
+It reads the payload (inline or from the store), checks its version and the Python version, runs each task of the
+job (all of them for a single job, the one at ``AWS_BATCH_JOB_ARRAY_INDEX`` for an array child), and writes one
+result object per task.
+
+Exit codes: 0 whenever every task's result (success or captured exception) was written; non-zero only for
+infrastructure failures, so Batch marks the job FAILED and the adapter reports the reason with the job's log tail.
+The runner never logs arguments or results, only ids, sizes, states and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scaler_aws_batch.errors import (
+    ObjectMissingError,
+    PayloadError,
+    PythonVersionMismatchError,
+    ResultSerializationError,
+    ScalerBatchError,
+    StoreError,
+    UnpicklableExceptionError,
+)
+from scaler_aws_batch.stores import ObjectStore, open_store
+from scaler_aws_batch.wire import (
+    BlobRef,
+    InlineParameter,
+    Payload,
+    TaskEntry,
+    TaskResultEnvelope,
+    decode_payload,
+    parse_parameter,
+    python_version_tag,
+    result_key,
+    sha256_hex,
+)
+
+logger = logging.getLogger("scaler_aws_batch.runner")
+
+EXIT_OK = 0
+EXIT_USAGE = 64  # sysexits EX_USAGE: bad command line
+EXIT_BAD_PAYLOAD = 65  # EX_DATAERR: corrupt, tampered or unknown-version payload
+EXIT_STORE = 74  # EX_IOERR: could not read the payload or write a result
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    job_id: str
+    attempt: int
+    array_index: int | None
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> JobContext:
+        index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")
+        return JobContext(
+            job_id=env.get("AWS_BATCH_JOB_ID", "local"),
+            attempt=int(env.get("AWS_BATCH_JOB_ATTEMPT", "1") or "1"),
+            array_index=int(index) if index not in (None, "") else None,
+        )
+
+
+def serialize_failure(exc: BaseException) -> bytes:
+    """Scaler's failure format: the pickled exception (tblib makes its traceback travel along)."""
+    try:
+        return pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as pickling_error:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        fallback = UnpicklableExceptionError(
+            f"{type(exc).__qualname__}: {exc}\n(the exception could not be pickled: {pickling_error})\n{detail}"
+        )
+        return pickle.dumps(fallback, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _install_traceback_pickling() -> None:
+    try:
+        import tblib.pickling_support
+    except ImportError:  # tracebacks are a convenience; results still travel without them
+        logger.warning("tblib is not installed: exceptions will reach the client without their traceback")
+        return
+    tblib.pickling_support.install()
+
+
+class _BlobReader:
+    """Reads blobs of one payload, inline or from the store, and checks every one against its SHA-256."""
+
+    def __init__(self, payload: Payload, store: ObjectStore) -> None:
+        self._payload = payload
+        self._store = store
+        self._cache: dict[str, bytes] = {}
+
+    def read(self, ref: BlobRef) -> bytes:
+        cached = self._cache.get(ref.sha256)
+        if cached is not None:
+            return cached
+        if ref.key is None:
+            data = self._payload.inline_blob(ref)
+        else:
+            data = self._store.get(ref.key)
+            if sha256_hex(data) != ref.sha256:
+                raise PayloadError(
+                    f"object {ref.key} in {self._store.url} does not match the SHA-256 the adapter recorded: it was "
+                    "modified or corrupted after submission; resubmit the task"
+                )
+        self._cache[ref.sha256] = data
+        return data
+
+
+def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: JobContext) -> TaskResultEnvelope:
+    started = time.monotonic()
+    status = "success"
+    here = python_version_tag()
+    try:
+        if payload.python != here:
+            raise PythonVersionMismatchError(
+                f"the client serialized this task under Python {payload.python} but the job image runs Python {here}; "
+                f"build the image with the client's version (CDK context python_version={payload.python}) or run "
+                f"the adapter with --client-python {here} if the client really uses {here}"
+            )
+        serializer_bytes = blobs.read(entry.serializer)
+        try:
+            import cloudpickle
+
+            serializer: Any = cloudpickle.loads(serializer_bytes)
+        except (pickle.UnpicklingError, ImportError, AttributeError, EOFError, TypeError) as exc:
+            raise PayloadError(f"cannot load the client's serializer: {type(exc).__name__}: {exc}") from exc
+        function = serializer.deserialize(blobs.read(entry.function))
+        arguments = [serializer.deserialize(blobs.read(argument)) for argument in entry.arguments]
+        try:
+            value = function(*arguments)
+        finally:
+            del arguments  # free large arguments before serializing the result
+        try:
+            body = serializer.serialize(value)
+        except Exception as exc:  # noqa: BLE001 - any serializer failure becomes the task's error
+            raise ResultSerializationError(
+                f"the task returned a {type(value).__module__}.{type(value).__qualname__} that the client's "
+                f"serializer cannot serialize ({type(exc).__name__}: {exc}); return plain data instead"
+            ) from exc
+    except (StoreError, PayloadError) as exc:
+        if isinstance(exc, StoreError) and not isinstance(exc, ObjectMissingError):
+            raise  # the store is unreachable: an infrastructure failure, not the task's
+        status, body = "failure", serialize_failure(exc)
+    except Exception as exc:  # noqa: BLE001 - the task's own exception is its result, in Scaler's format
+        status, body = "failure", serialize_failure(exc)
+    return TaskResultEnvelope(
+        task_id=entry.task_id,
+        status="success" if status == "success" else "failure",
+        body=body,
+        job_id=context.job_id,
+        attempt=context.attempt,
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def _load_payload(value: str) -> tuple[Payload, ObjectStore | None]:
+    parameter = parse_parameter(value)
+    if isinstance(parameter, InlineParameter):
+        return decode_payload(parameter.envelope), None
+    store = open_store(parameter.store_url)
+    stored = store.get(parameter.key)
+    if sha256_hex(stored) != parameter.sha256:
+        raise PayloadError(
+            f"payload {parameter.key} in {parameter.store_url} does not match the SHA-256 in the job's parameters: "
+            "it was modified or corrupted after submission; resubmit the task"
+        )
+    return decode_payload(stored), store
+
+
+def _select(payload: Payload, context: JobContext) -> tuple[TaskEntry, ...]:
+    if context.array_index is None:
+        return payload.tasks
+    if not 0 <= context.array_index < len(payload.tasks):
+        raise PayloadError(
+            f"array index {context.array_index} is outside the payload's {len(payload.tasks)} tasks: the array "
+            "size and the payload disagree"
+        )
+    return (payload.tasks[context.array_index],)
+
+
+def run(value: str, context: JobContext) -> int:
+    try:
+        payload, payload_store = _load_payload(value)
+        tasks = _select(payload, context)
+        result_store = payload_store if payload_store and payload_store.url == payload.result_store else None
+        result_store = result_store or open_store(payload.result_store)
+    except PayloadError as exc:
+        logger.error("job %s: refusing the payload: %s", context.job_id, exc)
+        return EXIT_BAD_PAYLOAD
+    except (StoreError, ValueError) as exc:
+        logger.error("job %s: cannot read the payload: %s", context.job_id, exc)
+        return EXIT_STORE
+
+    logger.info(
+        "job %s attempt %d: %d task(s), python %s", context.job_id, context.attempt, len(tasks), python_version_tag()
+    )
+    blobs = _BlobReader(payload, result_store)
+    for entry in tasks:
+        key = result_key(entry.task_id)
+        try:
+            if result_store.exists(key):
+                # Batch runs jobs at least once: an earlier attempt already delivered this task.
+                logger.info("task %s: result already stored by an earlier attempt, skipping", entry.task_id)
+                continue
+            result = _run_one(entry, payload, blobs, context)
+            written = result_store.put_if_absent(key, result.encode())
+        except StoreError as exc:
+            logger.error("task %s: cannot reach the store: %s", entry.task_id, exc)
+            return EXIT_STORE
+        logger.info(
+            "task %s: %s in %.3fs, result %d bytes%s",
+            entry.task_id,
+            result.status,
+            result.duration_seconds,
+            len(result.body),
+            "" if written else " (an earlier attempt's result was kept)",
+        )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaler-batch run-job", description="Run the tasks of one job.")
+    parser.add_argument("--payload", required=True, help="the job's payload parameter (inline:... or ref:...)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environment = os.environ if env is None else env
+    logging.basicConfig(
+        level=environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s runner: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        context = JobContext.from_env(environment)
+    except ValueError as exc:
+        logger.error("bad AWS_BATCH_* environment: %s", exc)
+        return EXIT_USAGE
+    _install_traceback_pickling()
+    try:
+        return run(args.payload, context)
+    except ScalerBatchError as exc:
+        logger.error("job %s: %s", context.job_id, exc)
+        return EXIT_STORE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

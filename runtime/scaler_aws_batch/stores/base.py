@@ -1,0 +1,36 @@
+"""The object store interface shared by the adapter (payloads in, results out) and the runner."""
+
+from __future__ import annotations
+
+import abc
+
+
+class ObjectStore(abc.ABC):
+    """A flat key space under one base URL (``s3://bucket/prefix`` or ``file:///dir``)."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The base URL; :func:`scaler_aws_batch.stores.open_store` turns it back into an equal store."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key``, replacing what was there."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist. Returns False when it already existed.
+
+        Results are written this way so that a job that runs twice (Batch is at-least-once) keeps the first result.
+        """
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """Read ``key``; raise :class:`~scaler_aws_batch.errors.ObjectMissingError` when it does not exist."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``; deleting a missing key is not an error."""

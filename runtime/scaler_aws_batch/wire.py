@@ -1,0 +1,359 @@
+"""The wire format between the adapter and the runner. Both import this module; nothing else encodes payloads.
+
+A **job payload** is a binary envelope::
+
+    b"SCBJ" | version: u16 | header length: u32 | header (UTF-8 JSON) | blob area
+
+The header lists the job's tasks (one for a single job, one per child for an array job). Every task names its
+serializer, function and argument blobs by SHA-256. A blob is either inline (an offset into the blob area) or a
+content-addressed object in the store (``objects/<sha256>``), so a function shared by 1,000 tasks is stored once.
+The runner checks every blob against its digest, which is how corruption and tampering are caught.
+
+The blobs are the client's bytes exactly as Scaler's object storage holds them: the adapter never unpickles them.
+
+The **payload parameter** (what AWS substitutes for ``Ref::payload``) is one of::
+
+    inline:<base64 of the envelope, or of its gzip>
+    ref:<sha256 of the stored bytes>:<key>:<store url>
+
+A **task result** is ``b"SCBR" | version: u16 | header length: u32 | header JSON | body``, stored at
+``results/<task id>``. The body is either the client serializer's bytes of the return value (success) or a pickled
+exception (failure), which is Scaler's own failure format, so the adapter hands it to Scaler untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import gzip
+import hashlib
+import json
+import struct
+import sys
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from scaler_aws_batch.errors import PayloadError, PayloadVersionError
+
+PAYLOAD_MAGIC = b"SCBJ"
+RESULT_MAGIC = b"SCBR"
+#: Bump when the envelope changes incompatibly. The runner refuses versions it does not know.
+PAYLOAD_VERSION = 1
+RESULT_VERSION = 1
+SUPPORTED_PAYLOAD_VERSIONS = frozenset({1})
+
+_PREFIX = struct.Struct("!4sHI")  # magic, version, header length
+_GZIP_MAGIC = b"\x1f\x8b"
+
+INLINE_SCHEME = "inline"
+REF_SCHEME = "ref"
+
+OBJECTS_PREFIX = "objects/"
+PAYLOADS_PREFIX = "payloads/"
+RESULTS_PREFIX = "results/"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def python_version_tag(version_info: Sequence[int] | None = None) -> str:
+    info = version_info if version_info is not None else sys.version_info
+    return f"{info[0]}.{info[1]}"
+
+
+def result_key(task_id_hex: str) -> str:
+    return f"{RESULTS_PREFIX}{task_id_hex}"
+
+
+def object_key(digest: str) -> str:
+    return f"{OBJECTS_PREFIX}{digest}"
+
+
+# --- payloads -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobRef:
+    """Where one blob lives: inline in the envelope (``offset``/``length``) or in the store (``key``)."""
+
+    sha256: str
+    size: int
+    offset: int | None = None
+    key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sha256": self.sha256, "size": self.size}
+        if self.key is not None:
+            out["key"] = self.key
+        else:
+            out["offset"] = self.offset
+        return out
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> BlobRef:
+        try:
+            sha, size = str(data["sha256"]), int(data["size"])
+            key = data.get("key")
+            offset = data.get("offset")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PayloadError(f"corrupt payload: malformed blob reference {data!r}") from exc
+        if (key is None) == (offset is None):
+            raise PayloadError("corrupt payload: a blob must be either inline or stored")
+        return BlobRef(sha256=sha, size=size, offset=None if offset is None else int(offset), key=key)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEntry:
+    """One task inside a payload."""
+
+    task_id: str
+    serializer: BlobRef
+    function: BlobRef
+    arguments: tuple[BlobRef, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "serializer": self.serializer.to_json(),
+            "function": self.function.to_json(),
+            "arguments": [argument.to_json() for argument in self.arguments],
+        }
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> TaskEntry:
+        try:
+            return TaskEntry(
+                task_id=str(data["task_id"]),
+                serializer=BlobRef.from_json(data["serializer"]),
+                function=BlobRef.from_json(data["function"]),
+                arguments=tuple(BlobRef.from_json(item) for item in data["arguments"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PayloadError(f"corrupt payload: malformed task entry ({exc})") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskBlobs:
+    """The client's bytes for one task, as the adapter fetched them from Scaler's object storage."""
+
+    task_id: str
+    serializer: bytes
+    function: bytes
+    arguments: tuple[bytes, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """A decoded payload: header fields plus the inline blob area."""
+
+    python: str
+    cloudpickle: str
+    result_store: str
+    tasks: tuple[TaskEntry, ...]
+    blob_area: bytes
+
+    def inline_blob(self, ref: BlobRef) -> bytes:
+        assert ref.offset is not None
+        data = self.blob_area[ref.offset : ref.offset + ref.size]
+        if len(data) != ref.size or sha256_hex(data) != ref.sha256:
+            raise PayloadError(f"corrupt payload: inline blob {ref.sha256[:12]} does not match its SHA-256")
+        return data
+
+
+class PayloadBuilder:
+    """Assembles one payload. Blobs are deduplicated by digest; those at or above ``store_threshold`` bytes are
+    left for the caller to upload (:attr:`stored_blobs`) and referenced by key."""
+
+    def __init__(self, *, python: str, cloudpickle_version: str, result_store: str, store_threshold: int) -> None:
+        self._python = python
+        self._cloudpickle = cloudpickle_version
+        self._result_store = result_store
+        self._store_threshold = store_threshold
+        self._area = bytearray()
+        self._refs: dict[str, BlobRef] = {}
+        self._tasks: list[TaskEntry] = []
+        self.stored_blobs: dict[str, bytes] = {}  # key -> bytes the caller must upload
+
+    def _add(self, data: bytes) -> BlobRef:
+        digest = sha256_hex(data)
+        ref = self._refs.get(digest)
+        if ref is not None:
+            return ref
+        if len(data) >= self._store_threshold:
+            key = object_key(digest)
+            ref = BlobRef(sha256=digest, size=len(data), key=key)
+            self.stored_blobs[key] = data
+        else:
+            ref = BlobRef(sha256=digest, size=len(data), offset=len(self._area))
+            self._area.extend(data)
+        self._refs[digest] = ref
+        return ref
+
+    def add_task(self, blobs: TaskBlobs) -> None:
+        self._tasks.append(
+            TaskEntry(
+                task_id=blobs.task_id,
+                serializer=self._add(blobs.serializer),
+                function=self._add(blobs.function),
+                arguments=tuple(self._add(argument) for argument in blobs.arguments),
+            )
+        )
+
+    def encode(self) -> bytes:
+        header = {
+            "python": self._python,
+            "cloudpickle": self._cloudpickle,
+            "result_store": self._result_store,
+            "tasks": [task.to_json() for task in self._tasks],
+        }
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        return _PREFIX.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, len(header_bytes)) + header_bytes + bytes(self._area)
+
+
+def decode_payload(envelope: bytes) -> Payload:
+    """Parse an envelope. Raises :class:`PayloadVersionError` or :class:`PayloadError` with what to fix."""
+    if envelope[:2] == _GZIP_MAGIC:
+        try:
+            envelope = gzip.decompress(envelope)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise PayloadError(f"corrupt payload: gzip data is damaged ({exc})") from exc
+    if len(envelope) < _PREFIX.size:
+        raise PayloadError(f"corrupt payload: {len(envelope)} bytes is shorter than the envelope prefix")
+    magic, version, header_length = _PREFIX.unpack_from(envelope)
+    if magic != PAYLOAD_MAGIC:
+        raise PayloadError(f"corrupt payload: bad magic {magic!r}, this is not a scaler-aws-batch payload")
+    if version not in SUPPORTED_PAYLOAD_VERSIONS:
+        raise PayloadVersionError(
+            f"payload format version {version} is not supported by this runner (it reads "
+            f"{sorted(SUPPORTED_PAYLOAD_VERSIONS)}): rebuild the job image from the same scaler-aws-batch release "
+            "as the adapter"
+        )
+    header_end = _PREFIX.size + header_length
+    try:
+        header = json.loads(envelope[_PREFIX.size : header_end].decode())
+        return Payload(
+            python=str(header["python"]),
+            cloudpickle=str(header["cloudpickle"]),
+            result_store=str(header["result_store"]),
+            tasks=tuple(TaskEntry.from_json(item) for item in header["tasks"]),
+            blob_area=envelope[header_end:],
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PayloadError(f"corrupt payload: unreadable header ({exc})") from exc
+
+
+# --- the payload parameter ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InlineParameter:
+    envelope: bytes  # possibly gzip-compressed
+
+
+@dataclasses.dataclass(frozen=True)
+class RefParameter:
+    sha256: str
+    key: str
+    store_url: str
+
+
+def inline_parameter(envelope: bytes) -> str:
+    return f"{INLINE_SCHEME}:{base64.b64encode(envelope).decode('ascii')}"
+
+
+def ref_parameter(stored_bytes: bytes, key: str, store_url: str) -> str:
+    if ":" in key:
+        raise ValueError(f"store keys must not contain ':', got {key!r}")
+    return f"{REF_SCHEME}:{sha256_hex(stored_bytes)}:{key}:{store_url}"
+
+
+def parse_parameter(value: str) -> InlineParameter | RefParameter:
+    scheme, _, rest = value.partition(":")
+    if scheme == INLINE_SCHEME:
+        try:
+            return InlineParameter(base64.b64decode(rest.encode("ascii"), validate=True))
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise PayloadError("corrupt payload: the inline parameter is not valid base64") from exc
+    if scheme == REF_SCHEME:
+        digest, _, remainder = rest.partition(":")
+        key, _, store_url = remainder.partition(":")
+        if len(digest) != 64 or not key or not store_url:
+            raise PayloadError("corrupt payload: a ref parameter must be ref:<sha256>:<key>:<store url>")
+        return RefParameter(sha256=digest, key=key, store_url=store_url)
+    raise PayloadError(f"corrupt payload: unknown payload scheme {scheme[:16]!r} (expected 'inline' or 'ref')")
+
+
+def maybe_gzip(data: bytes, *, min_saving: float = 0.1) -> bytes:
+    """gzip ``data`` when that saves at least ``min_saving`` of its size; the reader detects gzip by its magic."""
+    compressed = gzip.compress(data, compresslevel=6, mtime=0)
+    return compressed if len(compressed) <= len(data) * (1 - min_saving) else data
+
+
+# --- results ------------------------------------------------------------------------------------------------------
+
+ResultStatus = Literal["success", "failure"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResultEnvelope:
+    task_id: str
+    status: ResultStatus
+    body: bytes
+    job_id: str = ""
+    attempt: int = 0
+    duration_seconds: float = 0.0
+
+    def encode(self) -> bytes:
+        header = {
+            "task_id": self.task_id,
+            "status": self.status,
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "body_sha256": sha256_hex(self.body),
+        }
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        return _PREFIX.pack(RESULT_MAGIC, RESULT_VERSION, len(header_bytes)) + header_bytes + self.body
+
+
+def decode_result(data: bytes, *, expected_task_id: str) -> TaskResultEnvelope:
+    """Parse a stored result and check it belongs to ``expected_task_id`` and is intact."""
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise PayloadError(f"corrupt result for task {expected_task_id}: gzip data is damaged") from exc
+    if len(data) < _PREFIX.size:
+        raise PayloadError(f"corrupt result for task {expected_task_id}: too short")
+    magic, version, header_length = _PREFIX.unpack_from(data)
+    if magic != RESULT_MAGIC or version != RESULT_VERSION:
+        raise PayloadError(f"corrupt result for task {expected_task_id}: magic {magic!r} version {version}")
+    header_end = _PREFIX.size + header_length
+    try:
+        header = json.loads(data[_PREFIX.size : header_end].decode())
+        task_id, status = str(header["task_id"]), header["status"]
+        digest = str(header["body_sha256"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PayloadError(f"corrupt result for task {expected_task_id}: unreadable header") from exc
+    body = data[header_end:]
+    if task_id != expected_task_id:
+        raise PayloadError(f"result object for task {expected_task_id} holds task {task_id}")
+    if status not in ("success", "failure"):
+        raise PayloadError(f"corrupt result for task {expected_task_id}: unknown status {status!r}")
+    if sha256_hex(body) != digest:
+        raise PayloadError(f"corrupt result for task {expected_task_id}: body does not match its SHA-256")
+    return TaskResultEnvelope(
+        task_id=task_id,
+        status=status,
+        body=body,
+        job_id=str(header.get("job_id", "")),
+        attempt=int(header.get("attempt", 0)),
+        duration_seconds=float(header.get("duration_seconds", 0.0)),
+    )
+
+
+def task_ids_of(tasks: Iterable[TaskEntry]) -> list[str]:
+    return [task.task_id for task in tasks]
