@@ -1,0 +1,44 @@
+# Every target builds what it needs from nothing: a fresh clone needs only python3 and node/npm.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+
+.PHONY: demo test lint typecheck unit synth bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.core-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e ".[dev,cdk]"
+	touch $@ $(VENV)/.core-installed
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+demo: $(VENV)/.core-installed
+	$(BIN)/scaler-batch demo
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+test: $(VENV)/.dev-installed node_modules/.package-lock.json lint typecheck
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/pytest
+
+synth: $(VENV)/.dev-installed node_modules/.package-lock.json
+	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .mypy_cache .pytest_cache .ruff_cache

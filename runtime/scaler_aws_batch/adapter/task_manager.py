@@ -1,0 +1,239 @@
+"""A Scaler task manager that passes the client's bytes through, never unpickling them.
+
+Scaler's own ``scaler.worker_manager.proxy.task_manager.TaskManager`` deserializes the serializer, the function and
+the arguments, and re-serializes results; this one fetches the raw bytes from Scaler's object storage, hands them
+to the :class:`~scaler_aws_batch.engine.JobEngine`, and stores the runner's result bytes back untouched.
+
+It honours task priority (a heap, highest first), a maximum number of concurrent jobs, and cancel of both queued
+and running tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+import logging
+import pickle
+import time
+from typing import TYPE_CHECKING, Any
+
+from scaler.protocol.capnp import (
+    ObjectInstruction,
+    ObjectMetadata,
+    Task,
+    TaskCancel,
+    TaskCancelConfirm,
+    TaskCancelConfirmType,
+    TaskResult,
+    TaskResultType,
+)
+from scaler.protocol.helpers import capabilities_to_dict
+from scaler.utility.identifiers import ObjectID, TaskID
+from scaler.utility.metadata.task_flags import retrieve_task_flags_from_task
+from scaler.worker.agent.mixins import TaskManager as TaskManagerMixin
+
+from scaler_aws_batch.backends.base import Resources
+from scaler_aws_batch.engine import JobEngine, TaskOutcome, TaskWork
+from scaler_aws_batch.errors import SubmitError
+from scaler_aws_batch.wire import TaskBlobs
+
+if TYPE_CHECKING:
+    from scaler.io.mixins import AsyncConnector, AsyncObjectStorageConnector
+
+logger = logging.getLogger(__name__)
+
+#: Capability names a task may carry to size and route its job.
+CAPABILITY_VCPUS = "vcpus"
+CAPABILITY_MEMORY = "memory"  # MiB
+CAPABILITY_GPU = "gpu"
+CAPABILITY_ON_DEMAND = "on_demand"
+CAPABILITY_TIMEOUT = "timeout"  # seconds
+TASK_CAPABILITIES = (CAPABILITY_VCPUS, CAPABILITY_MEMORY, CAPABILITY_GPU, CAPABILITY_ON_DEMAND, CAPABILITY_TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueRouting:
+    """Which queue a task's job goes to. ``None`` means the backend's default queue."""
+
+    on_demand: str | None = None
+    gpu: str | None = None
+
+
+def work_settings_from_capabilities(
+    capabilities: dict[str, int], routing: QueueRouting
+) -> tuple[Resources, str | None, int | None]:
+    """Map a task's capabilities to job resources, queue and timeout. Raises ValueError with what to fix."""
+
+    def positive(name: str) -> int | None:
+        value = capabilities.get(name)
+        return value if value is not None and value > 0 else None  # -1 (Scaler's "any") means: keep the default
+
+    resources = Resources(vcpus=positive(CAPABILITY_VCPUS), memory_mib=positive(CAPABILITY_MEMORY),
+                          gpus=positive(CAPABILITY_GPU))  # fmt: skip
+    queue: str | None = None
+    if resources.gpus:
+        if routing.gpu is None:
+            raise ValueError("the task asks for a GPU but this adapter has no GPU queue: start it with --gpu-queue")
+        queue = routing.gpu
+    elif positive(CAPABILITY_ON_DEMAND):
+        if routing.on_demand is None:
+            raise ValueError("the task asks for On-Demand capacity but this adapter has no --on-demand-queue")
+        queue = routing.on_demand
+    return resources, queue, positive(CAPABILITY_TIMEOUT)
+
+
+class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
+    def __init__(self, engine: JobEngine, *, max_concurrent_jobs: int, routing: QueueRouting) -> None:
+        if max_concurrent_jobs <= 0:
+            raise ValueError(f"max concurrent jobs must be positive, got {max_concurrent_jobs}")
+        self._engine = engine
+        self._max_concurrent = max_concurrent_jobs
+        self._routing = routing
+        self._queue: list[tuple[int, int, bytes]] = []  # (-priority, arrival, task id): a stable priority heap
+        self._arrival = itertools.count()
+        self._queued: dict[bytes, Task] = {}
+        self._running: dict[bytes, asyncio.Task[None]] = {}
+        self._serializers: dict[bytes, bytes] = {}  # serializer object id -> the client's serializer bytes
+        self._wake = asyncio.Event()
+        self._connector_external: AsyncConnector | None = None
+        self._connector_storage: AsyncObjectStorageConnector | None = None
+        self.completed = 0
+
+    def register(self, connector_external: AsyncConnector, connector_storage: AsyncObjectStorageConnector) -> None:
+        self._connector_external = connector_external
+        self._connector_storage = connector_storage
+
+    # --- what Scaler's heartbeat manager asks --------------------------------------------------------------------
+
+    def get_queued_size(self) -> int:
+        return len(self._queued)
+
+    def can_accept_task(self) -> bool:
+        return len(self._running) < self._max_concurrent
+
+    @property
+    def processing_task_count(self) -> int:
+        return len(self._running)
+
+    # --- messages from the scheduler -----------------------------------------------------------------------------
+
+    async def on_task_new(self, task: Task) -> None:
+        priority = retrieve_task_flags_from_task(task).priority
+        heapq.heappush(self._queue, (-priority, next(self._arrival), bytes(task.taskId)))
+        self._queued[bytes(task.taskId)] = task
+        self._wake.set()
+
+    async def on_task_result(self, result: TaskResult) -> None:
+        raise NotImplementedError("the adapter produces results; it never receives them")
+
+    async def on_cancel_task(self, task_cancel: TaskCancel) -> None:
+        task_id = bytes(task_cancel.taskId)
+        confirm = TaskCancelConfirmType.cancelNotFound
+        if task_id in self._queued:
+            del self._queued[task_id]  # its heap entry is skipped when popped
+            confirm = TaskCancelConfirmType.canceled
+        elif task_id in self._running:
+            if not task_cancel.flags.force:
+                confirm = TaskCancelConfirmType.cancelFailed
+            else:
+                await self._engine.cancel(task_id.hex())
+                self._running.pop(task_id).cancel()
+                confirm = TaskCancelConfirmType.canceled
+        logger.info("task %s: cancel -> %s", task_id.hex(), confirm.name if hasattr(confirm, "name") else confirm)
+        await self._send(TaskCancelConfirm(taskId=task_cancel.taskId, cancelConfirmType=confirm))
+        self._wake.set()
+
+    async def on_object_instruction(self, instruction: ObjectInstruction) -> None:
+        if instruction.instructionType == ObjectInstruction.ObjectInstructionType.delete:
+            for object_id in instruction.objectMetadata.objectIds:
+                self._serializers.pop(bytes(object_id), None)
+
+    # --- the dispatch loop ---------------------------------------------------------------------------------------
+
+    async def routine(self) -> None:
+        """Start queued tasks, highest priority first, while fewer than the maximum are running."""
+        while self._queue and self.can_accept_task():
+            _, _, task_id = heapq.heappop(self._queue)
+            task = self._queued.pop(task_id, None)
+            if task is None:
+                continue  # cancelled while queued
+            self._running[task_id] = asyncio.create_task(self._run(task), name=f"task-{task_id.hex()[:12]}")
+        self._wake.clear()
+        await self._wake.wait()
+
+    async def _load_blobs(self, task: Task) -> TaskBlobs:
+        assert self._connector_storage is not None
+        serializer_id = ObjectID.generate_serializer_object_id(task.source)
+        serializer = self._serializers.get(bytes(serializer_id))
+        if serializer is None:
+            serializer = bytes(await self._connector_storage.get_object(serializer_id))
+            self._serializers[bytes(serializer_id)] = serializer
+        object_ids = [ObjectID(task.funcObjectId), *(ObjectID(argument.data) for argument in task.functionArgs)]
+        function, *arguments = await asyncio.gather(*(self._connector_storage.get_object(oid) for oid in object_ids))
+        return TaskBlobs(
+            task_id=bytes(task.taskId).hex(),
+            serializer=serializer,
+            function=bytes(function),
+            arguments=tuple(bytes(argument) for argument in arguments),
+        )
+
+    async def _run(self, task: Task) -> None:
+        task_id = bytes(task.taskId)
+        started = time.monotonic()
+        try:
+            try:
+                resources, queue, timeout = work_settings_from_capabilities(
+                    capabilities_to_dict(task.capabilities), self._routing
+                )
+            except ValueError as exc:
+                outcome = TaskOutcome(False, pickle.dumps(SubmitError(str(exc))))
+            else:
+                blobs = await self._load_blobs(task)
+                work = TaskWork(blobs=blobs, resources=resources, queue=queue, timeout_seconds=timeout)
+                outcome = await self._engine.submit(work)
+            await self._send_result(task, outcome)
+            self.completed += 1
+            logger.info("task %s: %s after %.3fs", task_id.hex(), "success" if outcome.success else "failure",
+                        time.monotonic() - started)  # fmt: skip
+        except asyncio.CancelledError:
+            logger.info("task %s: cancelled, no result is sent", task_id.hex())
+            raise
+        finally:
+            self._running.pop(task_id, None)
+            self._wake.set()
+
+    async def _send_result(self, task: Task, outcome: TaskOutcome) -> None:
+        assert self._connector_storage is not None
+        result_object_id = ObjectID.generate_object_id(task.source)
+        await self._connector_storage.set_object(result_object_id, outcome.body)
+        await self._send(
+            ObjectInstruction(
+                instructionType=ObjectInstruction.ObjectInstructionType.create,
+                objectUser=task.source,
+                objectMetadata=ObjectMetadata(
+                    objectIds=(result_object_id,),
+                    objectTypes=(ObjectMetadata.ObjectContentType.object,),
+                    objectNames=(f"<res {result_object_id.hex()[:6]}>".encode(),),
+                ),
+            )
+        )
+        await self._send(
+            TaskResult(
+                taskId=TaskID(bytes(task.taskId)),
+                resultType=TaskResultType.success if outcome.success else TaskResultType.failed,
+                metadata=b"",
+                results=[bytes(result_object_id)],
+            )
+        )
+
+    async def _send(self, message: Any) -> None:
+        assert self._connector_external is not None
+        await self._connector_external.send(message, detached=True)
+
+    async def cancel_all(self) -> None:
+        """On shutdown: stop every job still running, so nothing keeps costing money after the adapter leaves."""
+        for task_id in list(self._running):
+            await self._engine.cancel(task_id.hex())
+            self._running.pop(task_id).cancel()

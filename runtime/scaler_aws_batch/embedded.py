@@ -1,0 +1,91 @@
+"""An embedded Scaler scheduler and object storage server, for the demo and the end-to-end tests.
+
+These are Scaler's own processes (``scaler.cluster``), started on free loopback ports; only the worker side is ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import TracebackType
+
+from scaler.cluster.object_storage_server import ObjectStorageServerProcess
+from scaler.cluster.scheduler import SchedulerProcess
+from scaler.config import defaults
+from scaler.config.section.scheduler import PolicyConfig
+from scaler.config.types.address import AddressConfig, SocketType
+from scaler.utility.network_util import get_available_tcp_port
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterAddresses:
+    scheduler: str
+    object_storage: str
+
+
+class EmbeddedScheduler:
+    """``with EmbeddedScheduler() as cluster: Client(cluster.addresses.scheduler)``."""
+
+    def __init__(self, *, logging_level: str = "WARNING", host: str = "127.0.0.1") -> None:
+        self._scheduler_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
+        self._storage_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
+        self._logging_level = logging_level
+        self._storage: ObjectStorageServerProcess | None = None
+        self._scheduler: SchedulerProcess | None = None
+
+    @property
+    def addresses(self) -> ClusterAddresses:
+        return ClusterAddresses(repr(self._scheduler_address), repr(self._storage_address))
+
+    def start(self) -> ClusterAddresses:
+        self._storage = ObjectStorageServerProcess(
+            bind_address=self._storage_address,
+            identity="ObjectStorageServer",
+            logging_paths=("/dev/stderr",),
+            logging_level=self._logging_level,
+            logging_config_file=None,
+        )
+        self._storage.start()
+        self._storage.wait_until_ready()
+        self._scheduler = SchedulerProcess(
+            bind_address=self._scheduler_address,
+            object_storage_address=self._storage_address,
+            advertised_object_storage_address=None,
+            monitor_address=None,
+            io_threads=defaults.DEFAULT_IO_THREADS,
+            max_number_of_tasks_waiting=defaults.DEFAULT_MAX_NUMBER_OF_TASKS_WAITING,
+            client_timeout_seconds=defaults.DEFAULT_CLIENT_TIMEOUT_SECONDS,
+            worker_timeout_seconds=defaults.DEFAULT_WORKER_TIMEOUT_SECONDS,
+            object_retention_seconds=defaults.DEFAULT_OBJECT_RETENTION_SECONDS,
+            load_balance_seconds=defaults.DEFAULT_LOAD_BALANCE_SECONDS,
+            load_balance_trigger_times=defaults.DEFAULT_LOAD_BALANCE_TRIGGER_TIMES,
+            protected=False,
+            policy=PolicyConfig(),
+            event_loop="builtin",
+            logging_paths=("/dev/stderr",),
+            logging_config_file=None,
+            logging_level=self._logging_level,
+        )
+        self._scheduler.start()
+        logger.info("embedded scheduler on %s, object storage on %s", *dataclasses.astuple(self.addresses))
+        return self.addresses
+
+    def stop(self) -> None:
+        for process in (self._scheduler, self._storage):  # the scheduler goes first, as Scaler's combo does
+            if process is not None and process.is_alive():
+                process.terminate()
+                process.join(timeout=15)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+
+    def __enter__(self) -> EmbeddedScheduler:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

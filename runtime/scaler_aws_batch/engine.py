@@ -1,0 +1,479 @@
+"""The shared job engine: everything a backend does not do.
+
+- **Packing.** Tasks that arrive within ``array_window_seconds`` and share serializer, resources, queue and timeout
+  become one array job (2..10,000 children) with one payload; a lone task becomes a single job.
+- **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
+  (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
+  content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
+- **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
+  parents are read through their status summary and children are described only once some have finished; the
+  interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
+- **Outcomes.** A finished job's result object is read from the store and handed over as bytes. A FAILED job
+  without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
+  non-zero exit) carrying the job's last log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import pickle
+import time
+from collections.abc import Iterator, Sequence
+
+from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.errors import (
+    JobFailedError,
+    JobOutOfMemoryError,
+    JobTimeoutError,
+    JobVanishedError,
+    ObjectMissingError,
+    OverridesTooLongError,
+    PayloadError,
+    ResultMissingError,
+    SpotRetriesExhaustedError,
+    StoreError,
+    SubmitError,
+)
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.stores import ObjectStore
+from scaler_aws_batch.wire import (
+    PAYLOADS_PREFIX,
+    PayloadBuilder,
+    TaskBlobs,
+    decode_result,
+    inline_parameter,
+    maybe_gzip,
+    ref_parameter,
+    result_key,
+    sha256_hex,
+)
+
+logger = logging.getLogger(__name__)
+
+_NO_STORE = 1 << 62  # a store threshold no blob reaches: everything inline
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    adapter_id: str
+    client_python: str
+    cloudpickle_version: str
+    job_timeout_seconds: int = 3600
+    array_window_seconds: float = 0.05
+    max_array_size: int = MAX_ARRAY_SIZE
+    poll_interval_min_seconds: float = 0.05
+    poll_interval_max_seconds: float = 2.0
+    vanish_bound_seconds: float = 60.0
+    store_threshold_bytes: int = 2048
+    overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
+    log_tail_lines: int = 20
+    job_name_prefix: str = "scaler"
+    delete_results: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
+            raise ValueError(f"max_array_size must be within 1..{MAX_ARRAY_SIZE}, got {self.max_array_size}")
+        if self.poll_interval_min_seconds <= 0 or self.poll_interval_max_seconds < self.poll_interval_min_seconds:
+            raise ValueError("poll intervals must be positive, with min <= max")
+        if self.job_timeout_seconds <= 0:
+            raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskWork:
+    """One task as the adapter hands it over: the client's bytes plus how to run it."""
+
+    blobs: TaskBlobs
+    resources: Resources = Resources()
+    queue: str | None = None
+    timeout_seconds: int | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.blobs.task_id
+
+    def pack_key(self) -> tuple[object, ...]:
+        return (sha256_hex(self.blobs.serializer), self.resources, self.queue, self.timeout_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """A finished task: bytes for Scaler's object storage. ``success`` bytes are the client serializer's output;
+    failure bytes are a pickled exception (Scaler's failure format)."""
+
+    success: bool
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class PayloadPlan:
+    parameter: str
+    transport: str  # inline | inline-gzip | inline+objects | ref
+    uploads: dict[str, bytes]
+
+
+def plan_payload(
+    tasks: Sequence[TaskBlobs],
+    *,
+    spec: JobSpec,
+    backend: JobBackend,
+    store_url: str,
+    settings: EngineSettings,
+) -> PayloadPlan:
+    """Choose how ``tasks`` travel to the runner; see the module docstring for the order of preference."""
+
+    def fits(parameter: str) -> bool:
+        return backend.overrides_length(dataclasses.replace(spec, payload=parameter)) <= settings.overrides_budget_chars
+
+    for threshold, label in ((_NO_STORE, "inline"), (settings.store_threshold_bytes, "inline+objects")):
+        builder = PayloadBuilder(
+            python=settings.client_python,
+            cloudpickle_version=settings.cloudpickle_version,
+            result_store=store_url,
+            store_threshold=threshold,
+        )
+        for task in tasks:
+            builder.add_task(task)
+        envelope = builder.encode()
+        if fits(parameter := inline_parameter(envelope)):
+            return PayloadPlan(parameter, label, builder.stored_blobs)
+        compressed = maybe_gzip(envelope)
+        if compressed is not envelope and fits(parameter := inline_parameter(compressed)):
+            return PayloadPlan(parameter, "inline-gzip" if label == "inline" else label, builder.stored_blobs)
+    stored = maybe_gzip(envelope)
+    key = f"{PAYLOADS_PREFIX}{sha256_hex(stored)}"
+    uploads = {**builder.stored_blobs, key: stored}
+    return PayloadPlan(ref_parameter(stored, key, store_url), "ref", uploads)
+
+
+def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedError:
+    """Turn a FAILED job that wrote no result into the error the user sees."""
+    reason = status.status_reason or "no reason given"
+    tail = "\n".join(log_tail) if log_tail else "(no log lines)"
+    detail = f"job {status.job_id}: {reason} (exit code {status.exit_code}, {status.attempts} attempt(s))"
+    logs = f"\n--- last log lines ---\n{tail}"
+    if reason.startswith("Job attempt duration exceeded timeout"):
+        return JobTimeoutError(f"the task ran past its timeout and was stopped; {detail}{logs}", status.job_id, 143)
+    if reason.startswith("Host EC2"):
+        return SpotRetriesExhaustedError(
+            f"every attempt lost its Spot instance; raise the retry attempts or use the On-Demand queue "
+            f"(capability on_demand=1); {detail}{logs}",
+            status.job_id,
+            status.exit_code,
+        )
+    if "Container Overrides length" in reason:
+        return OverridesTooLongError(
+            f"AWS refused to start the job because its container overrides exceed 8,192 characters; {detail}",
+            status.job_id,
+            status.exit_code,
+        )
+    if status.exit_code == 137 or "OutOfMemory" in reason:
+        return JobOutOfMemoryError(
+            f"the container was killed for exceeding its memory; request more with the capability memory=<MiB>; "
+            f"{detail}{logs}",
+            status.job_id,
+            137,
+        )
+    return JobFailedError(f"the job failed; {detail}{logs}", status.job_id, status.exit_code)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclasses.dataclass
+class _Task:
+    work: TaskWork
+    future: asyncio.Future[TaskOutcome]
+    job_id: str | None = None  # the single job, or the array child ``parent:index``
+    state: JobState | None = None
+
+
+@dataclasses.dataclass
+class _Job:
+    job_id: str
+    tasks: dict[int | None, str]  # array index (None for a single job) -> task id
+    submitted_at: float
+    last_seen: float
+    state: JobState | None = None
+    resolved_children: int = 0
+
+
+class JobEngine:
+    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings) -> None:
+        self._backend = backend
+        self._store = store
+        self._settings = settings
+        self._tasks: dict[str, _Task] = {}
+        self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
+        self._pending_since: dict[tuple[object, ...], float] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._uploaded: set[str] = set()
+        self._wake_packer = asyncio.Event()
+        self._wake_reconciler = asyncio.Event()
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    @property
+    def backend(self) -> JobBackend:
+        return self._backend
+
+    # --- called by the adapter ----------------------------------------------------------------------------------
+
+    def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:
+        future: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
+        self._tasks[work.task_id] = _Task(work=work, future=future)
+        key = work.pack_key()
+        self._pending.setdefault(key, []).append(work.task_id)
+        self._pending_since.setdefault(key, time.monotonic())
+        self._wake_packer.set()
+        return future
+
+    async def cancel(self, task_id: str) -> bool:
+        """Stop a task wherever it is. Returns False when the engine does not know it (already finished)."""
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return False
+        for ids in self._pending.values():
+            if task_id in ids:
+                ids.remove(task_id)
+                break
+        if task.job_id is not None:
+            try:
+                await asyncio.to_thread(self._backend.cancel, task.job_id, task.state, "Cancelled by the Scaler client")
+                logger.info("task %s: cancelled job %s (last state %s)", task_id, task.job_id, task.state)
+            except BackendError as exc:
+                logger.warning("task %s: cancelling job %s failed: %s", task_id, task.job_id, exc)
+        if not task.future.done():
+            task.future.cancel()
+        self.stats["cancelled"] += 1
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        await asyncio.gather(self._packer(), self._reconciler())
+
+    # --- packing and submission ---------------------------------------------------------------------------------
+
+    async def _packer(self) -> None:
+        while True:
+            now = time.monotonic()
+            due = [key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds]
+            for key in due:
+                ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
+                del self._pending_since[key]
+                for start in range(0, len(ids), self._settings.max_array_size):
+                    await self._submit_group(ids[start : start + self._settings.max_array_size])
+            if self._pending_since:
+                earliest = min(self._pending_since.values())
+                delay = max(0.0, earliest + self._settings.array_window_seconds - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._wake_packer.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await self._wake_packer.wait()
+            self._wake_packer.clear()
+
+    def _spec_for(self, work: TaskWork, count: int) -> JobSpec:
+        first = work.task_id
+        return JobSpec(
+            name=f"{self._settings.job_name_prefix}-{first[:32]}" + (f"-x{count}" if count > 1 else ""),
+            payload="",
+            resources=work.resources,
+            timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
+            tags={"scaler-batch:adapter-id": self._settings.adapter_id, "scaler-batch:task-id": first},
+            array_size=count if count > 1 else None,
+            queue=work.queue,
+        )
+
+    def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, str]:
+        """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread."""
+        spec = self._spec_for(works[0], len(works))
+        plan = plan_payload(
+            [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
+            settings=self._settings,
+        )  # fmt: skip
+        for key, data in plan.uploads.items():
+            if key not in self._uploaded:  # content-addressed: the same function is uploaded once
+                self._store.put(key, data)
+                self._uploaded.add(key)
+        job_id = self._backend.submit(dataclasses.replace(spec, payload=plan.parameter))
+        return job_id, plan.transport
+
+    async def _submit_group(self, task_ids: list[str]) -> None:
+        works = [self._tasks[task_id].work for task_id in task_ids]
+        started = time.monotonic()
+        try:
+            job_id, transport = await asyncio.to_thread(self._prepare_and_submit, works)
+        except (BackendError, StoreError, ValueError) as exc:
+            logger.error("submitting %d task(s) failed: %s", len(works), exc)
+            error = SubmitError(f"{self._backend.name} refused the job: {exc}")
+            for task_id in task_ids:
+                self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
+            return
+        self.stats[f"transport:{transport}"] += len(works)
+        self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
+        now = time.monotonic()
+        if len(works) == 1:
+            indexed: dict[int | None, str] = {None: task_ids[0]}
+            self._tasks[task_ids[0]].job_id = job_id
+        else:
+            indexed = dict(enumerate(task_ids))
+            for index, task_id in enumerate(task_ids):
+                self._tasks[task_id].job_id = f"{job_id}:{index}"
+        self._jobs[job_id] = _Job(job_id=job_id, tasks=indexed, submitted_at=now, last_seen=now)
+        logger.info(
+            "submitted %s job %s for %d task(s), payload %s, in %.3fs",
+            self._backend.name, job_id, len(works), transport, now - started,
+        )  # fmt: skip
+        self._wake_reconciler.set()
+
+    # --- reconcile loop -----------------------------------------------------------------------------------------
+
+    async def _describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        statuses: dict[str, JobStatus] = {}
+        for chunk in _chunks(job_ids, self._backend.max_describe_batch):
+            try:
+                statuses.update(await asyncio.to_thread(self._backend.describe, chunk))
+            except BackendError as exc:
+                # Throttled past the backend's own retries: skip this round; the next one catches up.
+                logger.warning("describe of %d job(s) failed, will retry: %s", len(chunk), exc)
+                self.stats["describe:failed"] += 1
+        return statuses
+
+    async def _reconciler(self) -> None:
+        interval = self._settings.poll_interval_min_seconds
+        while True:
+            if not self._jobs:
+                self._wake_reconciler.clear()
+                await self._wake_reconciler.wait()
+                interval = self._settings.poll_interval_min_seconds
+            try:
+                await asyncio.wait_for(self._wake_reconciler.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake_reconciler.clear()
+            changed = await self._reconcile_once()
+            if changed:
+                interval = self._settings.poll_interval_min_seconds
+            else:
+                interval = min(interval * 1.5, self._settings.poll_interval_max_seconds)
+
+    async def _reconcile_once(self) -> bool:
+        now = time.monotonic()
+        statuses = await self._describe(list(self._jobs))
+        changed = False
+        for job in list(self._jobs.values()):
+            status = statuses.get(job.job_id)
+            if status is None:
+                if now - job.last_seen > self._settings.vanish_bound_seconds:
+                    self._vanish(job, now)
+                    changed = True
+                continue
+            job.last_seen = now
+            if status.state is not job.state:
+                logger.info("job %s: %s -> %s", job.job_id, job.state.value if job.state else "-", status.state.value)
+                job.state, changed = status.state, True
+            if None in job.tasks:
+                task = self._tasks.get(job.tasks[None])
+                if task is not None:
+                    task.state = status.state
+                if status.state.is_final:
+                    await self._resolve(job.tasks[None], status)
+                    del self._jobs[job.job_id]
+            else:
+                changed |= await self._reconcile_array(job, status)
+        return changed
+
+    async def _reconcile_array(self, job: _Job, parent: JobStatus) -> bool:
+        summary = parent.array_summary or {}
+        finished = summary.get(JobState.SUCCEEDED, 0) + summary.get(JobState.FAILED, 0)
+        if finished <= job.resolved_children and not parent.state.is_final:
+            return False
+        # Some children finished that we have not resolved: describe only the unresolved ones.
+        child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
+        statuses = await self._describe(child_ids)
+        for index, task_id in list(job.tasks.items()):
+            status = statuses.get(f"{job.job_id}:{index}")
+            task = self._tasks.get(task_id)
+            if task is None:  # cancelled meanwhile; it counts as FAILED in the summary
+                del job.tasks[index]
+                job.resolved_children += 1
+                continue
+            if status is None:
+                continue
+            task.state = status.state
+            if status.state.is_final:
+                await self._resolve(task_id, status)
+                del job.tasks[index]
+                job.resolved_children += 1
+        if not job.tasks:
+            del self._jobs[job.job_id]
+        return True
+
+    def _vanish(self, job: _Job, now: float) -> None:
+        logger.error("job %s vanished from %s for %.0fs; failing its tasks", job.job_id, self._backend.name,
+                     now - job.last_seen)  # fmt: skip
+        for index, task_id in job.tasks.items():
+            job_id = job.job_id if index is None else f"{job.job_id}:{index}"
+            error = JobVanishedError(
+                f"job {job_id} is no longer reported by {self._backend.name} (not seen for "
+                f"{self._settings.vanish_bound_seconds:.0f}s); its result can never arrive. Resubmit the task.",
+                job_id,
+            )
+            self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
+        del self._jobs[job.job_id]
+
+    def _read_result(self, task_id: str, status: JobStatus) -> TaskOutcome | None:
+        """Blocking: fetch and check the result object; None when there is none."""
+        key = result_key(task_id)
+        try:
+            data = self._store.get(key)
+        except ObjectMissingError:
+            return None
+        try:
+            envelope = decode_result(data, expected_task_id=task_id)
+        except PayloadError as exc:
+            return TaskOutcome(False, pickle.dumps(exc))
+        if self._settings.delete_results:
+            self._store.delete(key)
+        logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
+                    envelope.attempt, envelope.duration_seconds)  # fmt: skip
+        return TaskOutcome(envelope.status == "success", envelope.body)
+
+    async def _resolve(self, task_id: str, status: JobStatus) -> None:
+        if task_id not in self._tasks:
+            return
+        try:
+            outcome = await asyncio.to_thread(self._read_result, task_id, status)
+        except StoreError as exc:
+            outcome = TaskOutcome(False, pickle.dumps(exc))
+        if outcome is None:
+            if status.state is JobState.SUCCEEDED:
+                error: JobFailedError = ResultMissingError(
+                    f"job {status.job_id} SUCCEEDED but its result {result_key(task_id)} is missing from "
+                    f"{self._store.url}; check that nothing else (a lifecycle rule, another adapter) deletes "
+                    "objects under this prefix",
+                    status.job_id,
+                    status.exit_code,
+                )
+            else:
+                tail = await asyncio.to_thread(self._backend.log_tail, status.job_id, self._settings.log_tail_lines)
+                error = classify_failure(status, tail)
+            logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
+            outcome = TaskOutcome(False, pickle.dumps(error))
+        self._finish(task_id, outcome)
+
+    def _finish(self, task_id: str, outcome: TaskOutcome) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is None or task.future.done():
+            return
+        self.stats["succeeded" if outcome.success else "failed"] += 1
+        task.future.set_result(outcome)
