@@ -63,8 +63,9 @@ DEFAULT_SUBMIT_TPS: Final = 40.0
 DEFAULT_DESCRIBE_TPS: Final = 10.0
 #: Every other Batch / Logs API (CancelJob, TerminateJob, DescribeJobDefinitions, GetLogEvents).
 DEFAULT_OTHER_TPS: Final = 10.0
-#: botocore's own attempts per call (``standard`` retry mode), counting the first one.
-DEFAULT_BOTOCORE_MAX_ATTEMPTS: Final = 3
+#: botocore's own retries per call (``standard`` mode; botocore's ``max_attempts`` key counts retries after the
+#: first request, so 2 means up to 3 requests).
+DEFAULT_BOTOCORE_MAX_RETRIES: Final = 2
 #: Our own attempts per call on throttling / 5xx, each of which may itself be retried by botocore.
 DEFAULT_THROTTLE_ATTEMPTS: Final = 6
 DEFAULT_BACKOFF_BASE_SECONDS: Final = 0.5
@@ -255,7 +256,7 @@ class AwsBatchBackend(JobBackend):
         submit_tps: float = DEFAULT_SUBMIT_TPS,
         describe_tps: float = DEFAULT_DESCRIBE_TPS,
         other_tps: float = DEFAULT_OTHER_TPS,
-        botocore_max_attempts: int = DEFAULT_BOTOCORE_MAX_ATTEMPTS,
+        botocore_max_retries: int = DEFAULT_BOTOCORE_MAX_RETRIES,
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -276,7 +277,7 @@ class AwsBatchBackend(JobBackend):
         self._owned_clients: list[BatchClient | CloudWatchLogsClient] = []
         if batch_client is None or logs_client is None:
             config = botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": botocore_max_attempts},
+                retries={"mode": "standard", "max_attempts": botocore_max_retries},
                 connect_timeout=_CONNECT_TIMEOUT_SECONDS,
                 read_timeout=_READ_TIMEOUT_SECONDS,
                 user_agent_extra="scaler-aws-batch",
@@ -382,6 +383,7 @@ class AwsBatchBackend(JobBackend):
             return
         # A queued job may start between our last describe and now, and CancelJob on a started job is a no-op
         # success, so a queued (or unknown) job gets CancelJob then TerminateJob.
+        reason = reason or "stopped by scaler-aws-batch"  # AWS requires a non-empty reason
         operations: list[str] = []
         if state is None or state.is_cancellable:
             operations.append("CancelJob")
@@ -522,27 +524,29 @@ class AwsBatchBackend(JobBackend):
 
     def _load_job_definition(self) -> _JobDefinitionInfo:
         reference = self.job_definition
-        # DescribeJobDefinitions takes "name:revision" or an ARN in ``jobDefinitions``; a bare name means the latest
-        # ACTIVE revision, as SubmitJob does.
-        by_name = not reference.startswith("arn:") and ":" not in reference
+        # An ARN goes in ``jobDefinitions``. A name is looked up with ``jobDefinitionName`` (paginated): a bare name
+        # means the latest ACTIVE revision, as SubmitJob does; "name:revision" picks that revision.
         definitions: list[JobDefinitionTypeDef] = []
         try:
-            if by_name:
-                next_token: str | None = None
+            if reference.startswith("arn:"):
+                page = self._call(
+                    "DescribeJobDefinitions", self._batch.describe_job_definitions, jobDefinitions=[reference]
+                )
+                definitions.extend(page.get("jobDefinitions", []))
+            else:
+                name, _, revision = reference.partition(":")
+                kwargs: dict[str, Any] = {"jobDefinitionName": name}
+                if not revision:
+                    kwargs["status"] = "ACTIVE"
                 while True:
-                    kwargs: dict[str, Any] = {"jobDefinitionName": reference, "status": "ACTIVE"}
-                    if next_token:
-                        kwargs["nextToken"] = next_token
                     page = self._call("DescribeJobDefinitions", self._batch.describe_job_definitions, **kwargs)
                     definitions.extend(page.get("jobDefinitions", []))
                     next_token = page.get("nextToken")
                     if not next_token:
                         break
-            else:
-                page = self._call(
-                    "DescribeJobDefinitions", self._batch.describe_job_definitions, jobDefinitions=[reference]
-                )
-                definitions.extend(page.get("jobDefinitions", []))
+                    kwargs["nextToken"] = next_token
+                if revision:
+                    definitions = [item for item in definitions if str(item.get("revision")) == revision]
         except botocore.exceptions.ClientError as exc:
             raise JobRejectedError(
                 f"cannot read job definition {reference!r} ({error_code(exc)}); check --job-definition"
