@@ -28,10 +28,11 @@ class ClusterAddresses:
 class EmbeddedScheduler:
     """``with EmbeddedScheduler() as cluster: Client(cluster.addresses.scheduler)``."""
 
-    def __init__(self, *, logging_level: str = "WARNING", host: str = "127.0.0.1") -> None:
+    def __init__(self, *, logging_level: str = "WARNING", log_path: str = "/dev/stderr", host: str = "127.0.0.1") -> None:
         self._scheduler_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._storage_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._logging_level = logging_level
+        self._logging_paths = (log_path,)
         self._storage: ObjectStorageServerProcess | None = None
         self._scheduler: SchedulerProcess | None = None
 
@@ -43,7 +44,7 @@ class EmbeddedScheduler:
         self._storage = ObjectStorageServerProcess(
             bind_address=self._storage_address,
             identity="ObjectStorageServer",
-            logging_paths=("/dev/stderr",),
+            logging_paths=self._logging_paths,
             logging_level=self._logging_level,
             logging_config_file=None,
         )
@@ -64,7 +65,7 @@ class EmbeddedScheduler:
             protected=False,
             policy=PolicyConfig(),
             event_loop="builtin",
-            logging_paths=("/dev/stderr",),
+            logging_paths=self._logging_paths,
             logging_config_file=None,
             logging_level=self._logging_level,
         )
