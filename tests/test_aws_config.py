@@ -1,0 +1,356 @@
+"""Settings for ``scaler-batch worker --backend aws-batch``: precedence, sources and validation.
+
+DescribeStacks runs against moto's CloudFormation in server mode, over real HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from scaler_aws_batch.aws_config import (
+    AwsBatchSettings,
+    add_aws_batch_arguments,
+    build_aws_batch_backend,
+    load_aws_batch_settings,
+)
+
+REGION = "eu-west-1"
+QUEUE_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/spot-queue"
+ON_DEMAND_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/on-demand-queue"
+GPU_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/gpu-queue"
+JOB_DEFINITION_ARN = "arn:aws:batch:eu-west-1:123456789012:job-definition/runner:4"
+STACK_OUTPUTS = {
+    "JobQueueArn": QUEUE_ARN,
+    "OnDemandJobQueueArn": ON_DEMAND_ARN,
+    "GpuJobQueueArn": GPU_ARN,
+    "JobDefinitionArn": JOB_DEFINITION_ARN,
+    "BucketName": "stack-bucket",
+    "PayloadPrefix": "stack-prefix",
+    "Region": REGION,
+    "LogGroupName": "/aws/batch/stack",
+    "AdapterPolicyArn": "arn:aws:iam::123456789012:policy/adapter",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_aws_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_aws_batch_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def _write(tmp_path: Path, name: str, data: Any) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+REQUIRED_FLAGS = ("--job-queue", "q1", "--job-definition", "jd", "--bucket", "my-bucket", "--region", "us-east-1")
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+def test_every_flag_defaults_to_none() -> None:
+    assert all(value is None for value in vars(_parse()).values())
+
+
+def test_flags_only_with_defaults() -> None:
+    settings = load_aws_batch_settings(_parse(*REQUIRED_FLAGS), {})
+    assert settings == AwsBatchSettings(job_queue="q1", job_definition="jd", bucket="my-bucket", region="us-east-1")
+    assert settings.prefix == "scaler-tasks"
+    assert settings.log_group == "/aws/batch/job"
+    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (100, 3600)
+    assert (settings.submit_tps, settings.describe_tps) == (40.0, 10.0)
+    assert settings.on_demand_queue is None and settings.gpu_queue is None and settings.endpoint_url is None
+
+
+def test_every_flag_is_read() -> None:
+    args = _parse(
+        *REQUIRED_FLAGS,
+        *("--on-demand-queue", "od", "--gpu-queue", "gpu", "--prefix", "a/b", "--log-group", "/g"),
+        *("--endpoint-url", "http://127.0.0.1:5000", "--max-concurrent-jobs", "7", "--job-timeout", "120"),
+        *("--submit-tps", "12.5", "--describe-tps", "3"),
+    )
+    settings = load_aws_batch_settings(args, {})
+    assert (settings.on_demand_queue, settings.gpu_queue, settings.prefix, settings.log_group) == (
+        "od",
+        "gpu",
+        "a/b",
+        "/g",
+    )
+    assert settings.endpoint_url == "http://127.0.0.1:5000"
+    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (7, 120)
+    assert (settings.submit_tps, settings.describe_tps) == (12.5, 3.0)
+
+
+def test_environment_only() -> None:
+    env = {
+        "SCALER_BATCH_JOB_QUEUE": "env-queue",
+        "SCALER_BATCH_ON_DEMAND_QUEUE": "env-od",
+        "SCALER_BATCH_GPU_QUEUE": "env-gpu",
+        "SCALER_BATCH_JOB_DEFINITION": "env-jd:3",
+        "SCALER_BATCH_BUCKET": "env-bucket",
+        "SCALER_BATCH_PREFIX": "env-prefix",
+        "SCALER_BATCH_REGION": "ap-southeast-2",
+        "SCALER_BATCH_LOG_GROUP": "/env/group",
+        "SCALER_BATCH_ENDPOINT_URL": "https://batch.example.internal",
+        "SCALER_BATCH_MAX_CONCURRENT_JOBS": "9",
+        "SCALER_BATCH_JOB_TIMEOUT": "61",
+        "SCALER_BATCH_SUBMIT_TPS": "50",
+        "SCALER_BATCH_DESCRIBE_TPS": "2.5",
+    }
+    settings = load_aws_batch_settings(_parse(), env)
+    assert settings == AwsBatchSettings(
+        job_queue="env-queue",
+        on_demand_queue="env-od",
+        gpu_queue="env-gpu",
+        job_definition="env-jd:3",
+        bucket="env-bucket",
+        prefix="env-prefix",
+        region="ap-southeast-2",
+        log_group="/env/group",
+        endpoint_url="https://batch.example.internal",
+        max_concurrent_jobs=9,
+        job_timeout_seconds=61,
+        submit_tps=50.0,
+        describe_tps=2.5,
+    )
+
+
+def test_precedence_flags_then_env_then_config_file_then_stack_outputs(tmp_path: Path) -> None:
+    outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": STACK_OUTPUTS})
+    config = _write(
+        tmp_path,
+        "settings.json",
+        {"job_queue": "file-queue", "bucket": "file-bucket", "prefix": "file-prefix", "max_concurrent_jobs": 5},
+    )
+    args = _parse("--job-queue", "flag-queue", "--config", config, "--stack-outputs", outputs)
+    env = {"SCALER_BATCH_JOB_QUEUE": "env-queue", "SCALER_BATCH_BUCKET": "env-bucket", "AWS_REGION": "us-west-2"}
+
+    settings = load_aws_batch_settings(args, env)
+
+    assert settings.job_queue == "flag-queue"  # flag beats env, file and stack
+    assert settings.bucket == "env-bucket"  # env beats file and stack
+    assert settings.prefix == "file-prefix"  # file beats stack
+    assert settings.max_concurrent_jobs == 5
+    assert settings.job_definition == JOB_DEFINITION_ARN  # only the stack has it
+    assert settings.on_demand_queue == ON_DEMAND_ARN
+    assert settings.gpu_queue == GPU_ARN
+    assert settings.log_group == "/aws/batch/stack"
+    assert settings.region == REGION  # the stack's region beats the generic AWS_REGION fallback
+
+
+def test_aws_region_is_the_last_fallback() -> None:
+    args = _parse("--job-queue", "q", "--job-definition", "jd", "--bucket", "bucket-1")
+    assert load_aws_batch_settings(args, {"AWS_DEFAULT_REGION": "ca-central-1"}).region == "ca-central-1"
+    assert load_aws_batch_settings(args, {"AWS_REGION": "sa-east-1", "AWS_DEFAULT_REGION": "x"}).region == "sa-east-1"
+    with pytest.raises(ValueError, match=r"region is not set.*--region / SCALER_BATCH_REGION.*AWS_REGION"):
+        load_aws_batch_settings(args, {})
+
+
+def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
+    config = _write(tmp_path, "settings.json", {"job_queue": "q", "job_qeueu": "typo"})
+    with pytest.raises(ValueError, match=r"unknown key.*'job_qeueu'"):
+        load_aws_batch_settings(_parse("--config", config), {})
+
+
+def test_config_file_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_aws_batch_settings(_parse("--config", str(tmp_path / "missing.json")), {})
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_aws_batch_settings(_parse("--config", str(broken)), {})
+    with pytest.raises(ValueError, match="JSON object"):
+        load_aws_batch_settings(_parse("--config", _write(tmp_path, "list.json", [1, 2])), {})
+
+
+def test_cdk_outputs_file_with_one_stack(tmp_path: Path) -> None:
+    outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": {**STACK_OUTPUTS, "PayloadPrefix": "tasks/"}})
+    settings = load_aws_batch_settings(_parse("--stack-outputs", outputs), {})
+    assert settings.job_queue == QUEUE_ARN
+    assert settings.job_definition == JOB_DEFINITION_ARN
+    assert settings.bucket == "stack-bucket"
+    assert settings.prefix == "tasks"  # a trailing slash from the stack is tolerated
+    assert settings.region == REGION
+
+
+def test_cdk_outputs_file_with_several_stacks_needs_stack(tmp_path: Path) -> None:
+    other = {**STACK_OUTPUTS, "BucketName": "other-bucket"}
+    del other["GpuJobQueueArn"]  # optional output
+    outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": STACK_OUTPUTS, "ScalerBatchDev": other})
+    with pytest.raises(ValueError, match=r"2 stacks \(ScalerBatch, ScalerBatchDev\).*--stack NAME"):
+        load_aws_batch_settings(_parse("--stack-outputs", outputs), {})
+    with pytest.raises(ValueError, match=r"stack 'Nope' \(--stack\) is not in"):
+        load_aws_batch_settings(_parse("--stack-outputs", outputs, "--stack", "Nope"), {})
+    settings = load_aws_batch_settings(_parse("--stack-outputs", outputs, "--stack", "ScalerBatchDev"), {})
+    assert settings.bucket == "other-bucket"
+    assert settings.gpu_queue is None
+
+
+def test_missing_required_settings_are_listed() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"job_definition \(--job-definition / SCALER_BATCH_JOB_DEFINITION\), bucket \(--bucket / "
+        r"SCALER_BATCH_BUCKET\).*--stack",
+    ):
+        load_aws_batch_settings(_parse("--job-queue", "q", "--region", "us-east-1"), {})
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        (("--max-concurrent-jobs", "lots"), {}, r"--max-concurrent-jobs / SCALER_BATCH_MAX_CONCURRENT_JOBS.*'lots'"),
+        ((), {"SCALER_BATCH_MAX_CONCURRENT_JOBS": "0"}, r"at least 1 \(--max-concurrent-jobs / SCALER_BATCH_MAX"),
+        (("--job-timeout", "30"), {}, r"at least 60 \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"),
+        (("--job-timeout", "1.5"), {}, r"whole number \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"),
+        (("--submit-tps", "60"), {}, r"at most 50.*--submit-tps / SCALER_BATCH_SUBMIT_TPS"),
+        (("--submit-tps", "0"), {}, r"greater than 0 \(--submit-tps / SCALER_BATCH_SUBMIT_TPS\)"),
+        ((), {"SCALER_BATCH_DESCRIBE_TPS": "fast"}, r"number \(--describe-tps / SCALER_BATCH_DESCRIBE_TPS\)"),
+        (("--prefix", "/tasks/"), {}, r"must not start or end with '/' \(--prefix / SCALER_BATCH_PREFIX\)"),
+        (("--bucket", "Not_A_Bucket"), {}, r"not a valid S3 bucket name \(--bucket / SCALER_BATCH_BUCKET\)"),
+        (("--region", "mars"), {}, r"not an AWS region .*--region / SCALER_BATCH_REGION"),
+        (("--job-queue", "bad queue"), {}, r"job queue name or ARN \(--job-queue / SCALER_BATCH_JOB_QUEUE\)"),
+        (("--job-definition", "jd:latest"), {}, r"name:revision or job-definition ARN \(--job-definition"),
+        (("--endpoint-url", "localhost:5000"), {}, r"http:// or https:// \(--endpoint-url / SCALER_BATCH_ENDPOINT"),
+    ],
+)
+def test_bad_values_name_the_flag_and_the_env_var(extra: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_aws_batch_settings(_parse(*REQUIRED_FLAGS, *extra), env)
+
+
+def test_bad_config_file_types_are_rejected(tmp_path: Path) -> None:
+    config = _write(tmp_path, "settings.json", {"job_timeout_seconds": True})
+    with pytest.raises(ValueError, match=r"whole number \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"):
+        load_aws_batch_settings(_parse(*REQUIRED_FLAGS, "--config", config), {})
+    config = _write(tmp_path, "settings2.json", {"bucket": 42})
+    with pytest.raises(ValueError, match=r"bucket must be a string"):
+        load_aws_batch_settings(_parse("--job-queue", "q", "--region", "us-east-1", "--config", config), {})
+
+
+def test_settings_validate_on_direct_construction() -> None:
+    with pytest.raises(ValueError, match="job_queue is required"):
+        AwsBatchSettings(job_queue="", job_definition="jd", bucket="b-1", region="us-east-1")
+    with pytest.raises(ValueError, match="max_concurrent_jobs must be a whole number"):
+        AwsBatchSettings(job_queue="q", job_definition="jd", bucket="b-1", region="us-east-1", max_concurrent_jobs=2.5)  # type: ignore[arg-type]
+
+
+def test_settings_region_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    assert AwsBatchSettings(job_queue="q", job_definition="jd", bucket="b-1").region == "eu-north-1"
+
+
+# ---------------------------------------------------------------------------------------------------- DescribeStacks
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _create_stack(moto_url: str, outputs: dict[str, str]) -> str:
+    name = f"ScalerBatch-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    client = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION).client(
+        "cloudformation", endpoint_url=moto_url
+    )
+    client.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    return name
+
+
+def test_stack_outputs_from_describe_stacks(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = _create_stack(moto_url, STACK_OUTPUTS)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    args = _parse("--stack", stack, "--endpoint-url", moto_url, "--region", REGION)
+
+    settings = load_aws_batch_settings(args, {})  # the default client factory honours endpoint_url and region
+
+    assert settings.job_queue == QUEUE_ARN
+    assert settings.on_demand_queue == ON_DEMAND_ARN
+    assert settings.job_definition == JOB_DEFINITION_ARN
+    assert settings.bucket == "stack-bucket"
+    assert settings.prefix == "stack-prefix"
+    assert settings.endpoint_url == moto_url
+
+
+def test_describe_stacks_uses_the_injected_factory_and_env_region(moto_url: str) -> None:
+    stack = _create_stack(moto_url, {k: v for k, v in STACK_OUTPUTS.items() if k != "GpuJobQueueArn"})
+    seen: list[tuple[str | None, str | None]] = []
+
+    def factory(region: str | None, endpoint_url: str | None) -> Any:
+        seen.append((region, endpoint_url))
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+        return session.client("cloudformation", region_name=region, endpoint_url=moto_url)
+
+    env = {"SCALER_BATCH_REGION": REGION, "SCALER_BATCH_BUCKET": "env-bucket"}
+    settings = load_aws_batch_settings(_parse("--stack", stack), env, cloudformation_client_factory=factory)
+
+    assert seen == [(REGION, None)]
+    assert settings.bucket == "env-bucket"  # env still beats the stack
+    assert settings.gpu_queue is None
+    assert settings.job_queue == QUEUE_ARN
+
+
+def test_describe_stacks_unknown_stack(moto_url: str) -> None:
+    def factory(region: str | None, endpoint_url: str | None) -> Any:
+        del endpoint_url
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+        return session.client("cloudformation", region_name=region, endpoint_url=moto_url)
+
+    with pytest.raises(ValueError, match=r"stack 'DoesNotExist'.*--stack"):
+        load_aws_batch_settings(
+            _parse("--stack", "DoesNotExist", "--region", REGION), {}, cloudformation_client_factory=factory
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- backend
+
+
+def test_build_aws_batch_backend_uses_the_settings() -> None:
+    settings = AwsBatchSettings(
+        job_queue="q1",
+        job_definition="jd:2",
+        bucket="my-bucket",
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:1",
+        log_group="/custom/group",
+        submit_tps=20,
+        describe_tps=4,
+    )
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    backend = build_aws_batch_backend(settings, session=session)
+    try:
+        assert backend.name == "aws-batch"
+        assert (backend.job_queue, backend.job_definition, backend.log_group) == ("q1", "jd:2", "/custom/group")
+        assert backend.limiter("SubmitJob").rate == 20
+        assert backend.limiter("DescribeJobs").rate == 4
+        assert backend.api_calls == {}
+    finally:
+        backend.close()
