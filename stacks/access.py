@@ -1,0 +1,98 @@
+"""What the Scaler adapter (wherever it runs) may do: one managed policy to attach to its role or user."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Aws, Stack
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+#: The runtime tags every job it submits with these keys; TerminateJob and CancelJob are allowed only on jobs that
+#: carry the adapter tag, so the adapter cannot stop other people's jobs.
+ADAPTER_TAG_KEY = "scaler-batch:adapter-id"
+TASK_TAG_KEY = "scaler-batch:task-id"
+TAG_KEY_PATTERN = "scaler-batch:*"
+
+
+class AdapterAccess(Construct):
+    """A customer-managed policy: submit to exactly these queues with exactly this job definition, stop only the
+    jobs it tagged, describe and list jobs (no resource-level permission exists for those), read and write the
+    payload prefix, and read the job log."""
+
+    policy: iam.ManagedPolicy
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        queues: Sequence[batch.IJobQueue],
+        job_definition: batch.IJobDefinition,
+        bucket: s3.IBucket,
+        prefix: str,
+        log_group: logs.ILogGroup,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
+        # SubmitJob is authorized on the queue and on the job definition; a job definition referenced by name alone
+        # is checked against the ARN without ":revision", so both forms are listed.
+        job_definition_unversioned_arn = stack.format_arn(
+            service="batch", resource="job-definition", resource_name=job_definition.job_definition_name
+        )
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            description=f"Scaler Batch adapter for stack {stack.stack_name}: submit, watch and stop its jobs",
+            statements=[
+                iam.PolicyStatement(
+                    sid="SubmitToOwnQueuesWithOwnJobDefinition",
+                    actions=["batch:SubmitJob"],
+                    resources=[
+                        *(queue.job_queue_arn for queue in queues),
+                        job_definition.job_definition_arn,
+                        job_definition_unversioned_arn,
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="TagOwnJobsAtSubmit",
+                    actions=["batch:TagResource"],
+                    resources=[jobs_arn],
+                    conditions={"ForAllValues:StringLike": {"aws:TagKeys": [TAG_KEY_PATTERN]}},
+                ),
+                iam.PolicyStatement(
+                    sid="StopOnlyJobsTaggedByAnAdapter",
+                    actions=["batch:TerminateJob", "batch:CancelJob"],
+                    resources=[jobs_arn],
+                    conditions={"StringLike": {f"aws:ResourceTag/{ADAPTER_TAG_KEY}": "*"}},
+                ),
+                iam.PolicyStatement(
+                    sid="WatchJobs",
+                    actions=["batch:DescribeJobs", "batch:ListJobs"],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="PayloadsAndResults",
+                    actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                    resources=[bucket.arn_for_objects(f"{prefix}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="ListPayloadPrefix",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadJobLogs",
+                    actions=["logs:GetLogEvents"],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:"
+                        f"{log_group.log_group_name}:log-stream:*"
+                    ],
+                ),
+            ],
+        )

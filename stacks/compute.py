@@ -1,0 +1,173 @@
+"""Batch compute: Spot and On-Demand EC2 compute environments that scale to zero, and the job queues over them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+#: Why a job may sit in RUNNABLE; the queue cancels it after the configured time for each of them.
+RUNNABLE_REASONS: tuple[batch.JobStateTimeLimitActionsReason, ...] = (
+    batch.JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY,
+    batch.JobStateTimeLimitActionsReason.COMPUTE_ENVIRONMENT_MAX_RESOURCE,
+    batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
+)
+STANDARD_IMAGE = batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023)
+GPU_IMAGE = batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023_NVIDIA)
+#: Containers must not reach the instance role through IMDS: one hop keeps IMDS on the host only.
+IMDS_HOP_LIMIT = 1
+
+
+def instance_class(family: str) -> ec2.InstanceClass:
+    """The CDK enum member for an instance family name such as ``m6i`` (Batch accepts families or exact types)."""
+    member = ec2.InstanceClass.__members__.get(family.upper().replace("-", "_"))
+    if member is None:
+        raise ValueError(f"instance family {family!r} is unknown to aws-cdk-lib: use a family such as 'm6i' or a type")
+    return member
+
+
+class Compute(Construct):
+    """Managed EC2 compute environments (minimum 0 vCPUs, so an idle stack runs no instance) and three queues:
+
+    * ``default_queue``: Spot first, then On-Demand (each one optional, per the config);
+    * ``on_demand_queue``: On-Demand only, for work that must not be interrupted;
+    * ``gpu_queue``: On-Demand GPU instances with the ECS GPU AMI, when enabled.
+
+    Instances run the ECS-optimized Amazon Linux 2023 AMI (its NVIDIA variant for GPU), updated by Batch.
+    """
+
+    launch_template: ec2.LaunchTemplate
+    spot_environment: batch.ManagedEc2EcsComputeEnvironment | None
+    on_demand_environment: batch.ManagedEc2EcsComputeEnvironment
+    gpu_environment: batch.ManagedEc2EcsComputeEnvironment | None
+    default_queue: batch.JobQueue
+    on_demand_queue: batch.JobQueue
+    gpu_queue: batch.JobQueue | None
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        security_group: ec2.ISecurityGroup,
+        max_vcpus: int,
+        instance_types: Sequence[str],
+        spot: bool,
+        on_demand_fallback: bool,
+        gpu: bool,
+        gpu_instance_types: Sequence[str],
+        gpu_max_vcpus: int,
+        runnable_timeout: Duration,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._vpc = vpc
+        self._subnets = subnets
+        self._security_group = security_group
+        self._runnable_timeout = runnable_timeout
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            require_imdsv2=True,
+            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            http_put_response_hop_limit=IMDS_HOP_LIMIT,
+        )
+
+        self.spot_environment = (
+            self._environment(
+                "SpotEnvironment",
+                spot=True,
+                allocation=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
+                max_vcpus=max_vcpus,
+                instance_types=instance_types,
+            )
+            if spot
+            else None
+        )
+        self.on_demand_environment = self._environment(
+            "OnDemandEnvironment",
+            spot=False,
+            allocation=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
+            max_vcpus=max_vcpus,
+            instance_types=instance_types,
+        )
+        default_order: list[batch.IComputeEnvironment] = []
+        if self.spot_environment is not None:
+            default_order.append(self.spot_environment)
+        if on_demand_fallback or self.spot_environment is None:
+            default_order.append(self.on_demand_environment)
+        self.default_queue = self._queue("DefaultQueue", default_order)
+        self.on_demand_queue = self._queue("OnDemandQueue", [self.on_demand_environment])
+
+        self.gpu_environment = None
+        self.gpu_queue = None
+        if gpu:
+            self.gpu_environment = self._environment(
+                "GpuEnvironment",
+                spot=False,
+                allocation=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
+                max_vcpus=gpu_max_vcpus,
+                instance_types=gpu_instance_types,
+                images=[GPU_IMAGE],
+            )
+            self.gpu_queue = self._queue("GpuQueue", [self.gpu_environment])
+
+    @property
+    def queues(self) -> list[batch.JobQueue]:
+        """Every queue the adapter may submit to."""
+        queues = [self.default_queue, self.on_demand_queue]
+        if self.gpu_queue is not None:
+            queues.append(self.gpu_queue)
+        return queues
+
+    def _environment(
+        self,
+        construct_id: str,
+        *,
+        spot: bool,
+        allocation: batch.AllocationStrategy,
+        max_vcpus: int,
+        instance_types: Sequence[str],
+        images: Sequence[batch.EcsMachineImage] | None = None,
+    ) -> batch.ManagedEc2EcsComputeEnvironment:
+        optimal = list(instance_types) == ["optimal"]
+        return batch.ManagedEc2EcsComputeEnvironment(
+            self,
+            construct_id,
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            security_groups=[self._security_group],
+            launch_template=self.launch_template,
+            spot=spot,
+            allocation_strategy=allocation,
+            minv_cpus=0,
+            maxv_cpus=max_vcpus,
+            use_optimal_instance_classes=optimal,
+            instance_types=[ec2.InstanceType(name) for name in instance_types if "." in name],
+            instance_classes=[instance_class(name) for name in instance_types if "." not in name and not optimal],
+            images=list(images) if images is not None else [STANDARD_IMAGE],
+            update_to_latest_image_version=True,
+        )
+
+    def _queue(self, construct_id: str, order: Sequence[batch.IComputeEnvironment]) -> batch.JobQueue:
+        return batch.JobQueue(
+            self,
+            construct_id,
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=environment, order=index)
+                for index, environment in enumerate(order, start=1)
+            ],
+            job_state_time_limit_actions=[
+                batch.JobStateTimeLimitAction(
+                    max_time=self._runnable_timeout,
+                    reason=reason,
+                    action=batch.JobStateTimeLimitActionsAction.CANCEL,
+                    state=batch.JobStateTimeLimitActionsState.RUNNABLE,
+                )
+                for reason in RUNNABLE_REASONS
+            ],
+        )

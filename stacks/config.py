@@ -1,0 +1,295 @@
+"""The stack's settings: the ``cdk.json`` context, read once by ``app.py`` and validated here.
+
+Every key is optional; :data:`DEFAULTS` lists the defaults. Values may come from ``cdk.json`` (JSON types) or from
+``cdk synth -c key=value`` (always strings), so numbers, booleans and lists are also accepted as strings
+(``"true"``, ``"512"``, ``"m6i,c6i"`` or ``'["m6i", "c6i"]'``). A bad value raises :class:`ValueError` naming the key
+and what to put there instead. ``docs/deploy.md`` describes every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The job-level settings AWS enforces (see shared AWS_LIMITS.md).
+MIN_JOB_TIMEOUT_SECONDS = 60
+MIN_RETRY_ATTEMPTS = 2
+MAX_RETRY_ATTEMPTS = 10
+MIN_RUNNABLE_TIMEOUT_SECONDS = 600
+MAX_RUNNABLE_TIMEOUT_SECONDS = 86_400
+MIN_JOB_MEMORY_MIB = 128
+#: The client's Python must match the image's, because cloudpickle payloads are tied to the interpreter's minor version.
+SUPPORTED_PYTHON_MINORS = range(10, 15)
+#: CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS_ALLOWED: tuple[int, ...] = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+#: The instance-type list value that lets Batch pick from current C, M and R families.
+OPTIMAL = "optimal"
+
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_INSTANCE_TYPE = re.compile(r"^(?P<family>[a-z]+(?P<generation>[0-9]+)(?P<suffix>[a-z-]*))(?:\.[a-z0-9]+)?$")
+_PYTHON_VERSION = re.compile(r"^3\.(?P<minor>[0-9]{1,2})$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(?:/[A-Za-z0-9!_.*'()-]+)*/$")
+
+
+class RemovalChoice(enum.Enum):
+    """What ``cdk destroy`` does with the bucket and the log group."""
+
+    DESTROY = "destroy"  # delete them, objects included: the stack leaves nothing behind
+    RETAIN = "retain"  # keep them (and their data) after the stack is gone
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """Validated stack settings. Build it with :meth:`from_context`; the constructs never read the context."""
+
+    stack_name: str = "ScalerAwsBatch"
+    #: ``None``: create a VPC; otherwise an existing VPC id, found with ``Vpc.from_lookup`` (needs account/region).
+    vpc_id: str | None = None
+    max_azs: int = 2
+    nat_gateways: int = 1
+    max_vcpus: int = 256
+    instance_types: tuple[str, ...] = ("m6i", "c6i", "r6i")
+    spot: bool = True
+    on_demand_fallback: bool = True
+    gpu_queue: bool = False
+    gpu_instance_types: tuple[str, ...] = ("g4dn", "g5")
+    gpu_max_vcpus: int = 64
+    job_vcpus: int = 1
+    job_memory_mib: int = 2048
+    job_timeout_seconds: int = 3600
+    retry_attempts: int = 3
+    runnable_timeout_seconds: int = 1800
+    payload_prefix: str = "scaler-batch/"
+    payload_retention_days: int = 7
+    log_retention_days: int = 30
+    removal_policy: RemovalChoice = RemovalChoice.DESTROY
+    python_version: str = "3.11"
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(_STACK_NAME.match(self.stack_name)),
+            "stack_name",
+            self.stack_name,
+            "a CloudFormation stack name: a letter, then up to 127 letters, digits or '-'",
+        )
+        if self.vpc_id is not None:
+            _check(
+                bool(_VPC_ID.match(self.vpc_id)),
+                "vpc_id",
+                self.vpc_id,
+                "an existing VPC id such as 'vpc-0123456789abcdef0', or leave it unset for a new VPC",
+            )
+        _check(1 <= self.max_azs <= 6, "max_azs", self.max_azs, "1 to 6 availability zones")
+        _check(
+            0 <= self.nat_gateways <= self.max_azs,
+            "nat_gateways",
+            self.nat_gateways,
+            f"0 to max_azs ({self.max_azs}) NAT gateways; private subnets need at least 1 to reach ECR and S3 APIs",
+        )
+        _check(
+            self.nat_gateways >= 1 or self.vpc_id is not None,
+            "nat_gateways",
+            self.nat_gateways,
+            "at least 1: the new VPC's private subnets need a NAT gateway to pull the image",
+        )
+        _check(self.max_vcpus >= 1, "max_vcpus", self.max_vcpus, "a positive number of vCPUs")
+        _check_instance_types("instance_types", self.instance_types)
+        _check(
+            self.spot or self.on_demand_fallback,
+            "on_demand_fallback",
+            self.on_demand_fallback,
+            "true when spot is false: the default queue needs at least one compute environment",
+        )
+        _check_instance_types("gpu_instance_types", self.gpu_instance_types)
+        _check(self.gpu_max_vcpus >= 1, "gpu_max_vcpus", self.gpu_max_vcpus, "a positive number of vCPUs")
+        _check(
+            1 <= self.job_vcpus <= self.max_vcpus,
+            "job_vcpus",
+            self.job_vcpus,
+            f"a whole number of vCPUs from 1 to max_vcpus ({self.max_vcpus}); EC2 jobs take whole vCPUs",
+        )
+        _check(
+            self.job_memory_mib >= MIN_JOB_MEMORY_MIB,
+            "job_memory_mib",
+            self.job_memory_mib,
+            f"at least {MIN_JOB_MEMORY_MIB} MiB",
+        )
+        _check(
+            self.job_timeout_seconds >= MIN_JOB_TIMEOUT_SECONDS,
+            "job_timeout_seconds",
+            self.job_timeout_seconds,
+            f"at least {MIN_JOB_TIMEOUT_SECONDS} seconds (AWS Batch's minimum attemptDurationSeconds)",
+        )
+        _check(
+            MIN_RETRY_ATTEMPTS <= self.retry_attempts <= MAX_RETRY_ATTEMPTS,
+            "retry_attempts",
+            self.retry_attempts,
+            f"{MIN_RETRY_ATTEMPTS} to {MAX_RETRY_ATTEMPTS} attempts (one retry at least, for Spot reclaims)",
+        )
+        _check(
+            MIN_RUNNABLE_TIMEOUT_SECONDS <= self.runnable_timeout_seconds <= MAX_RUNNABLE_TIMEOUT_SECONDS,
+            "runnable_timeout_seconds",
+            self.runnable_timeout_seconds,
+            f"{MIN_RUNNABLE_TIMEOUT_SECONDS} to {MAX_RUNNABLE_TIMEOUT_SECONDS} seconds (the queue's RUNNABLE limit)",
+        )
+        _check(
+            bool(_PREFIX.match(self.payload_prefix)),
+            "payload_prefix",
+            self.payload_prefix,
+            "an S3 key prefix ending in '/', without a leading '/', e.g. 'scaler-batch/'",
+        )
+        _check(
+            self.payload_retention_days >= 1, "payload_retention_days", self.payload_retention_days, "at least 1 day"
+        )
+        _check(
+            self.log_retention_days in LOG_RETENTION_DAYS_ALLOWED,
+            "log_retention_days",
+            self.log_retention_days,
+            f"one of CloudWatch's retention periods: {', '.join(map(str, LOG_RETENTION_DAYS_ALLOWED))}",
+        )
+        version = _PYTHON_VERSION.match(self.python_version)
+        _check(
+            version is not None and int(version["minor"]) in SUPPORTED_PYTHON_MINORS,
+            "python_version",
+            self.python_version,
+            "the client's Python major.minor, 3.10 to 3.14, e.g. '3.11'",
+        )
+
+    @property
+    def destroy_on_delete(self) -> bool:
+        return self.removal_policy is RemovalChoice.DESTROY
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> StackConfig:
+        """Build from a context getter such as ``app.node.try_get_context``; a missing key (``None``) keeps its
+        default. Raises :class:`ValueError` that names the key and the expected value."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = get(field.name)
+            if raw is None:
+                continue
+            values[field.name] = _PARSERS[field.name](field.name, raw)
+        return cls(**values)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every context key this config reads."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+
+def _check(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"cdk.json context '{key}' is {value!r}: set it to {expected}")
+
+
+def _check_instance_types(key: str, types: Sequence[str]) -> None:
+    _check(len(types) > 0, key, list(types), f"a non-empty list of x86_64 instance types or families, or ['{OPTIMAL}']")
+    if OPTIMAL in types:
+        _check(len(types) == 1, key, list(types), f"either ['{OPTIMAL}'] alone or a list of instance types")
+        return
+    for name in types:
+        match = _INSTANCE_TYPE.match(name)
+        _check(match is not None, key, name, "an instance type such as 'm6i.xlarge' or a family such as 'm6i'")
+        assert match is not None  # for mypy: _check raised otherwise
+        # Graviton families carry a 'g' after the generation (m7g, c6gn, r6gd); 'g5' is an x86 GPU family.
+        _check(
+            "g" not in match["suffix"] and match["family"] != "a1",
+            key,
+            name,
+            "an x86_64 type: the job image is built for linux/amd64, Graviton (arm64) types cannot run it",
+        )
+
+
+def _parse_str(key: str, raw: object) -> str:
+    _check(isinstance(raw, str) and raw != "", key, raw, "a non-empty string")
+    return str(raw)
+
+
+def _parse_int(key: str, raw: object) -> int:
+    if isinstance(raw, bool):  # bool is an int subclass: reject true/false where a number is wanted
+        _check(False, key, raw, "a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw.strip()):
+        return int(raw.strip())
+    _check(False, key, raw, "a whole number")
+    raise AssertionError("unreachable")
+
+
+def _parse_bool(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    _check(False, key, raw, "true or false")
+    raise AssertionError("unreachable")
+
+
+def _parse_str_list(key: str, raw: object) -> tuple[str, ...]:
+    items: object = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"cdk.json context '{key}' is {raw!r}: set it to a JSON list of strings") from exc
+        else:
+            items = [part.strip() for part in text.split(",") if part.strip()]
+    _check(
+        isinstance(items, list) and all(isinstance(item, str) for item in items),
+        key,
+        raw,
+        'a list of strings, e.g. ["m6i", "c6i"] or "m6i,c6i"',
+    )
+    assert isinstance(items, list)
+    return tuple(str(item) for item in items)
+
+
+def _parse_removal(key: str, raw: object) -> RemovalChoice:
+    choices = [choice.value for choice in RemovalChoice]
+    _check(isinstance(raw, str) and raw.strip().lower() in choices, key, raw, f"one of {choices}")
+    assert isinstance(raw, str)
+    return RemovalChoice(raw.strip().lower())
+
+
+def _parse_optional_str(key: str, raw: object) -> str | None:
+    if raw == "":
+        return None
+    return _parse_str(key, raw)
+
+
+_PARSERS: Mapping[str, Callable[[str, object], Any]] = {
+    "stack_name": _parse_str,
+    "vpc_id": _parse_optional_str,
+    "max_azs": _parse_int,
+    "nat_gateways": _parse_int,
+    "max_vcpus": _parse_int,
+    "instance_types": _parse_str_list,
+    "spot": _parse_bool,
+    "on_demand_fallback": _parse_bool,
+    "gpu_queue": _parse_bool,
+    "gpu_instance_types": _parse_str_list,
+    "gpu_max_vcpus": _parse_int,
+    "job_vcpus": _parse_int,
+    "job_memory_mib": _parse_int,
+    "job_timeout_seconds": _parse_int,
+    "retry_attempts": _parse_int,
+    "runnable_timeout_seconds": _parse_int,
+    "payload_prefix": _parse_str,
+    "payload_retention_days": _parse_int,
+    "log_retention_days": _parse_int,
+    "removal_policy": _parse_removal,
+    "python_version": _parse_str,
+}

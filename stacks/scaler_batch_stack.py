@@ -1,0 +1,137 @@
+"""The one stack: wires the network, task bucket, compute, job definition and adapter access together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from scaler_aws_batch.backends.base import PAYLOAD_PARAMETER, RUNNER_COMMAND
+from stacks.access import AdapterAccess
+from stacks.compute import Compute
+from stacks.config import StackConfig
+from stacks.job_definition import JobDefinition
+from stacks.nag import acknowledge_findings
+from stacks.network import Network
+from stacks.task_bucket import TaskBucket
+
+#: The job definition's default for ``Ref::payload``: a job submitted without the parameter fails fast and clearly.
+PAYLOAD_DEFAULT = "none"
+
+
+class ScalerBatchStack(Stack):
+    """Everything the Scaler AWS Batch adapter needs. The output ids are read by the runtime: do not rename them."""
+
+    network: Network
+    task_bucket: TaskBucket
+    compute: Compute
+    job: JobDefinition
+    access: AdapterAccess
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.network = Network(
+            self, "Network", vpc_id=config.vpc_id, max_azs=config.max_azs, nat_gateways=config.nat_gateways
+        )
+        self.task_bucket = TaskBucket(
+            self,
+            "TaskBucket",
+            prefix=config.payload_prefix,
+            retention_days=config.payload_retention_days,
+            destroy_on_delete=config.destroy_on_delete,
+        )
+        self.compute = Compute(
+            self,
+            "Compute",
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            security_group=self.network.security_group,
+            max_vcpus=config.max_vcpus,
+            instance_types=config.instance_types,
+            spot=config.spot,
+            on_demand_fallback=config.on_demand_fallback,
+            gpu=config.gpu_queue,
+            gpu_instance_types=config.gpu_instance_types,
+            gpu_max_vcpus=config.gpu_max_vcpus,
+            runnable_timeout=Duration.seconds(config.runnable_timeout_seconds),
+        )
+        self.job = JobDefinition(
+            self,
+            "Job",
+            command=RUNNER_COMMAND,
+            parameters={PAYLOAD_PARAMETER: PAYLOAD_DEFAULT},
+            python_version=config.python_version,
+            vcpus=config.job_vcpus,
+            memory_mib=config.job_memory_mib,
+            timeout=Duration.seconds(config.job_timeout_seconds),
+            retry_attempts=config.retry_attempts,
+            log_retention=retention_days(config.log_retention_days),
+            destroy_on_delete=config.destroy_on_delete,
+        )
+        self.access = AdapterAccess(
+            self,
+            "AdapterAccess",
+            queues=self.compute.queues,
+            job_definition=self.job.job_definition,
+            bucket=self.task_bucket.bucket,
+            prefix=config.payload_prefix,
+            log_group=self.job.log_group,
+        )
+
+        # Grants: the task code reads its payload and writes its result under the prefix, nothing more.
+        self.task_bucket.bucket.grant_read_write(self.job.job_role, f"{config.payload_prefix}*")
+
+        self._outputs()
+        acknowledge_findings(self)
+
+    def _outputs(self) -> None:
+        compute = self.compute
+        CfnOutput(self, "JobQueueArn", value=compute.default_queue.job_queue_arn, description="Default job queue")
+        CfnOutput(self, "OnDemandJobQueueArn", value=compute.on_demand_queue.job_queue_arn, description="On-Demand")
+        if compute.gpu_queue is not None:
+            CfnOutput(self, "GpuJobQueueArn", value=compute.gpu_queue.job_queue_arn, description="GPU job queue")
+        CfnOutput(self, "JobDefinitionArn", value=self.job.job_definition.job_definition_arn)
+        CfnOutput(self, "BucketName", value=self.task_bucket.bucket.bucket_name)
+        CfnOutput(self, "PayloadPrefix", value=self.task_bucket.prefix)
+        CfnOutput(self, "Region", value=Aws.REGION)
+        CfnOutput(self, "LogGroupName", value=self.job.log_group.log_group_name)
+        CfnOutput(
+            self,
+            "AdapterPolicyArn",
+            value=self.access.policy.managed_policy_arn,
+            description="Attach to the role or user that runs the Scaler adapter",
+            export_name=f"{self.stack_name}-AdapterPolicyArn",
+        )
+
+
+_RETENTION: dict[int, logs.RetentionDays] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def retention_days(days: int) -> logs.RetentionDays:
+    """The CloudWatch retention for ``days`` (the config has checked it is one CloudWatch accepts)."""
+    return _RETENTION[days]
