@@ -1,0 +1,570 @@
+"""`BatchEmulator`: one HTTP endpoint for S3, CloudWatch Logs, CloudFormation, IAM, EC2 and AWS Batch.
+
+Design
+------
+Two real HTTP servers on 127.0.0.1, random ports, both in this process:
+
+* moto's `ThreadedMotoServer` (the "moto endpoint"): plain moto, used by the emulator itself to read job queues and
+  job definitions, write job logs and delete S3 objects for fault injection.
+* the front server (the public `endpoint_url`, a threaded werkzeug server): a WSGI app that serves the Batch *job*
+  APIs itself (SubmitJob, DescribeJobs, ListJobs, CancelJob(s), TerminateJob(s), tagging of job ARNs) and hands
+  every other request, unchanged, to moto's own WSGI dispatcher (`DomainDispatcherApplication`, the app that
+  `ThreadedMotoServer` runs) in-process.
+
+Handing the WSGI environ to moto's app in-process, rather than re-sending it over a second HTTP hop, preserves
+request bodies, headers (including SigV4 `Authorization`, which moto routes on), streaming S3 bodies, chunked
+encoding and `Expect: 100-continue` exactly, with no proxy code to get wrong; moto's state is process-global, so
+both servers see the same resources (queues and job definitions created by moto's CloudFormation included).
+
+Routing: botocore signs every request with a SigV4 credential scope `<key>/<date>/<region>/<service>/aws4_request`;
+Batch is REST-JSON under `/v1/<operation>` (and `/v1/tags/<arn>`), S3 uses path-style URLs on a custom endpoint,
+and Logs is JSON 1.1 with `X-Amz-Target`. The front app takes a request when the scope's service is `batch`.
+
+moto's state is global to the process: run one emulator at a time per process (it resets moto when it starts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
+from urllib.parse import parse_qs, unquote
+
+import boto3
+import botocore.session
+from botocore.config import Config
+
+from batch_emulator import rules
+from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
+from batch_emulator.engine import Engine
+from batch_emulator.rules import BatchApiError, client_error
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch import BatchClient
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_s3 import S3Client
+
+LOG = logging.getLogger("batch_emulator")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+DUMMY_KEY = "testing"
+DEFAULT_COMMAND = ("scaler-batch", "run-job", "--payload", "Ref::payload")
+
+TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
+# Operations the emulator serves itself; every other request goes to moto.
+JOB_OPERATIONS = frozenset(
+    {
+        "SubmitJob",
+        "DescribeJobs",
+        "ListJobs",
+        "CancelJob",
+        "TerminateJob",
+        "CancelJobs",
+        "TerminateJobs",
+        "TagResource",
+        "UntagResource",
+        "ListTagsForResource",
+    }
+)
+
+
+def _batch_routes() -> dict[tuple[str, str], str]:
+    model = botocore.session.get_session().get_service_model("batch")
+    routes: dict[tuple[str, str], str] = {}
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        uri = str(http["requestUri"])
+        if "{" not in uri:
+            routes[(str(http["method"]), uri)] = name
+    return routes
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class BatchEmulator:
+    """AWS Batch on local processes, behind real HTTP, on top of moto. Use as a context manager."""
+
+    def __init__(self, config: EmulatorConfig | None = None, faults: Faults | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.faults = faults or Faults()
+        self.api_calls = ApiCalls()
+        self.job_env: dict[str, str] = {}
+        self._routes = _batch_routes()
+        self._buckets: dict[str, _TokenBucket] = {}
+        self._stats_lock = threading.Lock()
+        self._moto: Any = None
+        self._front: Any = None
+        self._front_thread: threading.Thread | None = None
+        self._engine: Engine | None = None
+        self._endpoint_url = ""
+        self._moto_url = ""
+        self._own_work_dir: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> BatchEmulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> BatchEmulator:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from moto.server import ThreadedMotoServer
+        from werkzeug.serving import make_server
+
+        werkzeug_logger = logging.getLogger("werkzeug")
+        if werkzeug_logger.level == logging.NOTSET:
+            werkzeug_logger.setLevel(logging.WARNING)  # one line per request otherwise
+
+        self._moto = ThreadedMotoServer(ip_address=self.config.host, port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self._moto_url = f"http://{host}:{port}"
+        if self.config.reset_moto_on_start:
+            self._reset_moto()
+
+        class _QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                return
+
+        moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
+        self._front = make_server(
+            self.config.host, 0, _FrontApp(self, moto_app), threaded=True, request_handler=_QuietHandler
+        )
+        self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
+        self._front_thread = threading.Thread(
+            target=self._front.serve_forever, name="batch-emulator-front", daemon=True
+        )
+        self._front_thread.start()
+
+        work_dir = self.config.work_dir
+        if work_dir is None:
+            work_dir = self._own_work_dir = tempfile.mkdtemp(prefix="batch-emulator-")
+        self._engine = Engine(
+            config=self.config,
+            faults=self.faults,
+            job_env=self.job_env,
+            endpoint_url=lambda: self._endpoint_url,
+            batch=self._moto_client("batch"),
+            logs=self._moto_client("logs"),
+            s3=self._moto_client("s3"),
+            work_dir=work_dir,
+        )
+        return self
+
+    def close(self) -> None:
+        """Kill every job process (its whole process group) and stop both servers."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine is not None:
+            self._engine.close()
+        if self._front is not None:
+            self._front.shutdown()
+            self._front.server_close()
+        if self._front_thread is not None:
+            self._front_thread.join(timeout=5)
+        if self._moto is not None:
+            if self.config.reset_moto_on_start:
+                self._reset_moto()
+            self._moto.stop()
+        if self._own_work_dir is not None:
+            shutil.rmtree(self._own_work_dir, ignore_errors=True)
+
+    def _reset_moto(self) -> None:
+        import urllib.request
+
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{self._moto_url}/moto-api/reset", method="POST"), timeout=30
+        ) as response:
+            response.read()
+
+    # ------------------------------------------------------------------ public properties
+
+    @property
+    def endpoint_url(self) -> str:
+        """The one URL for every service (boto3 `endpoint_url`, or `AWS_ENDPOINT_URL`)."""
+        return self._endpoint_url
+
+    @property
+    def moto_endpoint_url(self) -> str:
+        """Plain moto (no Batch job emulation); for debugging."""
+        return self._moto_url
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("BatchEmulator is not started")
+        return self._engine
+
+    def job_status_counts(self) -> dict[str, int]:
+        """Jobs by status (array children counted, array parents not), vanished ones included."""
+        return self.engine.snapshot_status()
+
+    def running_processes(self) -> int:
+        """Job processes alive right now."""
+        return self.engine.running_processes()
+
+    # ------------------------------------------------------------------ clients
+
+    @overload
+    def client(self, service: Literal["batch"], *, max_attempts: int | None = None) -> BatchClient: ...
+    @overload
+    def client(self, service: Literal["s3"], *, max_attempts: int | None = None) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["logs"], *, max_attempts: int | None = None) -> CloudWatchLogsClient: ...
+    @overload
+    def client(
+        self, service: Literal["cloudformation"], *, max_attempts: int | None = None
+    ) -> CloudFormationClient: ...
+    @overload
+    def client(self, service: str, *, max_attempts: int | None = None) -> Any: ...
+    def client(self, service: str, *, max_attempts: int | None = None) -> Any:
+        """A boto3 client on the emulator with dummy credentials. `max_attempts=1` disables botocore's retries."""
+        return self._make_client(service, self._endpoint_url, max_attempts)
+
+    def _moto_client(self, service: str) -> Any:
+        return self._make_client(service, self._moto_url, None)
+
+    def _make_client(self, service: str, url: str, max_attempts: int | None) -> Any:
+        retries: dict[str, Any] = {"mode": "standard"}
+        if max_attempts is not None:
+            retries["total_max_attempts"] = max_attempts
+        return boto3.session.Session().client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=url,
+            region_name=self.config.region,
+            aws_access_key_id=DUMMY_KEY,
+            aws_secret_access_key=DUMMY_KEY,
+            config=Config(retries=retries, max_pool_connections=50),  # type: ignore[arg-type]
+        )
+
+    # ------------------------------------------------------------------ convenience for tests
+
+    def create_queue_and_job_definition(
+        self,
+        *,
+        queue_name: str = "emulator-queue",
+        job_definition_name: str = "emulator-job",
+        compute_environment_name: str = "emulator-ce",
+        command: list[str] | None = None,
+        environment: dict[str, str] | None = None,
+        parameters: dict[str, str] | None = None,
+        retry_strategy: dict[str, Any] | None = None,
+        timeout_seconds: int | None = None,
+        log_group: str = "/aws/batch/job",
+        image: str = "scaler-aws-batch:emulated",
+    ) -> tuple[str, str]:
+        """Create (in moto) a service role, an unmanaged compute environment, a job queue, a job definition running
+        `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
+        Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
+        rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
+        rules.validate_retry_strategy(retry_strategy)
+        iam = self._moto_client("iam")
+        batch = self._moto_client("batch")
+        logs = self._moto_client("logs")
+        role_name = "emulator-batch-service-role"
+        try:
+            role_arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            role_arn = iam.create_role(
+                RoleName=role_name,
+                AssumeRolePolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "batch.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ],
+                    }
+                ),
+            )["Role"]["Arn"]
+        envs = batch.describe_compute_environments(computeEnvironments=[compute_environment_name])
+        if envs["computeEnvironments"]:
+            ce_arn = envs["computeEnvironments"][0]["computeEnvironmentArn"]
+        else:
+            ce_arn = batch.create_compute_environment(
+                computeEnvironmentName=compute_environment_name,
+                type="UNMANAGED",
+                state="ENABLED",
+                serviceRole=role_arn,
+            )["computeEnvironmentArn"]
+        queues = batch.describe_job_queues(jobQueues=[queue_name])["jobQueues"]
+        if queues:
+            queue_arn = queues[0]["jobQueueArn"]
+        else:
+            queue_arn = batch.create_job_queue(
+                jobQueueName=queue_name,
+                state="ENABLED",
+                priority=1,
+                computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce_arn}],
+            )["jobQueueArn"]
+        container: dict[str, Any] = {
+            "image": image,
+            "command": list(command) if command is not None else list(DEFAULT_COMMAND),
+            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
+            "environment": [{"name": k, "value": v} for k, v in (environment or {}).items()],
+            "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": log_group}},
+        }
+        kwargs: dict[str, Any] = {
+            "jobDefinitionName": job_definition_name,
+            "type": "container",
+            "containerProperties": container,
+            "parameters": parameters or {},
+        }
+        if retry_strategy is not None:
+            kwargs["retryStrategy"] = retry_strategy
+        if timeout_seconds is not None:
+            kwargs["timeout"] = {"attemptDurationSeconds": timeout_seconds}
+        jobdef_arn = batch.register_job_definition(**kwargs)["jobDefinitionArn"]
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+            logs.create_log_group(logGroupName=log_group)
+        return str(queue_arn), str(jobdef_arn)
+
+    # ------------------------------------------------------------------ request accounting (used by _FrontApp)
+
+    def _operation(self, environ: dict[str, Any]) -> str | None:
+        """The Batch operation name of a request, or None when it is not a Batch request."""
+        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+        try:
+            scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+            service = scope[3]
+        except IndexError:
+            return None
+        if service != "batch":
+            return None
+        path = str(environ.get("PATH_INFO", ""))
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        if path.startswith("/v1/tags/"):
+            return {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}.get(method)
+        return self._routes.get((method, path.rstrip("/")))
+
+    def _admit(self, operation: str) -> BatchApiError | None:
+        """Count the call; apply the TPS limit and injected faults."""
+        with self._stats_lock:
+            self.api_calls[operation] += 1
+            rate = self.config.tps_limits.get(operation)
+            if rate is not None and rate > 0:
+                bucket = self._buckets.get(operation)
+                if bucket is None or bucket.rate != rate:
+                    bucket = self._buckets[operation] = _TokenBucket(rate)
+                if not bucket.take():
+                    self.api_calls.throttled[operation] += 1
+                    return BatchApiError("TooManyRequestsException", rules.MSG_TOO_MANY_REQUESTS, 429)
+        if operation not in JOB_OPERATIONS:
+            return None
+        faults = self.faults
+        throttle = faults.throttle_rate_by_api.get(operation, faults.throttle_rate)
+        if faults.draw(throttle):
+            with self._stats_lock:
+                self.api_calls.throttled[operation] += 1
+            return BatchApiError("TooManyRequestsException", rules.MSG_TOO_MANY_REQUESTS, 429)
+        server = faults.server_error_rate_by_api.get(operation, faults.server_error_rate)
+        if faults.draw(server):
+            with self._stats_lock:
+                self.api_calls.server_errors[operation] += 1
+            return BatchApiError("ServerException", "Internal Server Error (injected)", 500)
+        return None
+
+    def _record_describe(self, count: int) -> None:
+        with self._stats_lock:
+            self.api_calls.max_describe_ids = max(self.api_calls.max_describe_ids, count)
+            self.api_calls.describe_ids_total += count
+
+
+class _FrontApp:
+    """WSGI app of the front server: Batch job APIs here, everything else to moto."""
+
+    def __init__(self, emulator: BatchEmulator, moto_app: WsgiApp) -> None:
+        self._emu = emulator
+        self._moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        operation = self._emu._operation(environ)
+        if operation is None:
+            return self._moto_app(environ, start_response)
+        body = _read_body(environ)
+        error = self._emu._admit(operation)
+        if error is not None:
+            return _error_response(start_response, error)
+        path = unquote(str(environ.get("PATH_INFO", "")))
+        served = operation in JOB_OPERATIONS and (operation not in TAG_OPERATIONS or ":job/" in path)
+        if not served:
+            if operation == "RegisterJobDefinition":
+                try:
+                    _validate_job_definition(body)
+                except BatchApiError as exc:
+                    return _error_response(start_response, exc)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return self._moto_app(environ, start_response)
+        try:
+            result = self._handle(operation, environ, body)
+        except BatchApiError as exc:
+            return _error_response(start_response, exc)
+        payload = json.dumps(result).encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("x-amzn-RequestId", str(uuid.uuid4())),
+            ],
+        )
+        return [payload]
+
+    def _handle(self, operation: str, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
+        engine = self._emu.engine
+        if operation == "SubmitJob" and len(body) > rules.SUBMIT_JOB_MAX_BYTES:
+            raise client_error(rules.MSG_JOB_TOO_BIG)
+        req = _parse_json(body)
+        if operation == "SubmitJob":
+            return engine.submit(req)
+        if operation == "DescribeJobs":
+            ids = req.get("jobs")
+            if not isinstance(ids, list):
+                raise client_error("jobs is required")
+            self._emu._record_describe(len(ids))
+            if len(ids) > rules.DESCRIBE_JOBS_MAX_IDS:
+                raise client_error(rules.MSG_TOO_MANY_IDS)
+            return {"jobs": engine.describe([str(i) for i in ids])}
+        if operation == "ListJobs":
+            return _list_jobs(engine, req)
+        if operation in ("CancelJob", "TerminateJob"):
+            job_id = req.get("jobId")
+            reason = req.get("reason")
+            if not isinstance(job_id, str) or not isinstance(reason, str):
+                raise client_error("jobId and reason are required")
+            if len(reason) > 1024:
+                raise client_error("reason can be at most 1024 characters")
+            (engine.cancel if operation == "CancelJob" else engine.terminate)(job_id, reason)
+            return {}
+        if operation in ("CancelJobs", "TerminateJobs"):
+            ids = req.get("jobs")
+            reason = req.get("reason")
+            if not isinstance(ids, list) or not isinstance(reason, str):
+                raise client_error("jobs and reason are required")
+            if len(ids) > rules.BULK_JOBS_MAX_IDS:
+                raise client_error(f"Maximum number of jobs supported is {rules.BULK_JOBS_MAX_IDS}")
+            for job_id in ids:
+                (engine.cancel if operation == "CancelJobs" else engine.terminate)(str(job_id), reason)
+            return {"successful": [str(i) for i in ids], "errors": []}
+        # tagging of job ARNs
+        arn = unquote(str(environ.get("PATH_INFO", ""))[len("/v1/tags/") :])
+        job = engine.job_for_arn(arn)
+        if job is None:
+            raise client_error(f"Resource {arn} not found")
+        with engine.lock:
+            if operation == "ListTagsForResource":
+                return {"tags": dict(job.tags)}
+            if operation == "TagResource":
+                job.tags.update({str(k): str(v) for k, v in (req.get("tags") or {}).items()})
+                return {}
+            keys = parse_qs(str(environ.get("QUERY_STRING", ""))).get("tagKeys", [])
+            for key in keys:
+                job.tags.pop(key, None)
+            return {}
+
+
+def _list_jobs(engine: Engine, req: dict[str, Any]) -> dict[str, Any]:
+    max_results = req.get("maxResults") or 100
+    if not isinstance(max_results, int) or not 1 <= max_results <= 1000:
+        raise client_error("maxResults must be between 1 and 1000")
+    token = req.get("nextToken")
+    offset = 0
+    if token:
+        try:
+            offset = int(str(token).removeprefix("emu-"))
+        except ValueError as exc:
+            raise client_error("nextToken is not valid") from exc
+    summaries, total = engine.list_jobs(req)
+    page = summaries[offset : offset + max_results]
+    out: dict[str, Any] = {"jobSummaryList": page}
+    if offset + max_results < total:
+        out["nextToken"] = f"emu-{offset + max_results}"
+    return out
+
+
+def _validate_job_definition(body: bytes) -> None:
+    if len(body) > rules.JOB_DEFINITION_MAX_BYTES:
+        raise client_error("Job definition size must be less than 24 KiB")
+    req = _parse_json(body)
+    rules.validate_timeout(req.get("timeout"))
+    rules.validate_retry_strategy(req.get("retryStrategy"))
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ["wsgi.input"]
+    data: bytes = stream.read(length) if length > 0 else b""
+    return data
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise client_error(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise client_error("Request body must be a JSON object")
+    return value
+
+
+_REASONS = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+def _error_response(start_response: StartResponse, error: BatchApiError) -> list[bytes]:
+    payload = json.dumps({"__type": error.code, "message": error.message}).encode()
+    start_response(
+        f"{error.status} {_REASONS.get(error.status, 'Error')}",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("x-amzn-ErrorType", error.code),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ],
+    )
+    return [payload]
