@@ -24,6 +24,13 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+try:
+    import batch_emulator
+
+    HAVE_EMULATOR = True
+except ImportError:  # another engineer's package; the moto tests still run without it
+    HAVE_EMULATOR = False
+
 from scaler_aws_batch.backends.aws_batch import (
     AwsAccessDeniedError,
     AwsBatchBackend,
@@ -169,14 +176,17 @@ def moto_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _configure_moto(url: str) -> None:
+    """Make moto finish jobs without Docker. moto's configuration is process-global, so set it for every test."""
     request = urllib.request.Request(
         f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status in (200, 201)
-    yield url
-    server.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +201,7 @@ class BatchWorld:
 @pytest.fixture
 def world(moto_url: str) -> BatchWorld:
     """A fresh queue and job definition (unique names) in the module's moto server."""
+    _configure_moto(moto_url)
     suffix = uuid.uuid4().hex[:8]
     session = _session()
     iam = session.client("iam", endpoint_url=moto_url)
@@ -550,3 +561,139 @@ def test_log_tail_reads_the_newest_lines_and_tolerates_a_missing_stream(world: B
     )
     assert backend.log_tail(job_id, 3) == ["line 7", "line 8", "line 9"]
     assert backend.log_tail(job_id, 0) == []
+
+
+# ---------------------------------------------------------------------------------------------------- emulator
+# The project's Batch emulator runs jobs as local processes and enforces AWS's limits (TPS, 100 ids, 8,192
+# characters of overrides), which moto does not. It resets moto's process-global state when it starts and stops, so
+# these tests come last in this module and the ``world`` fixture re-applies moto's configuration for each test.
+
+needs_emulator = pytest.mark.skipif(not HAVE_EMULATOR, reason="batch_emulator is not importable")
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+WAIT_SECONDS = 60.0
+
+
+def _emulator_backend(emulator: Any, job_queue: str, job_definition: str, **kwargs: Any) -> AwsBatchBackend:
+    options: dict[str, Any] = {
+        "job_queue": job_queue,
+        "job_definition": job_definition,
+        "batch_client": emulator.client("batch", max_attempts=1),  # injected clients, botocore retries off
+        "logs_client": emulator.client("logs"),
+        "describe_tps": 50,
+    }
+    options.update(kwargs)
+    return AwsBatchBackend(**options)
+
+
+def _wait_for_state(backend: AwsBatchBackend, job_id: str, states: frozenset[JobState]) -> Any:
+    """Poll until the job reaches one of ``states``; the bound only stops a broken test, it is not asserted."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        status = backend.describe([job_id]).get(job_id)
+        if status is not None and status.state in states:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {sorted(state.value for state in states)}")
+
+
+@needs_emulator
+def test_emulator_paced_submits_are_never_throttled() -> None:
+    config = batch_emulator.EmulatorConfig(tps_limits={"SubmitJob": 50.0})
+    with batch_emulator.BatchEmulator(config) as emulator:
+        queue, definition = emulator.create_queue_and_job_definition(command=["true"])
+        backend = _emulator_backend(emulator, queue, definition)  # default 40 TPS, under the emulator's 50
+        job_ids = {backend.submit(_spec(f"paced-{index}")) for index in range(70)}
+        throttled = emulator.api_calls.throttled["SubmitJob"]
+        received = emulator.api_calls["SubmitJob"]
+    assert len(job_ids) == 70
+    assert throttled == 0
+    assert received == backend.api_calls["SubmitJob"] == 70
+
+
+@needs_emulator
+def test_emulator_injected_throttles_and_server_errors_are_retried(clock: FakeClock) -> None:
+    faults = batch_emulator.Faults(
+        seed=3, throttle_rate_by_api={"DescribeJobs": 0.4}, server_error_rate_by_api={"SubmitJob": 0.4}
+    )
+    with batch_emulator.BatchEmulator(faults=faults) as emulator:
+        queue, definition = emulator.create_queue_and_job_definition(command=["true"])
+        backend = _emulator_backend(
+            emulator, queue, definition, clock=clock, sleep=clock.sleep, backoff=BackoffPolicy(max_attempts=30)
+        )
+        job_ids = [backend.submit(_spec(f"faulty-{index}")) for index in range(10)]
+        described = [backend.describe(job_ids) for _ in range(10)]
+        calls = emulator.api_calls
+        server_errors, throttled = calls.server_errors["SubmitJob"], calls.throttled["DescribeJobs"]
+        received_submits, received_describes = calls["SubmitJob"], calls["DescribeJobs"]
+    assert len(set(job_ids)) == 10
+    assert all(set(statuses) == set(job_ids) for statuses in described)
+    assert server_errors > 0 and throttled > 0
+    assert backend.retried_calls["SubmitJob"] == server_errors
+    assert backend.retried_calls["DescribeJobs"] == throttled
+    assert backend.api_calls["SubmitJob"] == received_submits == 10 + server_errors
+    assert backend.api_calls["DescribeJobs"] == received_describes == 10 + throttled
+    assert len(clock.sleeps) == server_errors + throttled
+
+
+@needs_emulator
+def test_emulator_describes_an_array_of_100_children_in_one_call() -> None:
+    with batch_emulator.BatchEmulator(batch_emulator.EmulatorConfig(max_running_jobs=16)) as emulator:
+        queue, definition = emulator.create_queue_and_job_definition(command=["true"])
+        backend = _emulator_backend(emulator, queue, definition)
+        parent_id = backend.submit(_spec("array-100", array_size=100))
+        parent = _wait_for_state(backend, parent_id, FINAL_STATES)
+        children = backend.describe([f"{parent_id}:{index}" for index in range(100)])
+        max_ids = emulator.api_calls.max_describe_ids
+    assert parent.state is JobState.SUCCEEDED
+    assert parent.array_summary is not None and parent.array_summary[JobState.SUCCEEDED] == 100
+    assert len(children) == 100
+    assert {status.state for status in children.values()} == {JobState.SUCCEEDED}
+    assert max_ids == 100
+
+
+@needs_emulator
+def test_emulator_cancel_with_a_stale_queued_state_still_stops_a_running_job() -> None:
+    with batch_emulator.BatchEmulator() as emulator:
+        queue, definition = emulator.create_queue_and_job_definition(command=["sleep", "120"])
+        backend = _emulator_backend(emulator, queue, definition)
+        job_id = backend.submit(_spec("long-runner"))
+        _wait_for_state(backend, job_id, frozenset({JobState.RUNNING}))
+        backend.cancel(job_id, JobState.RUNNABLE, "deadline passed")  # the caller last saw it queued
+        final = _wait_for_state(backend, job_id, FINAL_STATES)
+        backend.cancel(job_id, None, "again")  # a job that already ended is tolerated
+    assert final.state is JobState.FAILED
+    assert backend.api_calls["CancelJob"] == 2
+    assert backend.api_calls["TerminateJob"] == 2
+
+
+@needs_emulator
+def test_emulator_agrees_with_overrides_length_at_the_limit() -> None:
+    with batch_emulator.BatchEmulator() as emulator:
+        queue, definition = emulator.create_queue_and_job_definition(command=["python3", "-c", "pass", "Ref::payload"])
+        backend = _emulator_backend(emulator, queue, definition)
+        resources = Resources(vcpus=1, memory_mib=1024)
+        room = 8192 - backend.overrides_length(_spec(payload="", resources=resources))
+        fits = _spec("fits", payload="A" * room, resources=resources)
+        too_long = _spec("too-long", payload="A" * (room + 100), resources=resources)
+        assert backend.overrides_length(fits) == 8192
+        fits_status = _wait_for_state(backend, backend.submit(fits), FINAL_STATES)
+        too_long_status = _wait_for_state(backend, backend.submit(too_long), FINAL_STATES)
+    assert fits_status.state is JobState.SUCCEEDED
+    assert too_long_status.state is JobState.FAILED
+    assert too_long_status.status_reason is not None
+    assert "Container Overrides length must be at most 8192" in too_long_status.status_reason
+
+
+@needs_emulator
+def test_emulator_log_tail_returns_the_last_lines() -> None:
+    with batch_emulator.BatchEmulator() as emulator:
+        command = ["python3", "-c", "for i in range(20): print(f'line {i}')"]
+        queue, definition = emulator.create_queue_and_job_definition(command=command)
+        backend = _emulator_backend(emulator, queue, definition)
+        job_id = backend.submit(_spec("chatty"))
+        status = _wait_for_state(backend, job_id, FINAL_STATES)
+        tail = backend.log_tail(job_id, 3)
+    assert status.state is JobState.SUCCEEDED
+    assert status.log_location
+    assert tail == ["line 17", "line 18", "line 19"]
