@@ -38,12 +38,13 @@ class AdapterAccess(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
+        # Pseudo-parameters rather than Stack.format_arn: the ARNs (and the cdk-nag findings that quote them) stay
+        # the same whether or not the stack has a concrete account and region.
+        arn_head = f"arn:{Aws.PARTITION}:batch:{Aws.REGION}:{Aws.ACCOUNT_ID}"
+        jobs_arn = f"{arn_head}:job/*"
         # SubmitJob is authorized on the queue and on the job definition; a job definition referenced by name alone
         # is checked against the ARN without ":revision", so both forms are listed.
-        job_definition_unversioned_arn = stack.format_arn(
-            service="batch", resource="job-definition", resource_name=job_definition.job_definition_name
-        )
+        job_definition_unversioned_arn = f"{arn_head}:job-definition/{job_definition.job_definition_name}"
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",

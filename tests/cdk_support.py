@@ -1,0 +1,53 @@
+"""Helpers for the CDK tests: the repository's cdk.json context, app synthesis into a directory, tool lookup."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # app.py and stacks/ live at the repository root, outside the installed package
+    sys.path.insert(0, str(REPO))
+
+#: Quiets jsii's banner about the local Node version; it changes nothing else.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
+
+STACK_NAME = "ScalerAwsBatch"
+#: A made-up account and region for tests that need a concrete environment (existing-VPC lookups).
+TEST_ENV = {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "us-east-1"}
+#: No environment at all: the stack is environment-agnostic, like a synth without credentials.
+NO_ENV: dict[str, str] = {}
+
+
+def cdk_json_context(**overrides: Any) -> dict[str, Any]:
+    """The ``context`` of the repository's ``cdk.json`` with ``overrides`` applied: what ``cdk synth`` would use."""
+    context = dict(json.loads((REPO / "cdk.json").read_text())["context"])
+    context.update(overrides)
+    return context
+
+
+def tool(name: str) -> str:
+    """A console script next to this interpreter (the venv), or on PATH."""
+    local = pathlib.Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed: run `make .venv/.dev-installed`")
+    return found
+
+
+def synth_to(outdir: pathlib.Path, context: Mapping[str, Any], env: Mapping[str, str] = NO_ENV) -> dict[str, Any]:
+    """Synthesize the app (with the cdk-nag gate) into ``outdir`` and return the stack's template."""
+    from app import build_app
+
+    app, stack = build_app(context, outdir=str(outdir), env=env)
+    assembly = app.synth()
+    template: dict[str, Any] = assembly.get_stack_by_name(stack.stack_name).template
+    return template
