@@ -164,7 +164,7 @@ class BatchEmulator:
         )
         self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
         self._front_thread = threading.Thread(
-            target=self._front.serve_forever, name="batch-emulator-front", daemon=True
+            target=self._front.serve_forever, kwargs={"poll_interval": 0.05}, name="batch-emulator-front", daemon=True
         )
         self._front_thread.start()
 
@@ -231,6 +231,15 @@ class BatchEmulator:
         if self._engine is None:
             raise RuntimeError("BatchEmulator is not started")
         return self._engine
+
+    def reset_api_calls(self) -> None:
+        """Zero `api_calls` (counts, throttled, server errors, describe sizes)."""
+        with self._stats_lock:
+            self.api_calls.clear()
+            self.api_calls.throttled.clear()
+            self.api_calls.server_errors.clear()
+            self.api_calls.max_describe_ids = 0
+            self.api_calls.describe_ids_total = 0
 
     def job_status_counts(self) -> dict[str, int]:
         """Jobs by status (array children counted, array parents not), vanished ones included."""
