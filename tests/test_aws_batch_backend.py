@@ -339,6 +339,20 @@ def test_missing_queue_is_rejected_with_a_message_naming_the_queue(world: BatchW
         backend.submit(_spec())
 
 
+def test_untagged_job_and_rejection_messages_never_carry_the_payload(world: BatchWorld, clock: FakeClock) -> None:
+    secret = "c2VjcmV0LXRhc2stZGF0YQ=="
+    with FakeAwsEndpoint(world.url) as endpoint:
+        endpoint.fail("/v1/submitjob", ScriptedError(400, "ClientException", f"Value '{secret}' failed a constraint"))
+        backend = _backend(world, clock, endpoint_url=endpoint.url)
+        with pytest.raises(JobRejectedError) as caught:
+            backend.submit(_spec(payload=secret))
+        backend.submit(_spec("untagged", tags={}))
+        bodies = endpoint.bodies("/v1/submitjob")
+    assert secret not in str(caught.value)
+    assert "<payload>" in str(caught.value)
+    assert "tags" not in bodies[-1]
+
+
 def test_missing_job_definition_is_rejected_naming_the_flag(world: BatchWorld, clock: FakeClock) -> None:
     backend = _backend(world, clock, job_definition="no-such-definition")
     with pytest.raises(JobRejectedError, match=r"no-such-definition.*--job-definition"):

@@ -73,6 +73,7 @@ DEFAULT_BACKOFF_CAP_SECONDS: Final = 20.0
 #: GetLogEvents returns at most 10,000 events per call.
 MAX_LOG_EVENTS: Final = 10_000
 _CONNECT_TIMEOUT_SECONDS: Final = 10
+_MAX_ERROR_MESSAGE_CHARS: Final = 300
 _READ_TIMEOUT_SECONDS: Final = 60
 
 #: Error codes that mean the caller's credentials are missing, wrong or expired.
@@ -205,6 +206,14 @@ def _http_status(exc: botocore.exceptions.ClientError) -> int | None:
     return int(status) if status is not None else None
 
 
+def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
+    """AWS's error message, shortened, with the payload blanked out should AWS echo it (validation errors do)."""
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    if payload:
+        message = message.replace(payload, "<payload>")
+    return message[:_MAX_ERROR_MESSAGE_CHARS]
+
+
 def is_retryable(exc: botocore.exceptions.ClientError) -> bool:
     return error_code(exc) in RETRYABLE_ERROR_CODES or _http_status(exc) in RETRYABLE_HTTP_STATUSES
 
@@ -323,9 +332,10 @@ class AwsBatchBackend(JobBackend):
             "jobDefinition": self.job_definition,
             "parameters": {PAYLOAD_PARAMETER: spec.payload},
             "timeout": {"attemptDurationSeconds": max(MIN_TIMEOUT_SECONDS, spec.timeout_seconds)},
-            "tags": dict(spec.tags),
             "propagateTags": False,
         }
+        if spec.tags:  # the API refuses an empty tags map
+            request["tags"] = dict(spec.tags)
         requirements = resource_requirements(spec.resources)
         if requirements:
             request["containerOverrides"] = {"resourceRequirements": requirements}
@@ -336,7 +346,7 @@ class AwsBatchBackend(JobBackend):
         try:
             response = self._call("SubmitJob", self._batch.submit_job, **request)
         except botocore.exceptions.ClientError as exc:
-            aws_message = exc.response.get("Error", {}).get("Message", "")
+            aws_message = _safe_message(exc, spec.payload)
             raise JobRejectedError(
                 f"AWS Batch rejected job {spec.name!r} ({error_code(exc)}: {aws_message}). "
                 f"Check that job queue {queue!r} exists and is ENABLED (--job-queue / --on-demand-queue / --gpu-queue) "
