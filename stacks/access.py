@@ -21,7 +21,7 @@ TAG_KEY_PATTERN = "scaler-batch:*"
 class AdapterAccess(Construct):
     """A customer-managed policy: submit to exactly these queues with exactly this job definition, stop only the
     jobs it tagged, describe and list jobs (no resource-level permission exists for those), read and write the
-    payload prefix, and read the job log."""
+    payload prefix, read the job log, and read this stack's outputs."""
 
     policy: iam.ManagedPolicy
 
@@ -86,6 +86,11 @@ class AdapterAccess(Construct):
                     actions=["s3:ListBucket"],
                     resources=[bucket.bucket_arn],
                     conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadStackOutputs",  # `scaler-batch worker --stack NAME` reads this stack's outputs
+                    actions=["cloudformation:DescribeStacks"],
+                    resources=[Aws.STACK_ID],
                 ),
                 iam.PolicyStatement(
                     sid="ReadJobLogs",

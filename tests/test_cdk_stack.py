@@ -418,6 +418,8 @@ def test_adapter_tags_jobs_reads_logs_and_uses_the_prefix_only(template_json: di
     assert statements["ListPayloadPrefix"]["Condition"] == {
         "StringLike": {"s3:prefix": [f"{CONTEXT['payload_prefix']}*"]}
     }
+    assert statements["ReadStackOutputs"]["Action"] == "cloudformation:DescribeStacks"
+    assert statements["ReadStackOutputs"]["Resource"] == {"Ref": "AWS::StackId"}
     logs = statements["ReadJobLogs"]
     assert logs["Action"] == "logs:GetLogEvents"
     assert {"Ref": log_group_id} in logs["Resource"]["Fn::Join"][1]

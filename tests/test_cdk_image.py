@@ -1,0 +1,81 @@
+"""The job image's contract, checked without a Docker engine: Dockerfile shape, checkov, and a runner that imports
+only what the image installs (no Scaler, no pyzmq)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cdk_support import REPO, tool
+from stacks.config import StackConfig
+
+pytestmark = pytest.mark.cdk
+
+DOCKERFILE = REPO / "container" / "Dockerfile"
+#: checkov Dockerfile findings accepted, with the reason.
+CHECKOV_SKIPS = {
+    "CKV_DOCKER_2": "A Batch job container runs to completion; Batch ignores Docker HEALTHCHECK and ends the job on"
+    " its timeout instead.",
+}
+
+
+def test_dockerfile_pins_python_to_the_build_arg_and_runs_as_non_root() -> None:
+    text = DOCKERFILE.read_text()
+    assert f"ARG PYTHON_VERSION={StackConfig().python_version}" in text
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    assert froms and all(image.startswith("python:${PYTHON_VERSION}-slim") for image in froms)
+    users = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
+    assert users and not users[-1].startswith(("root", "0")), users
+    assert re.search(r"^ENTRYPOINT \[\]$", text, flags=re.MULTILINE)
+    assert "pip install --no-deps" in text
+    assert re.search(r'"boto3[^"]*" "cloudpickle[^"]*" "tblib[^"]*"', text)
+
+
+def test_root_dockerignore_allows_only_what_the_image_needs() -> None:
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*"
+    assert "!container/Dockerfile" in lines and "!runtime/" in lines and "!pyproject.toml" in lines
+
+
+def test_checkov_dockerfile_is_clean_with_justified_skips() -> None:
+    result = subprocess.run(
+        [
+            tool("checkov"),
+            "--file",
+            str(DOCKERFILE),
+            "--framework",
+            "dockerfile",
+            "--skip-check",
+            ",".join(CHECKOV_SKIPS),
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [check["check_id"] for entry in reports for check in entry["results"]["failed_checks"]]
+    assert failed == [], failed
+
+
+def test_runner_command_imports_neither_scaler_nor_zmq() -> None:
+    # The image installs the package with --no-deps plus boto3, cloudpickle and tblib only.
+    code = (
+        "import sys\n"
+        "for name in ('scaler', 'zmq'):\n"
+        "    sys.modules[name] = None  # any import of them now raises ImportError\n"
+        "from scaler_aws_batch.cli import main\n"
+        "sys.exit(main(['run-job', '--help']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--payload" in result.stdout
