@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
 
+    commands.add_parser("scheduler", help="scaler_scheduler with the capability-forwarding fix", add_help=False)
     run_job = commands.add_parser("run-job", help="the runner a job executes", add_help=False)
     run_job.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -166,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scaler_aws_batch.runner import main as runner_main
 
         return runner_main(arguments[1:])
+    if arguments[:1] == ["scheduler"]:  # Scaler's scheduler, its own flags, with the capability fix
+        from scaler_aws_batch.scaler_compat import run_patched_scheduler
+
+        return run_patched_scheduler(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == "worker":
         return run_worker(args, os.environ)

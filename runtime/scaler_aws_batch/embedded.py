@@ -25,6 +25,16 @@ class ClusterAddresses:
     object_storage: str
 
 
+class _PatchedSchedulerProcess(SchedulerProcess):  # type: ignore[misc]
+    """Scaler's scheduler process with the capability-forwarding fix (see :mod:`scaler_aws_batch.scaler_compat`)."""
+
+    def run(self) -> None:
+        from scaler_aws_batch.scaler_compat import patch_task_capability_forwarding
+
+        patch_task_capability_forwarding()
+        super().run()
+
+
 class EmbeddedScheduler:
     """``with EmbeddedScheduler() as cluster: Client(cluster.addresses.scheduler)``."""
 
@@ -34,7 +44,7 @@ class EmbeddedScheduler:
         self._logging_level = logging_level
         self._logging_paths = (log_path,)
         self._storage: ObjectStorageServerProcess | None = None
-        self._scheduler: SchedulerProcess | None = None
+        self._scheduler: _PatchedSchedulerProcess | None = None
 
     @property
     def addresses(self) -> ClusterAddresses:
@@ -50,7 +60,7 @@ class EmbeddedScheduler:
         )
         self._storage.start()
         self._storage.wait_until_ready()
-        self._scheduler = SchedulerProcess(
+        self._scheduler = _PatchedSchedulerProcess(
             bind_address=self._scheduler_address,
             object_storage_address=self._storage_address,
             advertised_object_storage_address=None,

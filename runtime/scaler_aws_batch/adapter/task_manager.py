@@ -184,6 +184,7 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         started = time.monotonic()
         try:
             try:
+                logger.debug("task %s capabilities %s", task_id.hex(), capabilities_to_dict(task.capabilities))
                 resources, queue, timeout = work_settings_from_capabilities(
                     capabilities_to_dict(task.capabilities), self._routing
                 )

@@ -106,11 +106,15 @@ class LocalProcessBackend(JobBackend):
         record = {
             "jobId": job_id,
             "jobName": spec.name,
+            "createdAt": time.time_ns() // 1_000_000,
             "queue": spec.queue,
             "arraySize": spec.array_size,
             "timeoutSeconds": spec.timeout_seconds,
             "resourceRequirements": resource_requirements(spec.resources),
             "tags": dict(spec.tags),
+            # How the payload travelled, never the payload itself (it holds the task's arguments).
+            "payloadScheme": spec.payload.partition(":")[0],
+            "payloadChars": len(spec.payload),
         }
         (self._dir / "jobs" / f"{job_id}.json").write_text(json.dumps(record, indent=2))
         base_env = {**os.environ, **self._job_env, "AWS_BATCH_JOB_ATTEMPT": "1"}

@@ -1,0 +1,86 @@
+"""Shared fixtures: a real Scaler scheduler, a real adapter process, and a client.
+
+Nothing here replaces project code: the adapter is ``python -m scaler_aws_batch worker`` in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+from scaler import Client
+
+from scaler_aws_batch.embedded import EmbeddedScheduler
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+#: Generous bound for things to happen in tests; tests never assert on durations.
+WAIT_SECONDS = 120.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class AdapterProcess:
+    """``scaler-batch worker`` as a subprocess with its log in ``work_dir/adapter.log``."""
+
+    def __init__(self, scheduler: str, work_dir: pathlib.Path, extra_args: Sequence[str], env: dict[str, str]) -> None:
+        self.work_dir = work_dir
+        self.scheduler = scheduler
+        self.log_path = work_dir / "adapter.log"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scaler_aws_batch", "worker", "--scheduler", scheduler, *extra_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def scaler_with_adapter(
+    work_dir: pathlib.Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[tuple[Client, AdapterProcess]]:
+    """A scheduler, one adapter and a connected client; the adapter has answered one task before this yields."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedScheduler(log_path=str(work_dir / "scheduler.log")) as cluster:
+        adapter = AdapterProcess(cluster.addresses.scheduler, work_dir, extra_args, env or {})
+        try:
+            with Client(address=cluster.addresses.scheduler) as client:
+                assert client.submit(abs, -1).result(timeout=WAIT_SECONDS) == 1, "the adapter never answered"
+                yield client, adapter
+        finally:
+            adapter.stop()
+
+
+@pytest.fixture(scope="module")
+def local_adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, AdapterProcess]]:
+    work_dir = tmp_path_factory.mktemp("local-adapter")
+    with scaler_with_adapter(work_dir, ["--backend", "local", "--work-dir", str(work_dir)]) as pair:
+        yield pair
