@@ -76,7 +76,7 @@ def test_exception_reaches_the_client_with_type_and_message(local_adapter: tuple
     def explode() -> None:
         raise ValueError("boom")
 
-    with pytest.raises(ValueError, match="^boom$"):
+    with pytest.raises(ValueError, match=r"^boom$"):
         client.submit(explode).result(timeout=WAIT_SECONDS)
 
 
@@ -146,7 +146,9 @@ def test_command_task_success_and_failure(local_adapter: tuple[Client, AdapterPr
     assert "about to fail" in caught.value.stderr_tail
 
 
-def test_cancel_running_task_stops_the_job(local_adapter: tuple[Client, AdapterProcess], tmp_path: pathlib.Path) -> None:
+def test_cancel_running_task_stops_the_job(
+    local_adapter: tuple[Client, AdapterProcess], tmp_path: pathlib.Path
+) -> None:
     client, _ = local_adapter
     pid_file = tmp_path / "pid"
 

@@ -69,7 +69,9 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
 
     from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.adapter.worker import AdapterSettings
+    from scaler_aws_batch.backends.base import JobBackend
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.stores.base import ObjectStore
     from scaler_aws_batch.wire import python_version_tag
 
     scheduler = args.scheduler or env.get("SCALER_BATCH_SCHEDULER")
@@ -80,12 +82,14 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
     if not client_python.replace(".", "").isdigit() or client_python.count(".") != 1:
         raise ValueError(f"--client-python takes major.minor like 3.11, got {client_python!r}")
     adapter_id = uuid.uuid4().hex[:16]
+    backend: JobBackend
+    store: ObjectStore
 
     if backend_name == "aws-batch":
+        import boto3
+
         from scaler_aws_batch.aws_config import build_aws_batch_backend, load_aws_batch_settings
         from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
-
-        import boto3
 
         aws = load_aws_batch_settings(args, env)
         session = boto3.Session(region_name=aws.region)  # the default credential chain, refreshed by botocore

@@ -106,7 +106,7 @@ def run_demo(*, scheduler: str | None, tasks: int, keep_work_dir: bool) -> int:
         tally = _Tally(total=total)
         print(f"  submitting {len(limits)} x count_primes, 1 command task, 1 task that raises ...")
         labelled: dict[concurrent.futures.Future[Any], str] = {}
-        for limit, future in zip(limits, (client.submit(count_primes, limit) for limit in limits)):
+        for limit, future in zip(limits, [client.submit(count_primes, limit) for limit in limits], strict=True):
             labelled[future] = f"count_primes({limit})"
         command = "echo hello from a command task; python3 -c 'import sys; print(sys.version.split()[0])'"
         labelled[submit_command(client, command)] = "command task"

@@ -38,7 +38,9 @@ class _PatchedSchedulerProcess(SchedulerProcess):  # type: ignore[misc]
 class EmbeddedScheduler:
     """``with EmbeddedScheduler() as cluster: Client(cluster.addresses.scheduler)``."""
 
-    def __init__(self, *, logging_level: str = "WARNING", log_path: str = "/dev/stderr", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, logging_level: str = "WARNING", log_path: str = "/dev/stderr", host: str = "127.0.0.1"
+    ) -> None:
         self._scheduler_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._storage_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._logging_level = logging_level

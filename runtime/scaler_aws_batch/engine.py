@@ -87,7 +87,7 @@ class TaskWork:
     """One task as the adapter hands it over: the client's bytes plus how to run it."""
 
     blobs: TaskBlobs
-    resources: Resources = Resources()
+    resources: Resources = dataclasses.field(default_factory=Resources)
     queue: str | None = None
     timeout_seconds: int | None = None
 
@@ -264,7 +264,9 @@ class JobEngine:
     async def _packer(self) -> None:
         while True:
             now = time.monotonic()
-            due = [key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds]
+            due = [
+                key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds
+            ]
             for key in due:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key]

@@ -141,7 +141,7 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
             del arguments  # free large arguments before serializing the result
         try:
             body = serializer.serialize(value)
-        except Exception as exc:  # noqa: BLE001 - any serializer failure becomes the task's error
+        except Exception as exc:  # whatever the serializer raises becomes the task's error
             raise ResultSerializationError(
                 f"the task returned a {type(value).__module__}.{type(value).__qualname__} that the client's "
                 f"serializer cannot serialize ({type(exc).__name__}: {exc}); return plain data instead"
@@ -227,6 +227,15 @@ def run(value: str, context: JobContext) -> int:
     return EXIT_OK
 
 
+def _configure_logging(level: str) -> None:
+    """The runner's lines go to stderr, which Batch ships to CloudWatch; nothing else in the job logs there."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s runner: %(message)s"))
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(level.upper())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch run-job", description="Run the tasks of one job.")
     parser.add_argument("--payload", required=True, help="the job's payload parameter (inline:... or ref:...)")
@@ -235,11 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environment = os.environ if env is None else env
-    logging.basicConfig(
-        level=environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s runner: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:

@@ -14,6 +14,7 @@ import logging
 import signal
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from scaler.config.types.address import AddressConfig
 from scaler.io.mixins import ConnectorRemoteType
@@ -54,7 +55,7 @@ class AdapterSettings:
     heartbeat_interval_seconds: int = 1
     death_timeout_seconds: int = 60
     io_threads: int = 2
-    routing: QueueRouting = QueueRouting()
+    routing: QueueRouting = dataclasses.field(default_factory=QueueRouting)
 
     def __post_init__(self) -> None:
         if not self.scheduler_address.startswith(("tcp://", "ipc://", "inproc://", "ws://", "wss://")):
@@ -74,7 +75,9 @@ class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
 
     def get_processor_statuses(self) -> list[ProcessorStatus]:
         busy = self._task_manager.processing_task_count > 0
-        return [ProcessorStatus(pid=0, initialized=True, hasTask=busy, suspended=False, resource=Resource(cpu=0, rss=0))]
+        return [
+            ProcessorStatus(pid=0, initialized=True, hasTask=busy, suspended=False, resource=Resource(cpu=0, rss=0))
+        ]
 
 
 class AdapterWorker:
@@ -145,7 +148,7 @@ class AdapterWorker:
         if on_ready is not None:
             on_ready()
 
-        loops = asyncio.gather(
+        loops: asyncio.Future[Any] = asyncio.gather(
             create_async_loop_routine(external.routine, 0),
             create_async_loop_routine(storage.routine, 0),
             create_async_loop_routine(heartbeat.routine, self._settings.heartbeat_interval_seconds),
@@ -153,10 +156,10 @@ class AdapterWorker:
             create_async_loop_routine(self._task_manager.routine, 0),
             self._engine.run(),
         )
-        stop = asyncio.ensure_future(self._stopping.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
         exit_code = 0
         try:
-            done, _ = await asyncio.wait({loops, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([loops, stop], return_when=asyncio.FIRST_COMPLETED)
             if loops in done:
                 loops.result()
         except ClientShutdownException as exc:

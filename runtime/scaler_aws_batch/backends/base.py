@@ -137,7 +137,7 @@ class JobBackend(abc.ABC):
         del job_id, lines
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing to release
         """Release clients, threads or processes. Jobs already submitted keep running."""
 
 

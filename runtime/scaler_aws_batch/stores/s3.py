@@ -54,7 +54,9 @@ class S3Store(ObjectStore):
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
-                return StoreError(f"cannot {action} {location}: bucket {self._bucket!r} does not exist (check --bucket)")
+                return StoreError(
+                    f"cannot {action} {location}: bucket {self._bucket!r} does not exist (check --bucket)"
+                )
             if code in _CREDENTIAL_CODES:
                 return StoreError(
                     f"cannot {action} {location}: AWS refused the credentials ({code}); check the role or "
