@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import zmq
 from scaler.config.types.address import AddressConfig
+from scaler.io import ymq
 from scaler.io.mixins import ConnectorRemoteType
 from scaler.io.network_backends import get_network_backend_from_env
 from scaler.protocol.capnp import (
@@ -169,7 +171,7 @@ class AdapterWorker:
             exit_code = 1
         finally:
             await self._task_manager.cancel_all()
-            with contextlib.suppress(Exception):  # best effort: the scheduler may already be gone
+            with contextlib.suppress(ymq.YMQException, zmq.ZMQError, asyncio.TimeoutError, OSError):  # may be gone
                 await asyncio.wait_for(
                     external.send(WorkerDisconnectNotification(), detached=False), _EXIT_NOTIFICATION_TIMEOUT_SECONDS
                 )
