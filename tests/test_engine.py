@@ -84,7 +84,7 @@ def test_inline_threshold_is_computed_from_the_rendered_overrides(
     blob = (seed * 2)[:at]
     plan = plan_payload([_blobs("t", len, blob)], spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS)
     spec = JobSpec(name="x", payload=plan.parameter, resources=Resources(), timeout_seconds=600, tags={})
-    assert backend.overrideslen(spec) <= SETTINGS.overrides_budget_chars < MAX_CONTAINER_OVERRIDES_CHARS
+    assert backend.overrides_length(spec) <= SETTINGS.overrides_budget_chars < MAX_CONTAINER_OVERRIDES_CHARS
 
 
 def test_compressible_payload_is_gzipped_to_fit(backend: LocalProcessBackend, store: LocalDirectoryStore) -> None:
