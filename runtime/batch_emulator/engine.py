@@ -808,6 +808,7 @@ class Engine:
             start_error = f"CannotStartContainerError: executable not found: {argv[0] if argv else '(empty command)'}"
             sink.add(start_error)
         else:
+            sink.flush(final=False)  # the log stream exists once the container starts, as on AWS
             try:
                 proc = subprocess.Popen(
                     [executable, *argv[1:]],
