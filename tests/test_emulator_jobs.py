@@ -321,7 +321,8 @@ def test_timeout_kills_the_attempt_and_is_not_retried() -> None:
             command=["python3", "-c", SLEEP, "60"], timeout_seconds=60, retry_strategy={"attempts": 3}
         )
         ignores_term = (
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('up', flush=True); time.sleep(60)"
         )
         batch = emu.client("batch")
         polite = batch.submit_job(jobName="polite", jobQueue=queue, jobDefinition=jobdef)["jobId"]
