@@ -20,7 +20,8 @@ TAG_KEY_PATTERN = "scaler-batch:*"
 
 class AdapterAccess(Construct):
     """A customer-managed policy: submit to exactly these queues with exactly this job definition, stop only the
-    jobs it tagged, describe and list jobs (no resource-level permission exists for those), read and write the
+    jobs it tagged, describe and list jobs and read the job definition (no resource-level permission exists for
+    those), read and write the
     payload prefix, read the job log, and read this stack's outputs."""
 
     policy: iam.ManagedPolicy
@@ -73,7 +74,7 @@ class AdapterAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="WatchJobs",
-                    actions=["batch:DescribeJobs", "batch:ListJobs"],
+                    actions=["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"],
                     resources=["*"],
                 ),
                 iam.PolicyStatement(

@@ -84,8 +84,9 @@ def acknowledge_findings(stack: ScalerBatchStack) -> None:
     acknowledge(
         policy,
         ["AwsSolutions-IAM5[Resource::*]"],
-        "batch:DescribeJobs and batch:ListJobs have no resource-level permissions and need Resource '*'; they only"
-        " read job status. Every write action in this policy is scoped to ARNs.",
+        "batch:DescribeJobs, batch:ListJobs and batch:DescribeJobDefinitions have no resource-level permissions and"
+        " need Resource '*'; they only read job status and the job definition's command. Every write action in this"
+        " policy is scoped to ARNs.",
     )
     acknowledge(
         policy,
