@@ -53,6 +53,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--backend", choices=("local", "aws-batch"), default=None, help="where jobs run (local)")
     common.add_argument("--client-python", default=None, help="clients' Python major.minor (default: this one)")
     common.add_argument("--array-window", type=float, default=None, help="seconds to gather tasks into arrays")
+    common.add_argument("--vanish-after", type=float, default=None, help="fail a job unseen this long (60 s)")
     common.add_argument("--name", default="", help="worker name shown by the scheduler")
     common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     local = parser.add_argument_group("local backend")
@@ -121,6 +122,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         array_window_seconds=args.array_window if args.array_window is not None else window,
         poll_interval_min_seconds=poll_min,
         poll_interval_max_seconds=poll_max,
+        vanish_bound_seconds=args.vanish_after if args.vanish_after is not None else 60.0,
     )
     adapter = AdapterSettings(
         scheduler_address=scheduler,

@@ -1,0 +1,183 @@
+"""End-to-end harnesses: a real Scaler scheduler, the adapter as a separate process, and a backend.
+
+``LocalHarness`` uses the embedded local backend. ``AwsHarness`` runs the AWS Batch backend against the Batch
+emulator over HTTP (moto server underneath), so the same test cases exercise both paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from scaler import Client
+
+from batch_emulator import BatchEmulator, EmulatorConfig
+from conftest import AdapterProcess, scaler_with_adapter
+
+BUCKET = "scaler-e2e-bucket"
+PREFIX = "scaler-tasks"
+#: The job definition's retry strategy, as the CDK stack declares it.
+SPOT_RETRY_STRATEGY = {
+    "attempts": 2,
+    "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"}, {"onReason": "*", "action": "EXIT"}],
+}
+#: The emulator shrinks AWS durations (timeouts >= 60 s, the 30 s kill grace) by this factor so tests stay quick.
+TIME_SCALE = 0.05
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class Harness:
+    name: str
+    #: A per-task timeout (capability ``timeout``) short enough to fire in a test on this backend.
+    short_timeout: int
+    client: Client
+    adapter: AdapterProcess
+
+    def variant(
+        self,
+        work_dir: pathlib.Path,
+        extra_args: Sequence[str] = (),
+        job_env: dict[str, str] | None = None,
+        probe: bool = True,
+    ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
+        """Another scheduler and adapter on the same backend, with extra adapter flags or job environment."""
+        raise NotImplementedError
+
+    def job_records(self) -> list[dict[str, Any]]:
+        """Every job submitted so far, oldest first: jobName, arraySize, resourceRequirements, payload."""
+        raise NotImplementedError
+
+    def job_logs(self) -> list[str]:
+        raise NotImplementedError
+
+    def stored_object_exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+
+class LocalHarness(Harness):
+    name = "local"
+    short_timeout = 2
+
+    def __init__(self, work_dir: pathlib.Path) -> None:
+        self.work_dir = work_dir
+
+    def _args(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> list[str]:
+        env_args = [item for key, value in (job_env or {}).items() for item in ("--job-env", f"{key}={value}")]
+        return ["--backend", "local", "--work-dir", str(work_dir), *env_args]
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[LocalHarness]:
+        with scaler_with_adapter(self.work_dir, self._args(self.work_dir, None)) as (client, adapter):
+            self.client, self.adapter = client, adapter
+            yield self
+
+    def variant(
+        self,
+        work_dir: pathlib.Path,
+        extra_args: Sequence[str] = (),
+        job_env: dict[str, str] | None = None,
+        probe: bool = True,
+    ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
+        return scaler_with_adapter(work_dir, [*self._args(work_dir, job_env), *extra_args], probe=probe)
+
+    def job_records(self) -> list[dict[str, Any]]:
+        records = [json.loads(path.read_text()) for path in (self.work_dir / "jobs").glob("*.json")]
+        return sorted(records, key=lambda record: record["createdAt"])
+
+    def job_logs(self) -> list[str]:
+        return [path.read_text(errors="replace") for path in (self.work_dir / "logs").glob("*.log")]
+
+    def stored_object_exists(self, key: str) -> bool:
+        return (self.work_dir / "store" / key).is_file()
+
+
+class AwsHarness(Harness):
+    name = "aws-batch"
+    short_timeout = 60  # AWS's minimum; the emulator's time scale makes it fire after 3 s
+
+    def __init__(self, work_dir: pathlib.Path) -> None:
+        self.work_dir = work_dir
+        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8))
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[AwsHarness]:
+        with self.emulator:
+            self.queue, self.job_definition = self.emulator.create_queue_and_job_definition(
+                retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600
+            )
+            self.emulator.client("s3").create_bucket(Bucket=BUCKET)
+            with self.variant(self.work_dir) as (client, adapter):
+                self.client, self.adapter = client, adapter
+                yield self
+
+    def adapter_args(self) -> list[str]:
+        return [
+            "--backend", "aws-batch", "--job-queue", self.queue, "--job-definition", self.job_definition,
+            "--bucket", BUCKET, "--prefix", PREFIX, "--region", self.emulator.region,
+            "--endpoint-url", self.emulator.endpoint_url, "--vanish-after", "5",
+        ]  # fmt: skip
+
+    @contextlib.contextmanager
+    def variant(
+        self,
+        work_dir: pathlib.Path,
+        extra_args: Sequence[str] = (),
+        job_env: dict[str, str] | None = None,
+        probe: bool = True,
+    ) -> Iterator[tuple[Client, AdapterProcess]]:
+        saved = dict(self.emulator.job_env)
+        self.emulator.job_env.update(job_env or {})
+        try:
+            with scaler_with_adapter(work_dir, [*self.adapter_args(), *extra_args], env=AWS_ENV, probe=probe) as pair:
+                yield pair
+        finally:
+            self.emulator.job_env.clear()
+            self.emulator.job_env.update(saved)
+
+    def _describe_all(self) -> list[dict[str, Any]]:
+        batch = self.emulator.client("batch")
+        ids: list[str] = []
+        for page in batch.get_paginator("list_jobs").paginate(
+            jobQueue=self.queue, filters=[{"name": "JOB_NAME", "values": ["scaler*"]}]
+        ):
+            ids.extend(summary["jobId"] for summary in page["jobSummaryList"])
+        jobs: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 100):
+            jobs.extend(batch.describe_jobs(jobs=ids[start : start + 100])["jobs"])  # type: ignore[arg-type]
+        return jobs
+
+    def job_records(self) -> list[dict[str, Any]]:
+        records = [
+            {
+                "jobId": job["jobId"],
+                "jobName": job["jobName"],
+                "createdAt": job["createdAt"],
+                "status": job["status"],
+                "statusReason": job.get("statusReason", ""),
+                "arraySize": job.get("arrayProperties", {}).get("size"),
+                # AWS reports the job definition's resources merged with the submit-time overrides.
+                "resourceRequirements": job.get("container", {}).get("resourceRequirements", []),
+                "payload": job.get("parameters", {}).get("payload", ""),
+                "tags": job.get("tags", {}),
+                "attempts": len(job.get("attempts", [])),
+            }
+            for job in self._describe_all()
+        ]
+        return sorted(records, key=lambda record: record["createdAt"])
+
+    def job_logs(self) -> list[str]:
+        logs = self.emulator.client("logs")
+        texts: list[str] = []
+        for stream in logs.describe_log_streams(logGroupName="/aws/batch/job")["logStreams"]:
+            events = logs.get_log_events(
+                logGroupName="/aws/batch/job", logStreamName=stream["logStreamName"], startFromHead=True
+            )["events"]
+            texts.append("\n".join(event["message"] for event in events))
+        return texts
+
+    def stored_object_exists(self, key: str) -> bool:
+        listing = self.emulator.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{key}")
+        return listing.get("KeyCount", 0) > 0

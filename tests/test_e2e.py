@@ -1,0 +1,214 @@
+"""End to end, on both backends: a real Scaler scheduler and client, the adapter process, and each task running as
+a job of the real runner: a local process, or an AWS Batch job in the emulator (moto server over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pathlib
+import pickle
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import pytest
+from scaler import Client
+
+from conftest import WAIT_SECONDS, wait_for
+from harness import AwsHarness, Harness, LocalHarness
+from scaler_aws_batch import CommandResult, submit_command
+from scaler_aws_batch.errors import CommandFailedError, JobTimeoutError, PythonVersionMismatchError
+from scaler_aws_batch.wire import python_version_tag
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["local", "aws-batch"])
+def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    work_dir = tmp_path_factory.mktemp(request.param)
+    chosen: LocalHarness | AwsHarness = LocalHarness(work_dir) if request.param == "local" else AwsHarness(work_dir)
+    with chosen.start() as started:
+        yield started
+
+
+def test_sqrt(harness: Harness) -> None:
+    assert harness.client.submit(math.sqrt, 16).result(timeout=WAIT_SECONDS) == 4.0
+
+
+def test_map_over_100_items(harness: Harness) -> None:
+    before = len(harness.job_records())
+    results = harness.client.map(lambda x: x * x + 1, range(100))
+    assert list(results) == [x * x + 1 for x in range(100)]
+    new_jobs = harness.job_records()[before:]
+    # Tasks that arrive together are packed into array jobs: far fewer jobs than tasks.
+    assert sum(job["arraySize"] or 1 for job in new_jobs) == 100
+    assert len(new_jobs) < 100
+
+
+def test_lambdas_and_closures(harness: Harness) -> None:
+    offset = 17
+    scale = {"factor": 3}
+
+    def closure(value: int) -> int:
+        return value * scale["factor"] + offset
+
+    assert harness.client.submit(closure, 5).result(timeout=WAIT_SECONDS) == 32
+    assert harness.client.submit(lambda text: text[::-1], "abc").result(timeout=WAIT_SECONDS) == "cba"
+
+
+def test_ten_megabyte_argument_travels_through_the_store(harness: Harness) -> None:
+    blob = os.urandom(10 * 1024 * 1024)  # incompressible: gzip cannot make it fit inline
+    future = harness.client.submit(lambda data: hashlib.sha256(data).hexdigest(), blob)
+    assert future.result(timeout=WAIT_SECONDS) == hashlib.sha256(blob).hexdigest()
+    # The argument's serialized bytes are a content-addressed object in the store, not in the job parameters.
+    serialized = cloudpickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)
+    assert harness.stored_object_exists(f"objects/{hashlib.sha256(serialized).hexdigest()}")
+
+
+def test_exception_reaches_the_client_with_type_and_message(harness: Harness) -> None:
+    def explode() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match=r"^boom$"):
+        harness.client.submit(explode).result(timeout=WAIT_SECONDS)
+
+
+def test_custom_serializer_is_used_both_ways(harness: Harness) -> None:
+    from scaler.client.serializer.mixins import Serializer
+
+    class TaggedSerializer(Serializer):  # defined locally: cloudpickle ships it by value to the runner
+        @staticmethod
+        def serialize(obj: Any) -> bytes:
+            return b"TAGGED1" + cloudpickle.dumps(obj)
+
+        @staticmethod
+        def deserialize(payload: bytes) -> Any:
+            if not payload.startswith(b"TAGGED1"):
+                raise ValueError("not produced by TaggedSerializer")
+            return cloudpickle.loads(payload[len(b"TAGGED1") :])
+
+    with Client(address=harness.adapter.scheduler, serializer=TaggedSerializer()) as tagged:
+        assert tagged.submit(lambda x: {"doubled": x * 2}, 21).result(timeout=WAIT_SECONDS) == {"doubled": 42}
+
+
+def test_result_type_only_the_job_can_import(harness: Harness, tmp_path: pathlib.Path) -> None:
+    """The adapter process cannot import the result's class; the result still arrives, so it passed bytes through."""
+    module_dir = tmp_path / "jobonly"
+    module_dir.mkdir()
+    source = "class Measurement:\n    def __init__(self, value):\n        self.value = value\n"
+    (module_dir / "jobonly_types.py").write_text(textwrap.dedent(source))
+    with harness.variant(tmp_path / "work", job_env={"PYTHONPATH": str(module_dir)}) as (client, adapter):
+
+        def measure(value: float) -> Any:
+            import jobonly_types  # type: ignore[import-not-found]
+
+            return jobonly_types.Measurement(value)
+
+        sys.path.insert(0, str(module_dir))  # only the client and the job can import it
+        try:
+            result = client.submit(measure, 2.5).result(timeout=WAIT_SECONDS)
+        finally:
+            sys.path.remove(str(module_dir))
+        assert type(result).__name__ == "Measurement" and result.value == 2.5
+        assert "jobonly_types" not in adapter.log_text()
+
+
+def test_command_task_success_and_failure(harness: Harness) -> None:
+    ok = submit_command(harness.client, "echo out-line; echo err-line >&2").result(timeout=WAIT_SECONDS)
+    assert isinstance(ok, CommandResult)
+    assert (ok.exit_code, ok.stdout, ok.stderr) == (0, "out-line\n", "err-line\n")
+
+    failing = submit_command(harness.client, "echo about to fail >&2; exit 3")
+    with pytest.raises(CommandFailedError) as caught:
+        failing.result(timeout=WAIT_SECONDS)
+    assert caught.value.exit_code == 3
+    assert "about to fail" in caught.value.stderr_tail
+
+
+def test_cancel_running_task_stops_the_job(harness: Harness, tmp_path: pathlib.Path) -> None:
+    pid_file = tmp_path / "pid"
+
+    def long_task(path: str) -> str:
+        import os
+        import time
+
+        with open(path, "w") as handle:
+            handle.write(str(os.getpid()))
+        time.sleep(600)
+        return "should never arrive"
+
+    future = harness.client.submit(long_task, str(pid_file))
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", "the job to start")
+    pid = int(pid_file.read_text())
+    assert future.cancel(timeout=WAIT_SECONDS)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, "the job's process to be stopped")
+    assert future.cancelled()
+    time.sleep(0.5)  # a late result would flip the future; it must stay cancelled
+    assert future.cancelled()
+
+
+def test_max_concurrent_jobs_bounds_running_tasks(harness: Harness, tmp_path: pathlib.Path) -> None:
+    marks = tmp_path / "running"
+    marks.mkdir()
+    with harness.variant(tmp_path / "work", ["--max-concurrent-jobs", "2"]) as (client, _):
+
+        def busy(directory: str) -> int:
+            import os
+            import time
+            import uuid
+
+            mark = os.path.join(directory, uuid.uuid4().hex)
+            open(mark, "w").close()
+            seen = len(os.listdir(directory))
+            time.sleep(0.5)
+            os.remove(mark)
+            return seen
+
+        seen = [future.result(timeout=WAIT_SECONDS) for future in [client.submit(busy, str(marks)) for _ in range(6)]]
+    assert len(seen) == 6 and max(seen) <= 2
+
+
+def test_job_timeout_gives_a_timeout_error(harness: Harness) -> None:
+    future = harness.client.submit_verbose(
+        lambda seconds: time.sleep(seconds), args=(600,), kwargs={}, capabilities={"timeout": harness.short_timeout}
+    )
+    with pytest.raises(JobTimeoutError, match="timeout"):
+        future.result(timeout=WAIT_SECONDS)
+
+
+def test_python_version_mismatch_is_refused_with_what_to_fix(harness: Harness, tmp_path: pathlib.Path) -> None:
+    with harness.variant(tmp_path / "work", ["--client-python", "3.9"], probe=False) as (client, _):
+        with pytest.raises(PythonVersionMismatchError) as caught:
+            client.submit(math.sqrt, 4).result(timeout=WAIT_SECONDS)
+    message = str(caught.value)
+    assert "3.9" in message and python_version_tag() in message and "python_version" in message
+
+
+def test_resources_from_capabilities_reach_the_job_spec(harness: Harness) -> None:
+    future = harness.client.submit_verbose(
+        math.floor, args=(2.5,), kwargs={}, capabilities={"vcpus": 2, "memory": 3072}
+    )
+    assert future.result(timeout=WAIT_SECONDS) == 2
+    requirements = harness.job_records()[-1]["resourceRequirements"]
+    assert {"type": "VCPU", "value": "2"} in requirements and {"type": "MEMORY", "value": "3072"} in requirements
+
+
+def test_runner_and_adapter_output_never_contain_argument_values(harness: Harness) -> None:
+    secret = "SECRET-ARGUMENT-7f3a9c"
+    assert harness.client.submit(lambda s: len(s), secret).result(timeout=WAIT_SECONDS) == len(secret)
+    assert harness.client.submit(lambda s: s + "-RESULT", secret).result(timeout=WAIT_SECONDS) == secret + "-RESULT"
+    job_logs = harness.job_logs()
+    assert job_logs and any("task" in text for text in job_logs), "the runner logs ids and timings"
+    assert all(secret not in text for text in [harness.adapter.log_text(), *job_logs])
