@@ -69,6 +69,13 @@ def template_json(outdir: pathlib.Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def synthesized(outdir: pathlib.Path, template_json: dict[str, Any]) -> pathlib.Path:
+    """The cloud assembly directory, once the app has been synthesized into it."""
+    assert template_json
+    return outdir
+
+
+@pytest.fixture(scope="module")
 def template(template_json: dict[str, Any]) -> Template:
     return Template.from_json(template_json)
 
@@ -264,10 +271,8 @@ def test_job_logs_go_to_the_stack_log_group_with_retention(template: Template, t
     assert template_json["Outputs"]["LogGroupName"]["Value"] == {"Ref": log_group_id}
 
 
-def test_image_asset_builds_container_dockerfile_with_the_python_version(
-    outdir: pathlib.Path, template_json: dict[str, Any]
-) -> None:
-    del template_json  # synthesized
+def test_image_asset_builds_container_dockerfile_with_the_python_version(synthesized: pathlib.Path) -> None:
+    outdir = synthesized
     assets = json.loads((outdir / f"{STACK_NAME}.assets.json").read_text())
     (image,) = assets["dockerImages"].values()
     source = image["source"]
@@ -464,8 +469,8 @@ def test_outputs_the_runtime_reads(template: Template, template_json: dict[str, 
 # --- gates: cdk-nag, cfn-lint, checkov ---------------------------------------------------------------------------
 
 
-def test_cdk_nag_has_no_unacknowledged_finding(outdir: pathlib.Path, template_json: dict[str, Any]) -> None:
-    del template_json  # synthesized (synth would have raised on an unacknowledged finding)
+def test_cdk_nag_has_no_unacknowledged_finding(synthesized: pathlib.Path) -> None:
+    outdir = synthesized  # the synth itself would have raised on an unacknowledged finding
     report = json.loads((outdir / "validation-report.json").read_text())
     (plugin,) = report["pluginReports"]
     assert plugin["pluginName"] == "AwsSolutions"
@@ -476,8 +481,22 @@ def test_cdk_nag_has_no_unacknowledged_finding(outdir: pathlib.Path, template_js
         assert finding["acknowledgedAt"] != STACK_NAME, f"{finding['ruleName']}: acknowledge on the construct"
 
 
-def test_cfn_lint_is_clean(outdir: pathlib.Path, template_json: dict[str, Any]) -> None:
-    del template_json
+def test_cdk_nag_gate_fails_synth_on_a_new_finding(tmp_path: pathlib.Path) -> None:
+    from aws_cdk import aws_iam as iam
+
+    from app import build_app
+
+    app, stack = build_app(cdk_json_context(), outdir=str(tmp_path), env=NO_ENV)
+    stack.job.job_role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"]))
+    with pytest.raises(RuntimeError, match=r"ValidationFailed(.|\n)*AwsSolutions-IAM5\[Resource::\*\]"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    (plugin,) = report["pluginReports"]
+    assert [violation["ruleName"] for violation in plugin["violations"]] == ["AwsSolutions-IAM5[Resource::*]"]
+
+
+def test_cfn_lint_is_clean(synthesized: pathlib.Path) -> None:
+    outdir = synthesized
     result = subprocess.run(
         [tool("cfn-lint"), "--format", "json", str(outdir / f"{STACK_NAME}.template.json")],
         capture_output=True,
@@ -497,8 +516,8 @@ def test_cfn_lint_is_clean(outdir: pathlib.Path, template_json: dict[str, Any]) 
     assert result.returncode in (0, 4), result.stderr  # 4: only the allowed warnings above
 
 
-def test_checkov_is_clean_with_justified_skips(outdir: pathlib.Path, template_json: dict[str, Any]) -> None:
-    del template_json
+def test_checkov_is_clean_with_justified_skips(synthesized: pathlib.Path) -> None:
+    outdir = synthesized
     result = subprocess.run(
         [
             tool("checkov"),
