@@ -113,8 +113,8 @@ class Faults:
     is reported SUCCEEDED. The glob may use {job_id}, {job_name}, {array_index} and {attempt}."""
     on_success_hooks: list[SuccessHook] = field(default_factory=list)
     """Callables run (with an S3 client) after a job attempt exits 0 and before it is reported SUCCEEDED."""
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _rng: random.Random = field(default_factory=random.Random, repr=False, init=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
@@ -140,8 +140,8 @@ class ApiCalls(Counter[str]):
     ids seen in one DescribeJobs call) and `describe_ids_total`.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **kwargs: int) -> None:
+        super().__init__(*args, **kwargs)
         self.throttled: Counter[str] = Counter()
         self.server_errors: Counter[str] = Counter()
         self.max_describe_ids = 0
