@@ -45,11 +45,12 @@ def _payload(emu: BatchEmulator, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_states_progress_in_aws_order() -> None:
-    config = EmulatorConfig(delay_submitted=0.3, delay_pending=0.3, delay_runnable=0.3, delay_starting=0.3)
+    # Long enough delays that a poll every 10 ms sees every state even on a loaded machine.
+    config = EmulatorConfig(delay_submitted=0.75, delay_pending=0.75, delay_runnable=0.75, delay_starting=0.75)
     with BatchEmulator(config) as emu:
         queue, jobdef = emu.create_queue_and_job_definition(command=["python3", "-c", SLEEP, "Ref::seconds"])
         batch = emu.client("batch")
-        job_id = batch.submit_job(jobName="s", jobQueue=queue, jobDefinition=jobdef, parameters={"seconds": "0.6"})[
+        job_id = batch.submit_job(jobName="s", jobQueue=queue, jobDefinition=jobdef, parameters={"seconds": "1"})[
             "jobId"
         ]
         seen: list[str] = []

@@ -198,7 +198,7 @@ def test_invalid_retry_strategies_are_rejected(
 
 
 def test_tps_limit_answers_429_too_many_requests() -> None:
-    with BatchEmulator(EmulatorConfig(tps_limits={"DescribeJobs": 5.0})) as emu:
+    with BatchEmulator(EmulatorConfig(tps_limits={"DescribeJobs": 2.0})) as emu:
         batch = emu.client("batch", max_attempts=1)
         ok = 0
         codes: list[tuple[str, str, int]] = []
@@ -215,7 +215,7 @@ def test_tps_limit_answers_429_too_many_requests() -> None:
                         response["ResponseMetadata"]["HTTPStatusCode"],
                     )
                 )
-        assert ok >= 5  # the bucket starts full
+        assert ok >= 2  # the bucket starts full
         assert codes, "no request was throttled"
         assert set(codes) == {("TooManyRequestsException", "Too Many Requests", 429)}
         assert emu.api_calls["DescribeJobs"] == 40
