@@ -74,7 +74,7 @@ def test_flags_only_with_defaults() -> None:
     assert settings == AwsBatchSettings(job_queue="q1", job_definition="jd", bucket="my-bucket", region="us-east-1")
     assert settings.prefix == "scaler-tasks"
     assert settings.log_group == "/aws/batch/job"
-    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (100, 3600)
+    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (1000, 3600)
     assert (settings.submit_tps, settings.describe_tps) == (40.0, 10.0)
     assert settings.on_demand_queue is None and settings.gpu_queue is None and settings.endpoint_url is None
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 #: AWS's account-wide SubmitJob limit per region.
 MAX_SUBMIT_TPS: Final = 50.0
 DEFAULT_PREFIX: Final = "scaler-tasks"
-DEFAULT_MAX_CONCURRENT_JOBS: Final = 100
+DEFAULT_MAX_CONCURRENT_JOBS: Final = 1000
 DEFAULT_JOB_TIMEOUT_SECONDS: Final = 3600
 ENV_PREFIX: Final = "SCALER_BATCH_"
 #: Environment variables that name the config file, the stack outputs file and the stack (for containers).
@@ -189,7 +189,7 @@ def add_aws_batch_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-group", dest="log_group", default=None, help=f"default {DEFAULT_LOG_GROUP}")
     group.add_argument("--endpoint-url", dest="endpoint_url", default=None, help="AWS endpoint (emulator, VPC)")
     group.add_argument(
-        "--max-concurrent-jobs", dest="max_concurrent_jobs", default=None, help="jobs in flight at once (100)"
+        "--max-concurrent-jobs", dest="max_concurrent_jobs", default=None, help="jobs in flight at once (1000)"
     )
     group.add_argument(
         "--job-timeout", dest="job_timeout_seconds", default=None, help="seconds per job attempt (3600, >= 60)"

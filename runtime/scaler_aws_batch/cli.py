@@ -6,7 +6,6 @@ Imports are deferred per subcommand so ``run-job``, which starts once per job, l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import pathlib
@@ -108,7 +107,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         store = open_store(args.store or (work_dir / "store").as_uri())
         max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
         backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env))
-        max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 100)
+        max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 1000)
         timeout = _positive_int("--job-timeout", args.job_timeout_seconds, 3600)
         routing, poll_min, poll_max, window = QueueRouting(), 0.02, 0.5, 0.02
     else:
@@ -135,6 +134,8 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import asyncio
+
     from scaler_aws_batch.adapter.worker import AdapterWorker
 
     logging.basicConfig(

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import pickle
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
 from scaler_aws_batch.errors import (
@@ -41,6 +41,7 @@ from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHAR
 from scaler_aws_batch.stores import ObjectStore
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
+    RESULTS_PREFIX,
     PayloadBuilder,
     TaskBlobs,
     decode_result,
@@ -200,7 +201,8 @@ class _Job:
     submitted_at: float
     last_seen: float
     state: JobState | None = None
-    resolved_children: int = 0
+    ok_resolved: int = 0  # array children resolved with a result
+    failed_resolved: int = 0  # array children resolved as failures, or cancelled (Batch counts those FAILED)
 
 
 class JobEngine:
@@ -371,6 +373,19 @@ class JobEngine:
     async def _reconcile_once(self) -> bool:
         now = time.monotonic()
         statuses = await self._describe(list(self._jobs))
+        listing: set[str] | None = None
+
+        async def results_present() -> set[str]:
+            # One LIST of the results prefix per round serves every array: S3 calls, not Batch API calls.
+            nonlocal listing
+            if listing is None:
+                try:
+                    listing = await asyncio.to_thread(self._store.list_keys, RESULTS_PREFIX)
+                except StoreError as exc:
+                    logger.warning("listing results failed, will retry: %s", exc)
+                    listing = set()
+            return listing
+
         changed = False
         for job in list(self._jobs.values()):
             status = statuses.get(job.job_id)
@@ -391,34 +406,45 @@ class JobEngine:
                     await self._resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
             else:
-                changed |= await self._reconcile_array(job, status)
+                changed |= await self._reconcile_array(job, status, results_present)
         return changed
 
-    async def _reconcile_array(self, job: _Job, parent: JobStatus) -> bool:
+    async def _reconcile_array(
+        self, job: _Job, parent: JobStatus, results_present: Callable[[], Awaitable[set[str]]]
+    ) -> bool:
+        """Resolve array children without describing each one: successes by their result objects, and only
+        failures (which carry a reason and logs) by DescribeJobs of the children still unresolved."""
         summary = parent.array_summary or {}
-        finished = summary.get(JobState.SUCCEEDED, 0) + summary.get(JobState.FAILED, 0)
-        if finished <= job.resolved_children and not parent.state.is_final:
-            return False
-        # Some children finished that we have not resolved: describe only the unresolved ones.
-        child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
-        statuses = await self._describe(child_ids)
+        progressed = False
         for index, task_id in list(job.tasks.items()):
-            status = statuses.get(f"{job.job_id}:{index}")
-            task = self._tasks.get(task_id)
-            if task is None:  # cancelled meanwhile; it counts as FAILED in the summary
+            if task_id not in self._tasks:  # cancelled meanwhile; Batch will count the child FAILED
                 del job.tasks[index]
-                job.resolved_children += 1
-                continue
-            if status is None:
-                continue
-            task.state = status.state
-            if status.state.is_final:
+                job.failed_resolved += 1
+        if summary.get(JobState.SUCCEEDED, 0) > job.ok_resolved:
+            present = await results_present()
+            for index, task_id in list(job.tasks.items()):
+                if result_key(task_id) in present and index is not None:
+                    await self._resolve(task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED))
+                    del job.tasks[index]
+                    job.ok_resolved += 1
+                    progressed = True
+        if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
+            child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
+            statuses = await self._describe(child_ids)
+            for index, task_id in list(job.tasks.items()):
+                status = statuses.get(f"{job.job_id}:{index}")
+                if status is None or not status.state.is_final:
+                    continue
                 await self._resolve(task_id, status)
                 del job.tasks[index]
-                job.resolved_children += 1
+                if status.state is JobState.SUCCEEDED:
+                    job.ok_resolved += 1
+                else:
+                    job.failed_resolved += 1
+                progressed = True
         if not job.tasks:
             del self._jobs[job.job_id]
-        return True
+        return progressed
 
     def _vanish(self, job: _Job, now: float) -> None:
         logger.error("job %s vanished from %s for %.0fs; failing its tasks", job.job_id, self._backend.name,

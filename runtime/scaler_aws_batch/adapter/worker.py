@@ -52,7 +52,7 @@ class AdapterSettings:
     scheduler_address: str
     object_storage_address: str | None = None
     name: str = ""
-    max_concurrent_jobs: int = 100
+    max_concurrent_jobs: int = 1000
     task_queue_size: int = 0  # 0: twice the maximum of concurrent jobs, so arrays can fill up
     heartbeat_interval_seconds: int = 1
     death_timeout_seconds: int = 60

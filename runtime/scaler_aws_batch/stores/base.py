@@ -32,5 +32,9 @@ class ObjectStore(abc.ABC):
     def exists(self, key: str) -> bool: ...
 
     @abc.abstractmethod
+    def list_keys(self, prefix: str) -> set[str]:
+        """Every key that starts with ``prefix`` (keys relative to the store, like ``put`` takes them)."""
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""

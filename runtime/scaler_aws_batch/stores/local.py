@@ -75,6 +75,18 @@ class LocalDirectoryStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def list_keys(self, prefix: str) -> set[str]:
+        directory, _, name_prefix = prefix.rpartition("/")
+        base = self._path(directory) if directory else self._root
+        if not base.is_dir():
+            return set()
+        head = f"{directory}/" if directory else ""
+        return {
+            f"{head}{entry.name}"
+            for entry in base.iterdir()
+            if entry.is_file() and entry.name.startswith(name_prefix) and not entry.name.startswith(".partial-")
+        }
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()

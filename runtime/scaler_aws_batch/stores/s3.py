@@ -105,6 +105,19 @@ class S3Store(ObjectStore):
         except BotoCoreError as exc:
             raise self._error("check", key, exc) from exc
 
+    def list_keys(self, prefix: str) -> set[str]:
+        strip = len(self._key(""))
+        keys: set[str] = set()
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                keys.update(item["Key"][strip:] for item in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list", prefix, exc) from exc
+        return keys
+
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self._bucket, Key=self._key(key))

@@ -1,0 +1,173 @@
+"""AWS Batch behaviour end to end: the adapter on the aws-batch backend against the Batch emulator over HTTP, with a
+real Scaler scheduler and client. Faults are injected in the emulator; nothing in the project is replaced."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import WAIT_SECONDS, wait_for
+from harness import PREFIX, AwsHarness
+from scaler_aws_batch.errors import JobTimeoutError, JobVanishedError, ResultMissingError, SubmitError
+from scaler_aws_batch.wire import InlineParameter, decode_payload, parse_parameter
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsHarness]:
+    with AwsHarness(tmp_path_factory.mktemp("aws")).start() as harness:
+        yield harness
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(aws: AwsHarness) -> Iterator[None]:
+    yield
+    faults = aws.emulator.faults
+    faults.throttle_rate = 0.0
+    faults.server_error_rate = 0.0
+    faults.spot_reclaim_attempts.clear()
+    faults.spot_reclaim_job_name_glob = None
+    faults.vanish_job_name_glob = None
+    faults.delete_on_success_globs.clear()
+
+
+def _new_jobs(aws: AwsHarness, before: int) -> list[dict[str, Any]]:
+    return aws.job_records()[before:]
+
+
+def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
+    aws.emulator.reset_api_calls()
+    before = len(aws.job_records())
+    results = aws.client.map(lambda x: (x, x * 3), range(1000))
+    assert list(results) == [(x, x * 3) for x in range(1000)]
+    calls = aws.emulator.api_calls
+    jobs = _new_jobs(aws, before)
+    assert sum(job["arraySize"] or 1 for job in jobs) == 1000
+    assert calls["SubmitJob"] == len(jobs) < 100, "1,000 tasks become a handful of array jobs"
+    assert 0 < calls.max_describe_ids <= 100
+    print(f"\nBatch API calls for 1,000 tasks: {dict(calls)}; max ids per DescribeJobs {calls.max_describe_ids}")
+
+
+@pytest.mark.parametrize(
+    ("size", "stored"),
+    [(0, False), (1, False), (5 * 1024, False), (8 * 1024, True), (31 * 1024, True), (10 * 1024 * 1024, True)],
+)
+def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int, stored: bool) -> None:
+    blob = os.urandom(size)  # incompressible: the size decides the transport, not gzip
+    before = len(aws.job_records())
+    assert aws.client.submit(lambda data: len(data), blob).result(timeout=WAIT_SECONDS) == size
+    (job,) = _new_jobs(aws, before)
+    assert job["status"] == "SUCCEEDED" and "Overrides" not in job["statusReason"]
+    parameter = parse_parameter(job["payload"])
+    assert isinstance(parameter, InlineParameter), "the envelope itself always fits once large blobs are stored"
+    (task,) = decode_payload(parameter.envelope).tasks
+    assert (task.arguments[0].key is not None) is stored
+
+
+def test_no_job_ever_fails_for_overrides_length(aws: AwsHarness) -> None:
+    # Sizes around the inline threshold, where an adapter that guesses the budget would overflow it.
+    sizes = list(range(5_200, 6_400, 100))
+    futures = [aws.client.submit(lambda data: len(data), os.urandom(size)) for size in sizes]
+    assert [future.result(timeout=WAIT_SECONDS) for future in futures] == sizes
+    assert not [job for job in aws.job_records() if "Overrides" in job["statusReason"]]
+
+
+def test_every_task_completes_under_30_percent_throttling(aws: AwsHarness) -> None:
+    aws.emulator.reset_api_calls()
+    aws.emulator.faults.throttle_rate = 0.3
+    futures = [aws.client.submit(lambda x: x + 1, value) for value in range(40)]
+    assert [future.result(timeout=WAIT_SECONDS) for future in futures] == list(range(1, 41))
+    assert sum(aws.emulator.api_calls.throttled.values()) > 0, "the emulator really did throttle"
+
+
+def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    aws.emulator.faults.spot_reclaim_attempts.add(1)
+    aws.emulator.faults.spot_reclaim_after_seconds = 0.3
+    before = len(aws.job_records())
+
+    def slow_count(directory: str) -> int:
+        import os
+        import time
+        import uuid
+
+        open(os.path.join(directory, uuid.uuid4().hex), "w").close()
+        time.sleep(1.0)  # long enough for the first attempt's host to be reclaimed
+        return len(os.listdir(directory))
+
+    result = aws.client.submit(slow_count, str(runs)).result(timeout=WAIT_SECONDS)
+    (job,) = _new_jobs(aws, before)
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 2
+    assert result == 2 and len(list(runs.iterdir())) == 2, "attempt 2 re-ran the task; the client got one result"
+
+
+def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
+    aws.emulator.faults.vanish_job_name_glob = "scaler-*"
+    started = time.monotonic()
+    with pytest.raises(JobVanishedError, match="no longer reported"):
+        aws.client.submit(lambda: 1).result(timeout=WAIT_SECONDS)
+    assert time.monotonic() - started < WAIT_SECONDS  # bounded: it did not wait forever
+
+
+def test_timeout_is_not_retried(aws: AwsHarness) -> None:
+    before = len(aws.job_records())
+    future = aws.client.submit_verbose(lambda: time.sleep(600), args=(), kwargs={}, capabilities={"timeout": 60})
+    with pytest.raises(JobTimeoutError):
+        future.result(timeout=WAIT_SECONDS)
+    (job,) = _new_jobs(aws, before)
+    assert job["status"] == "FAILED" and job["attempts"] == 1, "Batch does not retry a timed-out job"
+    assert job["statusReason"].startswith("Job attempt duration exceeded timeout")
+
+
+def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
+    aws.emulator.faults.delete_on_success_globs.append(f"s3://scaler-e2e-bucket/{PREFIX}/results/*")
+    with pytest.raises(ResultMissingError, match="SUCCEEDED but its result"):
+        aws.client.submit(lambda: "lost").result(timeout=WAIT_SECONDS)
+
+
+def test_cancel_in_runnable_and_in_running(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
+    def sleeper(seconds: float) -> float:
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    # Fill every slot the emulator runs at once (8) so the next job has to wait in RUNNABLE.
+    running = [aws.client.submit(sleeper, 300 + index) for index in range(8)]
+    wait_for(lambda: aws.emulator.running_processes() == 8, "eight jobs RUNNING")
+    before = len(aws.job_records())
+    queued = aws.client.submit(sleeper, 1)
+    wait_for(lambda: len(aws.job_records()) > before, "the ninth job to be submitted")
+    assert queued.cancel(timeout=WAIT_SECONDS)
+    assert len(_new_jobs(aws, before)) == 1
+    wait_for(lambda: aws.job_records()[before]["status"] == "FAILED", "the RUNNABLE job to be cancelled")
+    assert aws.job_records()[before]["attempts"] == 0, "a job cancelled in RUNNABLE never ran"
+
+    for future in running:
+        assert future.cancel(timeout=WAIT_SECONDS)
+    wait_for(lambda: aws.emulator.running_processes() == 0, "the RUNNING jobs to be terminated")
+    assert all(future.cancelled() for future in [queued, *running])
+
+
+def test_missing_queue_is_a_clear_error(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
+    args = ["--job-queue", "no-such-queue"]
+    with aws.variant(tmp_path / "work", args, probe=False) as (client, _):
+        with pytest.raises(SubmitError, match="no-such-queue"):
+            client.submit(abs, -3).result(timeout=WAIT_SECONDS)
+
+
+def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
+    before = len(aws.job_records())
+    assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
+    (job,) = _new_jobs(aws, before)
+    assert job["jobName"].startswith("scaler-")
+    assert set(job["tags"]) == {"scaler-batch:adapter-id", "scaler-batch:task-id"}
+    assert base64.b16decode(job["tags"]["scaler-batch:task-id"].upper())
