@@ -4,6 +4,7 @@ real Scaler scheduler and client. Faults are injected in the emulator; nothing i
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import pathlib
 import time
@@ -13,9 +14,24 @@ from typing import Any
 import pytest
 
 from conftest import WAIT_SECONDS, wait_for
-from harness import PREFIX, AwsHarness
+from harness import BUCKET, PREFIX, AwsHarness
+from scaler_aws_batch.backends.base import RUNNER_COMMAND
 from scaler_aws_batch.errors import JobTimeoutError, JobVanishedError, ResultMissingError, SubmitError
-from scaler_aws_batch.wire import InlineParameter, decode_payload, parse_parameter
+from scaler_aws_batch.limits import (
+    MAX_CONTAINER_OVERRIDES_CHARS,
+    OVERRIDES_SAFETY_MARGIN_CHARS,
+    container_overrides_length,
+    render_command,
+)
+from scaler_aws_batch.wire import (
+    BlobRef,
+    InlineParameter,
+    PayloadBuilder,
+    TaskBlobs,
+    decode_payload,
+    inline_parameter,
+    parse_parameter,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,11 +71,33 @@ def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
     print(f"\nBatch API calls for 1,000 tasks: {dict(calls)}; max ids per DescribeJobs {calls.max_describe_ids}")
 
 
-@pytest.mark.parametrize(
-    ("size", "stored"),
-    [(0, False), (1, False), (5 * 1024, False), (8 * 1024, True), (31 * 1024, True), (10 * 1024 * 1024, True)],
-)
-def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int, stored: bool) -> None:
+def _all_inline_fits(aws: AwsHarness, envelope: bytes) -> bool:
+    """Would this job's tasks have fit inline, gzipped or not, had nothing been moved to the store?"""
+    payload = decode_payload(envelope)
+    s3 = aws.emulator.client("s3")
+    builder = PayloadBuilder(
+        python=payload.python, cloudpickle_version=payload.cloudpickle, result_store=payload.result_store,
+        store_threshold=1 << 62,
+    )  # fmt: skip
+
+    def blob(ref: BlobRef) -> bytes:
+        if ref.key is None:
+            return payload.inline_blob(ref)
+        return s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{ref.key}")["Body"].read()
+
+    for task in payload.tasks:
+        args = tuple(blob(argument) for argument in task.arguments)
+        builder.add_task(TaskBlobs(task.task_id, blob(task.serializer), blob(task.function), args))
+    inline = builder.encode()
+    budget = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
+    return any(
+        container_overrides_length(render_command(RUNNER_COMMAND, {"payload": inline_parameter(candidate)})) <= budget
+        for candidate in (inline, gzip.compress(inline))
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * 1024, 8 * 1024, 31 * 1024, 10 * 1024 * 1024])
+def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int) -> None:
     blob = os.urandom(size)  # incompressible: the size decides the transport, not gzip
     before = len(aws.job_records())
     assert aws.client.submit(lambda data: len(data), blob).result(timeout=WAIT_SECONDS) == size
@@ -68,7 +106,13 @@ def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int, stor
     parameter = parse_parameter(job["payload"])
     assert isinstance(parameter, InlineParameter), "the envelope itself always fits once large blobs are stored"
     (task,) = decode_payload(parameter.envelope).tasks
-    assert (task.arguments[0].key is not None) is stored
+    stored = task.arguments[0].key is not None
+    # The right transport: the argument moves to the store exactly when the job would not fit inline otherwise.
+    assert stored is not _all_inline_fits(aws, parameter.envelope)
+    if size <= 1:
+        assert not stored
+    if size >= 8 * 1024:
+        assert stored
 
 
 def test_no_job_ever_fails_for_overrides_length(aws: AwsHarness) -> None:
@@ -128,7 +172,7 @@ def test_timeout_is_not_retried(aws: AwsHarness) -> None:
 
 
 def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
-    aws.emulator.faults.delete_on_success_globs.append(f"s3://scaler-e2e-bucket/{PREFIX}/results/*")
+    aws.emulator.faults.delete_on_success_globs.append(f"s3://{BUCKET}/{PREFIX}/results/*")
     with pytest.raises(ResultMissingError, match="SUCCEEDED but its result"):
         aws.client.submit(lambda: "lost").result(timeout=WAIT_SECONDS)
 

@@ -80,10 +80,10 @@ def test_exception_reaches_the_client_with_type_and_message(harness: Harness) ->
 def test_custom_serializer_is_used_both_ways(harness: Harness) -> None:
     from scaler.client.serializer.mixins import Serializer
 
-    class TaggedSerializer(Serializer):  # defined locally: cloudpickle ships it by value to the runner
+    class TaggedSerializer(Serializer):  # type: ignore[misc]  # defined locally: shipped by value to the runner
         @staticmethod
         def serialize(obj: Any) -> bytes:
-            return b"TAGGED1" + cloudpickle.dumps(obj)
+            return b"TAGGED1" + bytes(cloudpickle.dumps(obj))
 
         @staticmethod
         def deserialize(payload: bytes) -> Any:
