@@ -21,7 +21,12 @@ from scaler import Client
 from conftest import WAIT_SECONDS, wait_for
 from harness import AwsHarness, Harness, LocalHarness
 from scaler_aws_batch import CommandResult, submit_command
-from scaler_aws_batch.errors import CommandFailedError, JobTimeoutError, PythonVersionMismatchError
+from scaler_aws_batch.errors import (
+    CommandFailedError,
+    JobTimeoutError,
+    PythonVersionMismatchError,
+    ResultSerializationError,
+)
 from scaler_aws_batch.wire import python_version_tag
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +80,16 @@ def test_exception_reaches_the_client_with_type_and_message(harness: Harness) ->
 
     with pytest.raises(ValueError, match=r"^boom$"):
         harness.client.submit(explode).result(timeout=WAIT_SECONDS)
+
+
+def test_unpicklable_result_is_a_clear_error(harness: Harness) -> None:
+    def make_lock() -> Any:
+        import threading
+
+        return threading.Lock()
+
+    with pytest.raises(ResultSerializationError, match="cannot serialize"):
+        harness.client.submit(make_lock).result(timeout=WAIT_SECONDS)
 
 
 def test_custom_serializer_is_used_both_ways(harness: Harness) -> None:

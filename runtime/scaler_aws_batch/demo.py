@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from scaler_aws_batch.commands import CommandResult
+
 ADAPTER_START_TIMEOUT_SECONDS = 60.0
 
 
@@ -49,7 +51,11 @@ class _Tally:
         error = future.exception()
         if error is None:
             self.successes += 1
-            shown = repr(future.result())
+            value = future.result()
+            if isinstance(value, CommandResult):
+                shown = f"exit code {value.exit_code}, stdout {' | '.join(value.stdout.split(chr(10))).strip(' |')!r}"
+            else:
+                shown = repr(value)
             mark = "ok  "
         else:
             self.failures[type(error).__name__] += 1
