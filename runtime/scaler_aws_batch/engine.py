@@ -73,6 +73,8 @@ class EngineSettings:
     log_tail_lines: int = 20
     job_name_prefix: str = "scaler"
     delete_results: bool = True
+    #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
+    reupload_after_seconds: float = 6 * 3600
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -214,7 +216,7 @@ class JobEngine:
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
         self._jobs: dict[str, _Job] = {}
-        self._uploaded: set[str] = set()
+        self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -244,15 +246,18 @@ class JobEngine:
                 ids.remove(task_id)
                 break
         if task.job_id is not None:
-            try:
-                await asyncio.to_thread(self._backend.cancel, task.job_id, task.state, "Cancelled by the Scaler client")
-                logger.info("task %s: cancelled job %s (last state %s)", task_id, task.job_id, task.state)
-            except BackendError as exc:
-                logger.warning("task %s: cancelling job %s failed: %s", task_id, task.job_id, exc)
+            await self._cancel_job(task_id, task.job_id, task.state)
         if not task.future.done():
             task.future.cancel()
         self.stats["cancelled"] += 1
         return True
+
+    async def _cancel_job(self, task_id: str, job_id: str, state: JobState | None) -> None:
+        try:
+            await asyncio.to_thread(self._backend.cancel, job_id, state, "Cancelled by the Scaler client")
+            logger.info("task %s: cancelled job %s (last state %s)", task_id, job_id, state.value if state else "-")
+        except BackendError as exc:
+            logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
 
     @property
     def in_flight(self) -> int:
@@ -304,10 +309,14 @@ class JobEngine:
             [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
             settings=self._settings,
         )  # fmt: skip
+        now = time.monotonic()
         for key, data in plan.uploads.items():
-            if key not in self._uploaded:  # content-addressed: the same function is uploaded once
+            # Content-addressed, so the same function is uploaded once; but again after a while, because the
+            # bucket's lifecycle rule expires objects and a long-running adapter must not point at expired ones.
+            uploaded_at = self._uploaded.get(key)
+            if uploaded_at is None or now - uploaded_at > self._settings.reupload_after_seconds:
                 self._store.put(key, data)
-                self._uploaded.add(key)
+                self._uploaded[key] = now
         job_id = self._backend.submit(dataclasses.replace(spec, payload=plan.parameter))
         return job_id, plan.transport
 
@@ -325,14 +334,19 @@ class JobEngine:
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        if len(works) == 1:
-            indexed: dict[int | None, str] = {None: task_ids[0]}
-            self._tasks[task_ids[0]].job_id = job_id
-        else:
-            indexed = dict(enumerate(task_ids))
-            for index, task_id in enumerate(task_ids):
-                self._tasks[task_id].job_id = f"{job_id}:{index}"
-        self._jobs[job_id] = _Job(job_id=job_id, tasks=indexed, submitted_at=now, last_seen=now)
+        job = _Job(job_id=job_id, tasks={}, submitted_at=now, last_seen=now)
+        for index, task_id in enumerate(task_ids):
+            position = None if len(task_ids) == 1 else index
+            task_job_id = job_id if position is None else f"{job_id}:{position}"
+            task = self._tasks.get(task_id)
+            if task is None:  # cancelled while the job was being submitted: stop its job (or child) now
+                await self._cancel_job(task_id, task_job_id, None)
+                job.failed_resolved += 1
+                continue
+            task.job_id = task_job_id
+            job.tasks[position] = task_id
+        if job.tasks:
+            self._jobs[job_id] = job
         logger.info(
             "submitted %s job %s for %d task(s), payload %s, in %.3fs",
             self._backend.name, job_id, len(works), transport, now - started,
