@@ -30,6 +30,7 @@ from scaler.protocol.capnp import (
     TaskResultType,
 )
 from scaler.protocol.helpers import capabilities_to_dict
+from scaler.utility.exceptions import ObjectStorageException
 from scaler.utility.identifiers import ObjectID, TaskID
 from scaler.utility.metadata.task_flags import retrieve_task_flags_from_task
 from scaler.worker.agent.mixins import TaskManager as TaskManagerMixin
@@ -159,9 +160,17 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
             task = self._queued.pop(task_id, None)
             if task is None:
                 continue  # cancelled while queued
-            self._running[task_id] = asyncio.create_task(self._run(task), name=f"task-{task_id.hex()[:12]}")
+            runner = asyncio.create_task(self._run(task), name=f"task-{task_id.hex()[:12]}")
+            runner.add_done_callback(self._report_crash)
+            self._running[task_id] = runner
         self._wake.clear()
         await self._wake.wait()
+
+    @staticmethod
+    def _report_crash(runner: asyncio.Task[None]) -> None:
+        """A bug in the adapter must not lose a task silently: log it with the task's name for operators."""
+        if not runner.cancelled() and runner.exception() is not None:
+            logger.error("%s crashed; its result was not sent", runner.get_name(), exc_info=runner.exception())
 
     async def _load_blobs(self, task: Task) -> TaskBlobs:
         assert self._connector_storage is not None
@@ -191,9 +200,14 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
             except ValueError as exc:
                 outcome = TaskOutcome(False, pickle.dumps(SubmitError(str(exc))))
             else:
-                blobs = await self._load_blobs(task)
-                work = TaskWork(blobs=blobs, resources=resources, queue=queue, timeout_seconds=timeout)
-                outcome = await self._engine.submit(work)
+                try:
+                    blobs = await self._load_blobs(task)
+                except ObjectStorageException as exc:
+                    # The client's objects are gone (client disconnected, objects deleted): say so, do not hang.
+                    outcome = TaskOutcome(False, pickle.dumps(SubmitError(f"cannot read the task's inputs: {exc}")))
+                else:
+                    work = TaskWork(blobs=blobs, resources=resources, queue=queue, timeout_seconds=timeout)
+                    outcome = await self._engine.submit(work)
             await self._send_result(task, outcome)
             self.completed += 1
             logger.info("task %s: %s after %.3fs", task_id.hex(), "success" if outcome.success else "failure",
