@@ -157,10 +157,9 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
 
 def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
     aws.emulator.faults.vanish_job_name_glob = "scaler-*"
-    started = time.monotonic()
-    with pytest.raises(JobVanishedError, match="no longer reported"):
+    # The adapter runs with --vanish-after 5: the error arrives instead of a wait that never ends.
+    with pytest.raises(JobVanishedError, match=r"not seen for 5s"):
         aws.client.submit(lambda: 1).result(timeout=WAIT_SECONDS)
-    assert time.monotonic() - started < WAIT_SECONDS  # bounded: it did not wait forever
 
 
 def test_timeout_is_not_retried(aws: AwsHarness) -> None:
