@@ -6,8 +6,9 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -30,6 +31,23 @@ def cdk_json_context(**overrides: Any) -> dict[str, Any]:
     context = dict(json.loads((REPO / "cdk.json").read_text())["context"])
     context.update(overrides)
     return context
+
+
+def checkov_failures(path: pathlib.Path, framework: str, skips: Iterable[str]) -> tuple[list[tuple[str, str]], int]:
+    """Run checkov on one file; return its failed checks as (check id, resource) and its exit code."""
+    result = subprocess.run(
+        [tool("checkov"), "--file", str(path), "--framework", framework, "--skip-check", ",".join(skips),
+         "--skip-download", "--quiet", "--compact", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [
+        (check["check_id"], check["resource"]) for entry in reports for check in entry["results"]["failed_checks"]
+    ]
+    return failed, result.returncode
 
 
 def tool(name: str) -> str:

@@ -3,14 +3,13 @@ only what the image installs (no Scaler, no pyzmq)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 
 import pytest
 
-from cdk_support import REPO, tool
+from cdk_support import REPO, checkov_failures
 from stacks.config import StackConfig
 
 pytestmark = pytest.mark.cdk
@@ -42,28 +41,7 @@ def test_root_dockerignore_allows_only_what_the_image_needs() -> None:
 
 
 def test_checkov_dockerfile_is_clean_with_justified_skips() -> None:
-    result = subprocess.run(
-        [
-            tool("checkov"),
-            "--file",
-            str(DOCKERFILE),
-            "--framework",
-            "dockerfile",
-            "--skip-check",
-            ",".join(CHECKOV_SKIPS),
-            "--skip-download",
-            "--quiet",
-            "--compact",
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    failed = [check["check_id"] for entry in reports for check in entry["results"]["failed_checks"]]
+    failed, _ = checkov_failures(DOCKERFILE, "dockerfile", CHECKOV_SKIPS)
     assert failed == [], failed
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cdk_support import NO_ENV, STACK_NAME, TEST_ENV, cdk_json_context, synth_to, tool
+from cdk_support import NO_ENV, STACK_NAME, TEST_ENV, cdk_json_context, checkov_failures, synth_to, tool
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
 
 pytestmark = pytest.mark.cdk
@@ -517,33 +517,9 @@ def test_cfn_lint_is_clean(synthesized: pathlib.Path) -> None:
 
 
 def test_checkov_is_clean_with_justified_skips(synthesized: pathlib.Path) -> None:
-    outdir = synthesized
-    result = subprocess.run(
-        [
-            tool("checkov"),
-            "--file",
-            str(outdir / f"{STACK_NAME}.template.json"),
-            "--framework",
-            "cloudformation",
-            "--skip-check",
-            ",".join(CHECKOV_SKIPS),
-            "--skip-download",
-            "--quiet",
-            "--compact",
-            "--output",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    failed = [
-        (check["check_id"], check["resource"]) for entry in reports for check in entry["results"]["failed_checks"]
-    ]
+    failed, returncode = checkov_failures(synthesized / f"{STACK_NAME}.template.json", "cloudformation", CHECKOV_SKIPS)
     assert failed == [], failed
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert returncode == 0
 
 
 # --- variants ----------------------------------------------------------------------------------------------------
