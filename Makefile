@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 # jsii (under aws-cdk-lib) prints a banner for every process on Node 20; the CDK still works.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test lint typecheck unit synth bench clean
+.PHONY: demo test lint typecheck synth bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ synth: $(VENV)/.dev-installed node_modules/.package-lock.json
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth
 
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --json bench/results/full.json
+
+bench-quick: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.run --quick --json bench/results/quick.json
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .mypy_cache .pytest_cache .ruff_cache
