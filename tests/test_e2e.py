@@ -195,6 +195,48 @@ def test_max_concurrent_jobs_bounds_running_tasks(harness: Harness, tmp_path: pa
     assert len(seen) == 6 and max(seen) <= 2
 
 
+class _PriorityClient(Client):  # type: ignore[misc]
+    """Scaler sets priority only for tasks submitted from inside a task; this client sets it directly."""
+
+    priority = 0
+
+    def _Client__get_task_flags(self) -> Any:
+        from scaler.utility.metadata.task_flags import TaskFlags
+
+        return TaskFlags(profiling=False, priority=self.priority, stream_output=False)
+
+
+def test_higher_priority_tasks_start_first(harness: Harness, tmp_path: pathlib.Path) -> None:
+    order, gate, started = tmp_path / "order", tmp_path / "gate", tmp_path / "started"
+
+    def record(name: str, order_path: str, gate_path: str, started_path: str) -> str:
+        import os
+        import time
+
+        if name == "blocker":  # holds the only job slot until the test opens the gate
+            open(started_path, "w").close()
+            while not os.path.exists(gate_path):
+                time.sleep(0.05)
+        with open(order_path, "a") as handle:
+            handle.write(name + "\n")
+        return name
+
+    args = ["--max-concurrent-jobs", "1", "--queue-size", "10", "--log-level", "DEBUG"]
+    with harness.variant(tmp_path / "work", args) as (_, adapter):
+        with _PriorityClient(address=adapter.scheduler) as client:
+            paths = (str(order), str(gate), str(started))
+            blocker = client.submit(record, "blocker", *paths)
+            wait_for(started.exists, "the blocker to hold the only slot")
+            low = [client.submit(record, f"low-{index}", *paths) for index in range(2)]
+            client.priority = 5
+            high = client.submit(record, "high", *paths)
+            wait_for(lambda: adapter.log_text().count(": queued with priority") >= 5, "every task in the queue")
+            gate.touch()
+            for future in [blocker, *low, high]:
+                future.result(timeout=WAIT_SECONDS)
+    assert order.read_text().split() == ["blocker", "high", "low-0", "low-1"]
+
+
 def test_job_timeout_gives_a_timeout_error(harness: Harness) -> None:
     future = harness.client.submit_verbose(
         lambda seconds: time.sleep(seconds), args=(600,), kwargs={}, capabilities={"timeout": harness.short_timeout}

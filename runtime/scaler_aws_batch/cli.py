@@ -52,6 +52,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--backend", choices=("local", "aws-batch"), default=None, help="where jobs run (local)")
     common.add_argument("--client-python", default=None, help="clients' Python major.minor (default: this one)")
     common.add_argument("--array-window", type=float, default=None, help="seconds to gather tasks into arrays")
+    common.add_argument("--queue-size", type=int, default=None, help="tasks the scheduler may hand over (2x jobs)")
     common.add_argument("--vanish-after", type=float, default=None, help="fail a job unseen this long (60 s)")
     common.add_argument("--name", default="", help="worker name shown by the scheduler")
     common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
@@ -128,6 +129,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         object_storage_address=args.object_storage,
         name=args.name,
         max_concurrent_jobs=max_jobs,
+        task_queue_size=args.queue_size or 0,
         routing=routing,
     )
     return adapter, JobEngine(backend, store, engine_settings)

@@ -124,6 +124,7 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         priority = retrieve_task_flags_from_task(task).priority
         heapq.heappush(self._queue, (-priority, next(self._arrival), bytes(task.taskId)))
         self._queued[bytes(task.taskId)] = task
+        logger.debug("task %s: queued with priority %d", bytes(task.taskId).hex(), priority)
         self._wake.set()
 
     async def on_task_result(self, result: TaskResult) -> None:

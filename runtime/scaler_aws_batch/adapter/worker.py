@@ -64,6 +64,8 @@ class AdapterSettings:
             raise ValueError(f"scheduler address must look like tcp://host:port, got {self.scheduler_address!r}")
         if self.max_concurrent_jobs <= 0:
             raise ValueError(f"--max-concurrent-jobs must be positive, got {self.max_concurrent_jobs}")
+        if self.task_queue_size < 0:
+            raise ValueError(f"--queue-size must be positive, got {self.task_queue_size}")
 
 
 class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
