@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import boto3
 import botocore.config
@@ -41,10 +41,12 @@ from scaler_aws_batch.backends.base import (
     JobStatus,
     Resources,
 )
+from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
+    from mypy_boto3_batch.literals import ResourceTypeType
     from mypy_boto3_batch.type_defs import (
         JobDefinitionTypeDef,
         JobDetailTypeDef,
@@ -108,10 +110,6 @@ RETRYABLE_ERROR_CODES: Final = frozenset(
     }
 )
 RETRYABLE_HTTP_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-
-_RESOURCE_VCPU: Final = "VCPU"
-_RESOURCE_MEMORY: Final = "MEMORY"
-_RESOURCE_GPU: Final = "GPU"
 
 
 class AwsCredentialsError(BackendError):
@@ -219,21 +217,11 @@ def is_retryable(exc: botocore.exceptions.ClientError) -> bool:
 
 
 def resource_requirements(resources: Resources) -> list[ResourceRequirementTypeDef]:
-    """The ``containerOverrides.resourceRequirements`` for ``resources`` (values are strings, as the API wants).
-
-    A GPU count of 0 is left out: it asks for no GPU, which is what a job definition without GPUs already gives.
-    """
-    requirements: list[ResourceRequirementTypeDef] = []
-    if resources.vcpus is not None:
-        vcpus = resources.vcpus
-        requirements.append(
-            {"type": _RESOURCE_VCPU, "value": str(int(vcpus)) if float(vcpus).is_integer() else format(vcpus, "g")}
-        )
-    if resources.memory_mib is not None:
-        requirements.append({"type": _RESOURCE_MEMORY, "value": str(resources.memory_mib)})
-    if resources.gpus:
-        requirements.append({"type": _RESOURCE_GPU, "value": str(resources.gpus)})
-    return requirements
+    """The ``containerOverrides.resourceRequirements`` for ``resources``, typed for the Batch client."""
+    return [
+        {"type": cast("ResourceTypeType", item["type"]), "value": item["value"]}
+        for item in base_resource_requirements(resources)
+    ]
 
 
 def _job_state(value: str) -> JobState | None:
@@ -424,9 +412,7 @@ class AwsBatchBackend(JobBackend):
         return container_overrides_length(
             render_command(info.command, parameters),
             environment=None,
-            resource_requirements=[
-                {"type": item["type"], "value": item["value"]} for item in resource_requirements(spec.resources)
-            ],
+            resource_requirements=base_resource_requirements(spec.resources),
         )
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
