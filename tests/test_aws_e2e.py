@@ -16,7 +16,13 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
-from scaler_aws_batch.errors import JobTimeoutError, JobVanishedError, ResultMissingError, SubmitError
+from scaler_aws_batch.errors import (
+    JobTimeoutError,
+    JobVanishedError,
+    ResultMissingError,
+    SpotRetriesExhaustedError,
+    SubmitError,
+)
 from scaler_aws_batch.limits import (
     MAX_CONTAINER_OVERRIDES_CHARS,
     OVERRIDES_SAFETY_MARGIN_CHARS,
@@ -153,6 +159,15 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
     # One result reached the client: the surviving attempt's, which saw every run so far.
     assert result == len(list(runs.iterdir())) and result in (1, 2)
     assert not aws.stored_object_exists("results/"), "the one result was consumed; nothing is left behind"
+
+
+def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None:
+    aws.emulator.faults.spot_reclaim_attempts.update({1, 2})  # the job definition allows 2 attempts
+    aws.emulator.faults.spot_reclaim_after_seconds = 0.2
+    future = aws.client.submit(lambda: __import__("time").sleep(30))
+    with pytest.raises(SpotRetriesExhaustedError, match="every attempt lost its Spot instance") as caught:
+        future.result(timeout=WAIT_SECONDS)
+    assert "2 attempt(s)" in str(caught.value) and "On-Demand" in str(caught.value)
 
 
 def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:

@@ -23,6 +23,7 @@ from harness import AwsHarness, Harness, LocalHarness
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
     CommandFailedError,
+    JobOutOfMemoryError,
     JobTimeoutError,
     PythonVersionMismatchError,
     ResultSerializationError,
@@ -90,6 +91,18 @@ def test_unpicklable_result_is_a_clear_error(harness: Harness) -> None:
 
     with pytest.raises(ResultSerializationError, match="cannot serialize"):
         harness.client.submit(make_lock).result(timeout=WAIT_SECONDS)
+
+
+def test_job_killed_like_the_oom_killer_does_is_an_out_of_memory_error(harness: Harness) -> None:
+    def killed() -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does: exit code 137, no result
+
+    with pytest.raises(JobOutOfMemoryError, match="capability memory") as caught:
+        harness.client.submit(killed).result(timeout=WAIT_SECONDS)
+    assert caught.value.exit_code == 137 and "last log lines" in str(caught.value)
 
 
 def test_custom_serializer_is_used_both_ways(harness: Harness) -> None:
