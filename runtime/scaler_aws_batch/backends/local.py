@@ -8,6 +8,7 @@ its spec (without the payload) to ``jobs/<job id>.json`` under the work director
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -78,6 +79,7 @@ class LocalProcessBackend(JobBackend):
         job_env: Mapping[str, str] | None = None,
         command: Sequence[str] = RUNNER_COMMAND,
         kill_grace_seconds: float = 5.0,
+        retention_seconds: float = 600.0,
     ) -> None:
         self._dir = pathlib.Path(work_dir)
         (self._dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,14 @@ class LocalProcessBackend(JobBackend):
         self._job_env = dict(job_env or {})
         self._command = tuple(command)
         self._kill_grace = kill_grace_seconds
+        self._retention = retention_seconds
+        # Every job the backend still reports; the supervisor only looks at the runnable and running ones, and
+        # finished jobs are forgotten after the retention period (AWS keeps them 7 days), so a long-lived adapter
+        # does not grow without bound.
         self._jobs: dict[str, _Job] = {}
+        self._runnable: collections.deque[str] = collections.deque()
+        self._running: dict[str, _Job] = {}
+        self._finished: collections.deque[tuple[float, str]] = collections.deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="local-backend", daemon=True)
@@ -166,7 +175,7 @@ class LocalProcessBackend(JobBackend):
         self._stop.set()
         self._supervisor.join(timeout=5)
         with self._lock:
-            for job in self._jobs.values():
+            for job in self._running.values():
                 if job.process is not None and job.process.poll() is None:
                     self._signal(job, signal.SIGKILL)
                     job.process.wait()
@@ -177,6 +186,7 @@ class LocalProcessBackend(JobBackend):
 
     def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int) -> None:
         self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log")
+        self._runnable.append(job_id)
 
     def _status(self, job: _Job) -> JobStatus:
         if job.children is None:
@@ -210,6 +220,7 @@ class LocalProcessBackend(JobBackend):
             return
         if job.process is None:
             job.state, job.status_reason = JobState.FAILED, reason
+            self._finished.append((time.monotonic(), job.job_id))
             logger.info("local job %s cancelled before it started", job.job_id)
             return
         if job.stop_requested_at is None:
@@ -224,25 +235,34 @@ class LocalProcessBackend(JobBackend):
 
     def _tick(self) -> None:
         now = time.monotonic()
-        running = 0
-        for job in self._jobs.values():
-            if job.process is None or job.state.is_final:
-                continue
+        for job in list(self._running.values()):
+            assert job.process is not None
             code = job.process.poll()
             if code is not None:
+                del self._running[job.job_id]
                 self._finish(job, code)
-                continue
-            running += 1
-            if job.stop_requested_at is None and now - job.started_at > job.timeout_seconds:
+                self._finished.append((now, job.job_id))
+            elif job.stop_requested_at is None and now - job.started_at > job.timeout_seconds:
                 self._stop_job(job, TIMEOUT_REASON)
             elif job.stop_requested_at is not None and now - job.stop_requested_at > self._kill_grace:
                 self._signal(job, signal.SIGKILL)
-        for job in self._jobs.values():
-            if running >= self._max_parallel:
-                break
-            if job.state is JobState.RUNNABLE and job.process is None and job.children is None:
+        while self._runnable and len(self._running) < self._max_parallel:
+            job = self._jobs[self._runnable.popleft()]
+            if job.state is JobState.RUNNABLE:  # not cancelled while it waited
                 self._start(job)
-                running += 1
+                if job.process is not None:
+                    self._running[job.job_id] = job
+                else:
+                    self._finished.append((now, job.job_id))
+        while self._finished and now - self._finished[0][0] > self._retention:
+            self._forget(self._finished.popleft()[1])
+
+    def _forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        parent_id, _, index = job_id.rpartition(":")
+        parent = self._jobs.get(parent_id) if index else None
+        if parent is not None and parent.children and not any(child in self._jobs for child in parent.children):
+            del self._jobs[parent_id]
 
     def _start(self, job: _Job) -> None:
         job.log_handle = job.log_path.open("ab")
