@@ -259,10 +259,6 @@ class JobEngine:
         except BackendError as exc:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     async def run(self) -> None:
         await asyncio.gather(self._packer(), self._reconciler())
 

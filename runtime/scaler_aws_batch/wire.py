@@ -32,7 +32,7 @@ import json
 import struct
 import sys
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from scaler_aws_batch.errors import PayloadError, PayloadVersionError
@@ -353,7 +353,3 @@ def decode_result(data: bytes, *, expected_task_id: str) -> TaskResultEnvelope:
         attempt=int(header.get("attempt", 0)),
         duration_seconds=float(header.get("duration_seconds", 0.0)),
     )
-
-
-def task_ids_of(tasks: Iterable[TaskEntry]) -> list[str]:
-    return [task.task_id for task in tasks]
