@@ -200,7 +200,6 @@ class _Task:
 class _Job:
     job_id: str
     tasks: dict[int | None, str]  # array index (None for a single job) -> task id
-    submitted_at: float
     last_seen: float
     state: JobState | None = None
     ok_resolved: int = 0  # array children resolved with a result
@@ -330,7 +329,7 @@ class JobEngine:
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        job = _Job(job_id=job_id, tasks={}, submitted_at=now, last_seen=now)
+        job = _Job(job_id=job_id, tasks={}, last_seen=now)
         for index, task_id in enumerate(task_ids):
             position = None if len(task_ids) == 1 else index
             task_job_id = job_id if position is None else f"{job_id}:{position}"
