@@ -14,13 +14,14 @@ from scaler import Client
 
 from batch_emulator import BatchEmulator
 from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, RequestCounter
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
 NAME = "ours"
 #: The job definition's retry strategy, as the CDK stack declares it (stacks/job_definition.py).
 SPOT_RETRY_STRATEGY = {
     "attempts": 2,
-    "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"}, {"onReason": "*", "action": "EXIT"}],
+    "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT),
 }
 
 

@@ -8,7 +8,7 @@ from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from scaler_aws_batch.backends.base import PAYLOAD_PARAMETER, RUNNER_COMMAND
+from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND, StackOutput
 from stacks.access import AdapterAccess
 from stacks.compute import Compute
 from stacks.config import StackConfig
@@ -88,21 +88,30 @@ class ScalerBatchStack(Stack):
 
     def _outputs(self) -> None:
         compute = self.compute
-        CfnOutput(self, "JobQueueArn", value=compute.default_queue.job_queue_arn, description="Default job queue")
-        CfnOutput(self, "OnDemandJobQueueArn", value=compute.on_demand_queue.job_queue_arn, description="On-Demand")
-        if compute.gpu_queue is not None:
-            CfnOutput(self, "GpuJobQueueArn", value=compute.gpu_queue.job_queue_arn, description="GPU job queue")
-        CfnOutput(self, "JobDefinitionArn", value=self.job.job_definition.job_definition_arn)
-        CfnOutput(self, "BucketName", value=self.task_bucket.bucket.bucket_name)
-        CfnOutput(self, "PayloadPrefix", value=self.task_bucket.prefix)
-        CfnOutput(self, "Region", value=Aws.REGION)
-        CfnOutput(self, "LogGroupName", value=self.job.log_group.log_group_name)
+        CfnOutput(
+            self, StackOutput.JOB_QUEUE_ARN, value=compute.default_queue.job_queue_arn, description="Default job queue"
+        )
         CfnOutput(
             self,
-            "AdapterPolicyArn",
+            StackOutput.ON_DEMAND_JOB_QUEUE_ARN,
+            value=compute.on_demand_queue.job_queue_arn,
+            description="On-Demand",
+        )
+        if compute.gpu_queue is not None:
+            CfnOutput(
+                self, StackOutput.GPU_JOB_QUEUE_ARN, value=compute.gpu_queue.job_queue_arn, description="GPU job queue"
+            )
+        CfnOutput(self, StackOutput.JOB_DEFINITION_ARN, value=self.job.job_definition.job_definition_arn)
+        CfnOutput(self, StackOutput.BUCKET_NAME, value=self.task_bucket.bucket.bucket_name)
+        CfnOutput(self, StackOutput.PAYLOAD_PREFIX, value=self.task_bucket.prefix)
+        CfnOutput(self, StackOutput.REGION, value=Aws.REGION)
+        CfnOutput(self, StackOutput.LOG_GROUP_NAME, value=self.job.log_group.log_group_name)
+        CfnOutput(
+            self,
+            StackOutput.ADAPTER_POLICY_ARN,
             value=self.access.policy.managed_policy_arn,
             description="Attach to the role or user that runs the Scaler adapter",
-            export_name=f"{self.stack_name}-AdapterPolicyArn",
+            export_name=f"{self.stack_name}-{StackOutput.ADAPTER_POLICY_ARN}",
         )
 
 

@@ -16,13 +16,14 @@ from scaler import Client
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import AdapterProcess, scaler_with_adapter
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
 
 BUCKET = "scaler-e2e-bucket"
 PREFIX = "scaler-tasks"
 #: The job definition's retry strategy, as the CDK stack declares it.
 SPOT_RETRY_STRATEGY = {
     "attempts": 2,
-    "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"}, {"onReason": "*", "action": "EXIT"}],
+    "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT),
 }
 #: The emulator shrinks AWS durations (timeouts >= 60 s, the 30 s kill grace) by this factor so tests stay quick.
 TIME_SCALE = 0.05

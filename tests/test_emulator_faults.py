@@ -12,10 +12,11 @@ from botocore.exceptions import ClientError
 
 from batch_emulator import BatchEmulator, EmulatorConfig, Faults, JobInfo
 from batch_emulator.testing import describe_job, log_messages, wait_for_status, wait_until
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
 
 SPOT_RETRY = {
     "attempts": 3,
-    "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"}, {"onReason": "*", "action": "EXIT"}],
+    "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT),
 }
 SLEEP = "import sys, time; print('up', flush=True); time.sleep(float(sys.argv[1]))"
 

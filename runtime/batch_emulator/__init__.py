@@ -8,10 +8,11 @@
 Nothing in the project's runtime code may import this package: jobs are observed only through boto3
 (`emu.endpoint_url`, or `AWS_ENDPOINT_URL` in a child process).
 
-Reproduced as AWS does (shared/AWS_LIMITS.md): the 30 KiB SubmitJob limit, the 8,192-character container-overrides
-limit (accepted, then FAILED at start), 100 ids per DescribeJobs, job-name rules, array size 2..10,000, timeouts
->= 60 s (SIGTERM, SIGKILL after 30 s, not retried), retry strategies with evaluateOnExit, Spot-reclaim reasons,
-CancelJob/TerminateJob semantics, array status summaries, ListJobs filters, HTTP 429 TooManyRequestsException.
+Reproduced as AWS does (docs/aws-limits.md lists each with its public source): the 30 KiB SubmitJob limit, the
+8,192-character container-overrides limit (accepted, then FAILED at start), 100 ids per DescribeJobs, job-name
+rules, array size 2..10,000, timeouts >= 60 s (SIGTERM, SIGKILL after 30 s, not retried), retry strategies with
+evaluateOnExit, Spot-reclaim reasons, CancelJob/TerminateJob semantics, array status summaries, ListJobs filters,
+HTTP 429 TooManyRequestsException.
 
 Approximations (each a documented choice, since AWS does not document it or it cannot be observed here):
 * Error messages not quoted in AWS_LIMITS.md are paraphrases; callers must branch on the code (ClientException).

@@ -1,6 +1,6 @@
 """AWS Batch validation rules and limits, as pure functions (no I/O).
 
-Messages marked "exact" are AWS's own text (see shared/AWS_LIMITS.md); the others are close paraphrases, since
+Messages marked "exact" are AWS's own text (see docs/architecture.md); the others are close paraphrases, since
 callers should branch on the error code (ClientException), not on the message.
 """
 
@@ -10,6 +10,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from scaler_aws_batch.contracts import StatusReason
 
 SUBMIT_JOB_MAX_BYTES = 30 * 1024
 CONTAINER_OVERRIDES_MAX_CHARS = 8192
@@ -26,12 +28,12 @@ PATTERN_MAX_CHARS = 512
 AWS_KILL_GRACE_SECONDS = 30.0
 
 MSG_JOB_TOO_BIG = "Job size must be less than 30 KiB"  # exact
-MSG_OVERRIDES_TOO_LONG = "Container Overrides length must be at most 8192"  # exact
+MSG_OVERRIDES_TOO_LONG = StatusReason.OVERRIDES_TOO_LONG  # exact
 MSG_TOO_MANY_IDS = "Maximum number of jobs supported is 100"  # exact (AWS wraps it in "Error executing request")
-MSG_TIMEOUT = "Job attempt duration exceeded timeout"  # exact
-MSG_ESSENTIAL_EXITED = "Essential container in task exited"  # exact (AWS's statusReason for a non-zero exit)
+MSG_TIMEOUT = StatusReason.TIMEOUT  # exact
+MSG_ESSENTIAL_EXITED = StatusReason.ESSENTIAL_CONTAINER_EXITED  # exact (AWS's statusReason for a non-zero exit)
 SPOT_INSTANCE_ID = "i-0123456789abcdef0"
-MSG_SPOT = f"Host EC2 (instance {SPOT_INSTANCE_ID}) terminated."  # exact shape
+MSG_SPOT = f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance {SPOT_INSTANCE_ID}) terminated."  # exact shape
 MSG_TOO_MANY_REQUESTS = "Too Many Requests"  # exact
 
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")

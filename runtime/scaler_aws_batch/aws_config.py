@@ -32,6 +32,7 @@ from scaler_aws_batch.backends.aws_batch import (
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
+from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
@@ -50,14 +51,14 @@ ENV_STACK: Final = "SCALER_BATCH_STACK"
 
 #: CDK stack output key -> settings field. ``AdapterPolicyArn`` is informational and not read.
 STACK_OUTPUT_FIELDS: Final[Mapping[str, str]] = {
-    "JobQueueArn": "job_queue",
-    "OnDemandJobQueueArn": "on_demand_queue",
-    "GpuJobQueueArn": "gpu_queue",
-    "JobDefinitionArn": "job_definition",
-    "BucketName": "bucket",
-    "PayloadPrefix": "prefix",
-    "Region": "region",
-    "LogGroupName": "log_group",
+    StackOutput.JOB_QUEUE_ARN: "job_queue",
+    StackOutput.ON_DEMAND_JOB_QUEUE_ARN: "on_demand_queue",
+    StackOutput.GPU_JOB_QUEUE_ARN: "gpu_queue",
+    StackOutput.JOB_DEFINITION_ARN: "job_definition",
+    StackOutput.BUCKET_NAME: "bucket",
+    StackOutput.PAYLOAD_PREFIX: "prefix",
+    StackOutput.REGION: "region",
+    StackOutput.LOG_GROUP_NAME: "log_group",
 }
 
 _NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"

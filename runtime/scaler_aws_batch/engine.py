@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -158,16 +159,16 @@ def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedErr
     tail = "\n".join(log_tail) if log_tail else "(no log lines)"
     detail = f"job {status.job_id}: {reason} (exit code {status.exit_code}, {status.attempts} attempt(s))"
     logs = f"\n--- last log lines ---\n{tail}"
-    if reason.startswith("Job attempt duration exceeded timeout"):
+    if reason.startswith(StatusReason.TIMEOUT):
         return JobTimeoutError(f"the task ran past its timeout and was stopped; {detail}{logs}", status.job_id, 143)
-    if reason.startswith("Host EC2"):
+    if reason.startswith(StatusReason.SPOT_RECLAIM_PREFIX):
         return SpotRetriesExhaustedError(
             f"every attempt lost its Spot instance; raise the retry attempts or use the On-Demand queue "
             f"(capability on_demand=1); {detail}{logs}",
             status.job_id,
             status.exit_code,
         )
-    if "Container Overrides length" in reason:
+    if reason.startswith(StatusReason.OVERRIDES_TOO_LONG):
         return OverridesTooLongError(
             f"AWS refused to start the job because its container overrides exceed 8,192 characters; {detail}",
             status.job_id,

@@ -14,12 +14,9 @@ import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 
-#: The job-definition command every backend runs. ``Ref::payload`` is replaced by the payload parameter, exactly as
-#: AWS Batch substitutes job parameters. The CDK job definition must use this list verbatim (a test checks it).
-RUNNER_COMMAND: tuple[str, ...] = ("scaler-batch", "run-job", "--payload", "Ref::payload")
+from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
 
-#: The name of the one job parameter the runner reads.
-PAYLOAD_PARAMETER = "payload"
+__all__ = ["PAYLOAD_PARAMETER", "RUNNER_COMMAND"]  # re-exported: backends import them from here
 
 
 class JobState(enum.Enum):

@@ -33,11 +33,12 @@ from scaler_aws_batch.backends.base import (
     JobStatus,
     resource_requirements,
 )
+from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.limits import container_overrides_length, render_command
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+TIMEOUT_REASON = StatusReason.TIMEOUT
 _SUPERVISOR_TICK_SECONDS = 0.02
 
 

@@ -1,0 +1,51 @@
+"""Names shared by the CDK stack, the runtime, the emulator, the tests and the bench.
+
+Each name is written here once and imported everywhere else, so renaming one is a one-line change that every
+reader follows (no literal copies held together by "do not rename" comments).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- the job command and its one parameter ------------------------------------------------------------------------
+
+#: The name of the one job parameter the runner reads.
+PAYLOAD_PARAMETER: Final = "payload"
+#: The job-definition command every backend runs. ``Ref::payload`` is replaced by the payload parameter, exactly as
+#: AWS Batch substitutes job parameters. The CDK job definition uses this list verbatim.
+RUNNER_COMMAND: Final[tuple[str, ...]] = ("scaler-batch", "run-job", "--payload", f"Ref::{PAYLOAD_PARAMETER}")
+
+
+class StackOutput:
+    """CloudFormation output keys of the CDK stack; the worker reads them (``--stack`` / ``--stack-outputs``)."""
+
+    JOB_QUEUE_ARN: Final = "JobQueueArn"
+    ON_DEMAND_JOB_QUEUE_ARN: Final = "OnDemandJobQueueArn"
+    GPU_JOB_QUEUE_ARN: Final = "GpuJobQueueArn"
+    JOB_DEFINITION_ARN: Final = "JobDefinitionArn"
+    BUCKET_NAME: Final = "BucketName"
+    PAYLOAD_PREFIX: Final = "PayloadPrefix"
+    REGION: Final = "Region"
+    LOG_GROUP_NAME: Final = "LogGroupName"
+    ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+
+
+# --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------
+
+
+class StatusReason:
+    """Prefixes of the ``statusReason`` values Batch reports, as the engine matches them."""
+
+    TIMEOUT: Final = "Job attempt duration exceeded timeout"
+    SPOT_RECLAIM_PREFIX: Final = "Host EC2"
+    OVERRIDES_TOO_LONG: Final = "Container Overrides length must be at most 8192"
+    ESSENTIAL_CONTAINER_EXITED: Final = "Essential container in task exited"
+
+
+#: Batch's recommended retry rule set for Spot: retry a reclaimed host, exit on anything else. Without the catch-all
+#: EXIT, Batch retries every failure (AWS's rule when no entry matches).
+SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
+    {"onStatusReason": f"{StatusReason.SPOT_RECLAIM_PREFIX}*", "action": "RETRY"},
+    {"onReason": "*", "action": "EXIT"},
+)
