@@ -9,6 +9,7 @@ from aws_cdk import aws_batch as batch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 #: The runtime tags every job it submits with these keys; TerminateJob and CancelJob are allowed only on jobs that
@@ -22,7 +23,7 @@ class AdapterAccess(Construct):
     """A customer-managed policy: submit to exactly these queues with exactly this job definition, stop only the
     jobs it tagged, describe and list jobs and read the job definition (no resource-level permission exists for
     those), read and write the
-    payload prefix, read the job log, and read this stack's outputs."""
+    payload prefix, read the job log and the signing secret, and read this stack's outputs."""
 
     policy: iam.ManagedPolicy
 
@@ -36,6 +37,7 @@ class AdapterAccess(Construct):
         bucket: s3.IBucket,
         prefix: str,
         log_group: logs.ILogGroup,
+        signing_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -92,6 +94,11 @@ class AdapterAccess(Construct):
                     sid="ReadStackOutputs",  # `scaler-batch worker --stack NAME` reads this stack's outputs
                     actions=["cloudformation:DescribeStacks"],
                     resources=[Aws.STACK_ID],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadSigningKey",  # signs payloads and checks results
+                    actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    resources=[signing_secret.secret_arn],
                 ),
                 iam.PolicyStatement(
                     sid="ReadJobLogs",

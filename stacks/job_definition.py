@@ -51,6 +51,7 @@ class JobDefinition(Construct):
         retry_attempts: int,
         log_retention: logs.RetentionDays,
         destroy_on_delete: bool,
+        environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -87,7 +88,7 @@ class JobDefinition(Construct):
             privileged=False,
             readonly_root_filesystem=True,
             volumes=[batch.EcsVolume.host(name="scratch", container_path=SCRATCH_PATH)],
-            environment={"TMPDIR": SCRATCH_PATH},
+            environment={"TMPDIR": SCRATCH_PATH, **(environment or {})},
             job_role=self.job_role,
             execution_role=self.execution_role,
             logging=ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group),

@@ -47,6 +47,13 @@ def acknowledge_findings(stack: ScalerBatchStack) -> None:
         " would add CloudWatch ingestion cost to every job. Enable them on the VPC if your audit rules require it.",
     )
     acknowledge(
+        stack.signing.secret,
+        ["AwsSolutions-SMG4"],
+        "The signing key is rotated by hand with an overlap (docs/security.md): old and new key are both accepted"
+        " while jobs signed with the old one finish. A rotation Lambda replacing the value at once would make"
+        " every in-flight job's result unverifiable.",
+    )
+    acknowledge(
         stack.task_bucket.bucket,
         ["AwsSolutions-S1"],
         "The bucket only holds short-lived task payloads and results that expire by lifecycle rule; server access"

@@ -8,13 +8,14 @@ from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND, StackOutput
+from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND, SIGNING_SECRET_ENV, StackOutput
 from stacks.access import AdapterAccess
 from stacks.compute import Compute
 from stacks.config import StackConfig
 from stacks.job_definition import JobDefinition
 from stacks.nag import acknowledge_findings
 from stacks.network import Network
+from stacks.signing_secret import SigningSecret
 from stacks.task_bucket import TaskBucket
 
 #: The job definition's default for ``Ref::payload``: a job submitted without the parameter fails fast and clearly.
@@ -29,6 +30,7 @@ class ScalerBatchStack(Stack):
     compute: Compute
     job: JobDefinition
     access: AdapterAccess
+    signing: SigningSecret
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -57,6 +59,7 @@ class ScalerBatchStack(Stack):
             gpu_max_vcpus=config.gpu_max_vcpus,
             runnable_timeout=Duration.seconds(config.runnable_timeout_seconds),
         )
+        self.signing = SigningSecret(self, "Signing", destroy_on_delete=config.destroy_on_delete)
         self.job = JobDefinition(
             self,
             "Job",
@@ -69,6 +72,8 @@ class ScalerBatchStack(Stack):
             retry_attempts=config.retry_attempts,
             log_retention=retention_days(config.log_retention_days),
             destroy_on_delete=config.destroy_on_delete,
+            # The job reads its signing key from the secret this names; the key itself never travels.
+            environment={SIGNING_SECRET_ENV: self.signing.secret.secret_arn},
         )
         self.access = AdapterAccess(
             self,
@@ -78,10 +83,12 @@ class ScalerBatchStack(Stack):
             bucket=self.task_bucket.bucket,
             prefix=config.payload_prefix,
             log_group=self.job.log_group,
+            signing_secret=self.signing.secret,
         )
 
         # Grants: the task code reads its payload and writes its result under the prefix, nothing more.
         self.task_bucket.bucket.grant_read_write(self.job.job_role, f"{config.payload_prefix}*")
+        self.signing.secret.grant_read(self.job.job_role)
 
         self._outputs()
         acknowledge_findings(self)
@@ -106,6 +113,12 @@ class ScalerBatchStack(Stack):
         CfnOutput(self, StackOutput.PAYLOAD_PREFIX, value=self.task_bucket.prefix)
         CfnOutput(self, StackOutput.REGION, value=Aws.REGION)
         CfnOutput(self, StackOutput.LOG_GROUP_NAME, value=self.job.log_group.log_group_name)
+        CfnOutput(
+            self,
+            StackOutput.SIGNING_SECRET_ARN,
+            value=self.signing.secret.secret_arn,
+            description="Secret with the key that signs payloads and results",
+        )
         CfnOutput(
             self,
             StackOutput.ADAPTER_POLICY_ARN,

@@ -16,7 +16,8 @@ from scaler import Client
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import AdapterProcess, scaler_with_adapter
-from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
+from scaler_aws_batch.signing import KEY_FILE_NAME, KeyRing, generate_key, read_key_file
 
 BUCKET = "scaler-e2e-bucket"
 PREFIX = "scaler-tasks"
@@ -57,6 +58,15 @@ class Harness:
     def stored_object_exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def put_stored_object(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` of the adapter's store, as anyone with write access to it could."""
+        raise NotImplementedError
+
+    @property
+    def signing_keys(self) -> KeyRing:
+        """The key ring the adapter and its jobs sign with."""
+        raise NotImplementedError
+
 
 class LocalHarness(Harness):
     name = "local"
@@ -94,6 +104,15 @@ class LocalHarness(Harness):
     def stored_object_exists(self, key: str) -> bool:
         return (self.work_dir / "store" / key).is_file()
 
+    def put_stored_object(self, key: str, data: bytes) -> None:
+        path = self.work_dir / "store" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    @property
+    def signing_keys(self) -> KeyRing:
+        return read_key_file(self.work_dir / KEY_FILE_NAME)
+
 
 class AwsHarness(Harness):
     name = "aws-batch"
@@ -106,8 +125,11 @@ class AwsHarness(Harness):
     @contextlib.contextmanager
     def start(self) -> Iterator[AwsHarness]:
         with self.emulator:
+            self.signing_secret, self._keys = create_signing_secret(self.emulator)
             self.queue, self.job_definition = self.emulator.create_queue_and_job_definition(
-                retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600
+                retry_strategy=SPOT_RETRY_STRATEGY,
+                timeout_seconds=3600,
+                environment={SIGNING_SECRET_ENV: self.signing_secret},
             )
             self.emulator.client("s3").create_bucket(Bucket=BUCKET)
             with self.variant(self.work_dir) as (client, adapter):
@@ -119,6 +141,7 @@ class AwsHarness(Harness):
             "--backend", "aws-batch", "--job-queue", self.queue, "--job-definition", self.job_definition,
             "--bucket", BUCKET, "--prefix", PREFIX, "--region", self.emulator.region,
             "--endpoint-url", self.emulator.endpoint_url, "--vanish-after", "5",
+            "--signing-secret", self.signing_secret,
         ]  # fmt: skip
 
     @contextlib.contextmanager
@@ -182,3 +205,17 @@ class AwsHarness(Harness):
     def stored_object_exists(self, key: str) -> bool:
         listing = self.emulator.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{key}")
         return listing.get("KeyCount", 0) > 0
+
+    def put_stored_object(self, key: str, data: bytes) -> None:
+        self.emulator.client("s3").put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=data)
+
+    @property
+    def signing_keys(self) -> KeyRing:
+        return self._keys
+
+
+def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-signing") -> tuple[str, KeyRing]:
+    """The signing secret the CDK stack creates, in the emulator: (its ARN, its key ring)."""
+    key = generate_key()
+    arn = emulator.client("secretsmanager").create_secret(Name=name, SecretString=key)["ARN"]
+    return arn, KeyRing.parse(key, source=name)

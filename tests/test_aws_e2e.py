@@ -79,11 +79,11 @@ def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
 
 def _all_inline_fits(aws: AwsHarness, envelope: bytes) -> bool:
     """Would this job's tasks have fit inline, gzipped or not, had nothing been moved to the store?"""
-    payload = decode_payload(envelope)
+    payload = decode_payload(envelope, aws.signing_keys)
     s3 = aws.emulator.client("s3")
     builder = PayloadBuilder(
         python=payload.python, cloudpickle_version=payload.cloudpickle, result_store=payload.result_store,
-        store_threshold=1 << 62,
+        store_threshold=1 << 62, nonce=payload.nonce, keys=aws.signing_keys,
     )  # fmt: skip
 
     def blob(ref: BlobRef) -> bytes:
@@ -111,7 +111,7 @@ def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int) -> N
     assert job["status"] == "SUCCEEDED" and "Overrides" not in job["statusReason"]
     parameter = parse_parameter(job["payload"])
     assert isinstance(parameter, InlineParameter), "the envelope itself always fits once large blobs are stored"
-    (task,) = decode_payload(parameter.envelope).tasks
+    (task,) = decode_payload(parameter.envelope, aws.signing_keys).tasks
     stored = task.arguments[0].key is not None
     # The right transport: the argument moves to the store exactly when the job would not fit inline otherwise.
     assert stored is not _all_inline_fits(aws, parameter.envelope)

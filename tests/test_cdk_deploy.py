@@ -36,6 +36,7 @@ from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
 from conftest import WAIT_SECONDS, scaler_with_adapter, wait_for
 from harness import AWS_ENV
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.signing import KeyRing, generate_key
 from scaler_aws_batch.wire import InlineParameter, decode_payload, parse_parameter
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ EXPECTED_OUTPUTS = {
     "Region",
     "LogGroupName",
     "AdapterPolicyArn",
+    "SigningSecretArn",
 }
 #: What ``cdk deploy`` asks for (the stack creates IAM roles and policies with generated names).
 CAPABILITIES: list[Any] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
@@ -164,6 +166,39 @@ def drop_custom_resources(template: Template) -> list[str]:
     return dropped
 
 
+#: The secret :func:`signing_secret_made_beforehand` stands in for; :func:`cdk_bootstrap_and_publish` creates it.
+MOTO_SIGNING_SECRET_NAME = "MotoOnlySigningSecret"
+#: Its partial ARN (no random suffix), which Secrets Manager accepts like the full one.
+_SIGNING_SECRET_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+    + MOTO_SIGNING_SECRET_NAME
+}
+
+
+def signing_secret_made_beforehand(template: Template) -> list[str]:
+    """moto's CloudFormation has no ``AWS::SecretsManager::Secret`` (it skips it, and the policies that name it fail
+    with MalformedPolicyDocument). The test creates the secret with the Secrets Manager API instead, with a generated
+    value like the stack's, and its (partial) ARN replaces every ``Ref`` to the secret, which is the ARN on AWS."""
+    secrets = list(_resources_of(template, "AWS::SecretsManager::Secret"))
+    if not secrets:
+        return []
+    for key in secrets:
+        del template["Resources"][key]
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1 and node.get("Ref") in secrets:
+                return _SIGNING_SECRET_ARN
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    for section in ("Resources", "Outputs"):
+        template[section] = rewrite(template.get(section, {}))
+    return secrets
+
+
 Transformation = Callable[[Template], list[str]]
 #: Every test-only change to the synthesized template, in the order applied. Each one's docstring is its reason.
 TRANSFORMATIONS: list[Transformation] = [
@@ -171,6 +206,7 @@ TRANSFORMATIONS: list[Transformation] = [
     add_batch_service_role,
     ref_instead_of_batch_getatt,
     drop_custom_resources,
+    signing_secret_made_beforehand,
 ]
 
 
@@ -205,6 +241,7 @@ def cdk_bootstrap_and_publish(emulator: BatchEmulator, template: Template, assem
     parameter = template["Parameters"]["BootstrapVersion"]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
     emulator.client("ssm").put_parameter(Name=parameter["Default"], Value=BOOTSTRAP_VERSION, Type="String")
+    emulator.client("secretsmanager").create_secret(Name=MOTO_SIGNING_SECRET_NAME, SecretString=generate_key())
 
     s3 = emulator.client("s3")
     manifest = json.loads((assembly / f"{STACK_NAME}.assets.json").read_text())
@@ -384,14 +421,18 @@ def test_every_transformation_applies_and_the_job_definition_is_untouched(templa
     assert applied["drop_custom_resources"] == list(_resources_of(template, "Custom::S3AutoDeleteObjects"))
 
     (job_id,) = _resources_of(template, "AWS::Batch::JobDefinition")
-    assert transformed["Resources"][job_id] == template["Resources"][job_id]
+    (secret_id,) = applied["signing_secret_made_beforehand"]
+    # Untouched but for the secret's name in its environment.
+    original = json.dumps(template["Resources"][job_id]).replace(
+        json.dumps({"Ref": secret_id}), json.dumps(_SIGNING_SECRET_ARN)
+    )
+    assert transformed["Resources"][job_id] == json.loads(original)
     container = transformed["Resources"][job_id]["Properties"]["ContainerProperties"]
     assert container["Command"] == ["scaler-batch", "run-job", "--payload", "Ref::payload"] == list(RUNNER_COMMAND)
     assert "Fn::Sub" in container["Image"]  # the CDK image asset, left as synthesized
     # Nothing else is removed or renamed: only the added service role is new.
-    assert set(transformed["Resources"]) == set(template["Resources"]) - set(applied["drop_custom_resources"]) | {
-        SERVICE_ROLE_ID
-    }
+    dropped = {*applied["drop_custom_resources"], *applied["signing_secret_made_beforehand"]}
+    assert set(transformed["Resources"]) == set(template["Resources"]) - dropped | {SERVICE_ROLE_ID}
     assert set(transformed["Outputs"]) == set(template["Outputs"]) == EXPECTED_OUTPUTS
 
 
@@ -480,7 +521,9 @@ def _run_tasks_through_stack(
     for job in new_jobs.values():
         parameter = parse_parameter(job["parameters"]["payload"])
         assert isinstance(parameter, InlineParameter), "small tasks travel inline"
-        assert decode_payload(parameter.envelope).result_store == f"s3://{deployed['BucketName']}/scaler-batch"
+        key_text = emulator.client("secretsmanager").get_secret_value(SecretId=deployed["SigningSecretArn"])
+        keys = KeyRing.parse(key_text["SecretString"], source="the stack's signing secret")
+        assert decode_payload(parameter.envelope, keys).result_store == f"s3://{deployed['BucketName']}/scaler-batch"
     # The job log went to the stack's log group, as the job definition's log configuration says.
     streams = emulator.client("logs").describe_log_streams(logGroupName=deployed["LogGroupName"])["logStreams"]
     assert streams

@@ -22,10 +22,13 @@ from conftest import WAIT_SECONDS, wait_for
 from harness import AwsHarness, Harness, LocalHarness
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
+    CapabilityError,
     CommandFailedError,
     JobOutOfMemoryError,
     JobTimeoutError,
+    PayloadError,
     PythonVersionMismatchError,
+    ResultRejectedError,
     ResultSerializationError,
 )
 from scaler_aws_batch.wire import python_version_tag
@@ -282,3 +285,86 @@ def test_runner_and_adapter_output_never_contain_argument_values(harness: Harnes
     job_logs = harness.job_logs()
     assert job_logs and any("task" in text for text in job_logs), "the runner logs ids and timings"
     assert all(secret not in text for text in [harness.adapter.log_text(), *job_logs])
+
+
+# --- trust: signed results, re-uploaded blobs, checked requests ---------------------------------------------------
+
+
+def test_forged_result_is_refused_and_never_unpickled(harness: Harness, tmp_path: pathlib.Path) -> None:
+    marker = tmp_path / "forged-result-was-unpickled"
+
+    def forge_own_result(marker_path: str) -> str:
+        """Inside the job, play someone with write access to the store but not the key: read the task id and the
+        nonce from the payload and store a well-formed result, signed with another key, that creates a file when
+        unpickled. The runner then keeps it (results are create-only), so only the adapter's check stands."""
+        import json
+        import os
+        import pathlib
+        import pickle
+        import sys
+
+        from scaler_aws_batch import wire
+        from scaler_aws_batch.signing import KeyRing
+        from scaler_aws_batch.stores import open_store
+
+        parameter = wire.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
+        assert isinstance(parameter, wire.InlineParameter)
+        envelope = parameter.envelope
+        if envelope[:2] == b"\x1f\x8b":
+            import gzip
+
+            envelope = gzip.decompress(envelope)
+        header_length = int.from_bytes(envelope[6:10], "big")
+        header = json.loads(envelope[10 : 10 + header_length])
+        task = header["tasks"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX") or 0)]
+
+        class Marker:
+            def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+                return (pathlib.Path.touch, (pathlib.Path(marker_path),))
+
+        forged = wire.TaskResultEnvelope(
+            task_id=task["task_id"], status="success", body=pickle.dumps(Marker()), nonce=header["nonce"]
+        ).encode(KeyRing((b"forger" * 11,)))
+        open_store(header["result_store"]).put(wire.result_key(task["task_id"]), forged)
+        return "genuine"
+
+    with pytest.raises(ResultRejectedError, match="signature does not match"):
+        harness.client.submit(forge_own_result, str(marker)).result(timeout=WAIT_SECONDS)
+    assert not marker.exists(), "the forged result was unpickled"
+    assert harness.client.submit(math.sqrt, 9).result(timeout=WAIT_SECONDS) == 3.0  # the adapter keeps serving
+
+
+def test_tampered_stored_blob_is_uploaded_again(harness: Harness) -> None:
+    blob = os.urandom(64 * 1024)  # incompressible: it travels as a stored object
+
+    def digest(data: bytes) -> str:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    expected = hashlib.sha256(blob).hexdigest()
+    assert harness.client.submit(digest, blob).result(timeout=WAIT_SECONDS) == expected
+    key = f"objects/{hashlib.sha256(cloudpickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()}"
+    assert harness.stored_object_exists(key)
+    harness.put_stored_object(key, b"overwritten by someone with write access")
+    with pytest.raises(PayloadError, match="does not match the SHA-256"):
+        harness.client.submit(digest, blob).result(timeout=WAIT_SECONDS)
+    # The adapter learnt from the signed failure that the object is bad and uploads it again for the next task.
+    assert harness.client.submit(digest, blob).result(timeout=WAIT_SECONDS) == expected
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "message"),
+    [
+        ({"vcpus": -2}, "vcpus=-2 is impossible"),
+        ({"memory": 0}, "memory=0 is impossible"),
+        ({"timeout": 0}, "timeout=0 is impossible"),
+    ],
+)
+def test_impossible_capability_fails_the_task_and_the_adapter_keeps_serving(
+    harness: Harness, capabilities: dict[str, int], message: str
+) -> None:
+    future = harness.client.submit_verbose(math.sqrt, args=(4,), kwargs={}, capabilities=capabilities)
+    with pytest.raises(CapabilityError, match=message):
+        future.result(timeout=WAIT_SECONDS)
+    assert harness.client.submit(math.sqrt, 16).result(timeout=WAIT_SECONDS) == 4.0

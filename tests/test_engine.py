@@ -15,7 +15,15 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
 from scaler_aws_batch.backends.local import LocalProcessBackend
-from scaler_aws_batch.engine import EngineSettings, JobEngine, TaskOutcome, TaskWork, classify_failure, plan_payload
+from scaler_aws_batch.engine import (
+    EngineSettings,
+    JobEngine,
+    TaskOutcome,
+    TaskWork,
+    classify_failure,
+    new_nonce,
+    plan_payload,
+)
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -24,6 +32,7 @@ from scaler_aws_batch.errors import (
     SpotRetriesExhaustedError,
 )
 from scaler_aws_batch.limits import MAX_CONTAINER_OVERRIDES_CHARS
+from scaler_aws_batch.signing import KeyRing, ensure_key_file, job_key_environment
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 from scaler_aws_batch.wire import TaskBlobs, decode_payload, parse_parameter, python_version_tag
 
@@ -48,10 +57,22 @@ def _blobs(task_id: str, function: Any, *arguments: Any) -> TaskBlobs:
 
 
 @pytest.fixture
-def backend(tmp_path: pathlib.Path) -> Any:
-    local = LocalProcessBackend(tmp_path / "work", max_parallel=2)
+def keys(tmp_path: pathlib.Path) -> KeyRing:
+    return ensure_key_file(tmp_path / "signing.key")
+
+
+@pytest.fixture
+def backend(tmp_path: pathlib.Path, keys: KeyRing) -> Any:
+    job_env = job_key_environment(key_file=tmp_path / "signing.key")
+    local = LocalProcessBackend(tmp_path / "work", max_parallel=2, job_env=job_env)
     yield local
     local.close()
+
+
+def _plan(tasks: list[TaskBlobs], backend: LocalProcessBackend, store: LocalDirectoryStore, keys: KeyRing) -> Any:
+    return plan_payload(
+        tasks, spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS, keys=keys, nonce=new_nonce()
+    )
 
 
 @pytest.fixture
@@ -64,8 +85,7 @@ SPEC = JobSpec(name="scaler-test", payload="", resources=Resources(), timeout_se
 
 def _plan_for(size: int, backend: LocalProcessBackend, store: LocalDirectoryStore, seed: bytes) -> str:
     blob = (seed * (size // len(seed) + 1))[:size]
-    plan = plan_payload([_blobs("t", len, blob)], spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS)
-    return plan.transport
+    return str(_plan([_blobs("t", len, blob)], backend, store, KeyRing((b"k" * 64,))).transport)
 
 
 def test_inline_threshold_is_computed_from_the_rendered_overrides(
@@ -82,7 +102,7 @@ def test_inline_threshold_is_computed_from_the_rendered_overrides(
     # base64 costs 4/3, so the raw budget is well under the 8,192 characters, as AWS_LIMITS.md warns.
     assert 4_000 < at < 6_144
     blob = (seed * 2)[:at]
-    plan = plan_payload([_blobs("t", len, blob)], spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS)
+    plan = _plan([_blobs("t", len, blob)], backend, store, KeyRing((b"k" * 64,)))
     spec = JobSpec(name="x", payload=plan.parameter, resources=Resources(), timeout_seconds=600, tags={})
     assert backend.overrides_length(spec) <= SETTINGS.overrides_budget_chars < MAX_CONTAINER_OVERRIDES_CHARS
 
@@ -91,12 +111,14 @@ def test_compressible_payload_is_gzipped_to_fit(backend: LocalProcessBackend, st
     assert _plan_for(50_000, backend, store, b"abcdefgh") == "inline-gzip"
 
 
-def test_array_payload_holds_the_shared_function_once(backend: LocalProcessBackend, store: LocalDirectoryStore) -> None:
+def test_array_payload_holds_the_shared_function_once(
+    backend: LocalProcessBackend, store: LocalDirectoryStore, keys: KeyRing
+) -> None:
     tasks = [_blobs(f"t{index}", len, b"x" * index) for index in range(50)]
-    plan = plan_payload(tasks, spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS)
+    plan = _plan(tasks, backend, store, keys)
     parameter = parse_parameter(plan.parameter)
     envelope = parameter.envelope if hasattr(parameter, "envelope") else store.get(plan.parameter.split(":")[2])
-    payload = decode_payload(envelope)
+    payload = decode_payload(envelope, keys)
     assert len(payload.tasks) == 50
     assert len({task.function.sha256 for task in payload.tasks}) == 1
     function_bytes = DefaultSerializer.serialize(len)
@@ -108,9 +130,11 @@ def _value(outcome: TaskOutcome) -> Any:
     return DefaultSerializer.deserialize(outcome.body)
 
 
-def test_engine_runs_each_transport_end_to_end(backend: LocalProcessBackend, store: LocalDirectoryStore) -> None:
+def test_engine_runs_each_transport_end_to_end(
+    backend: LocalProcessBackend, store: LocalDirectoryStore, keys: KeyRing
+) -> None:
     async def scenario() -> None:
-        engine = JobEngine(backend, store, SETTINGS)
+        engine = JobEngine(backend, store, SETTINGS, keys)
         runner = asyncio.create_task(engine.run())
         try:
             blobs = {
@@ -132,9 +156,11 @@ def test_engine_runs_each_transport_end_to_end(backend: LocalProcessBackend, sto
     asyncio.run(scenario())
 
 
-def test_job_without_result_becomes_a_clear_error(backend: LocalProcessBackend, store: LocalDirectoryStore) -> None:
+def test_job_without_result_becomes_a_clear_error(
+    backend: LocalProcessBackend, store: LocalDirectoryStore, keys: KeyRing
+) -> None:
     async def scenario() -> TaskOutcome:
-        engine = JobEngine(backend, store, SETTINGS)
+        engine = JobEngine(backend, store, SETTINGS, keys)
         runner = asyncio.create_task(engine.run())
         try:
             # A task whose runner dies without writing a result: the job fails with a non-zero exit code.

@@ -14,10 +14,23 @@ import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch import runner, wire
+from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
 from scaler_aws_batch.errors import PayloadError, PythonVersionMismatchError, ResultSerializationError
+from scaler_aws_batch.signing import KeyRing, ensure_key_file
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 
 SERIALIZER = cloudpickle.dumps(DefaultSerializer())
+#: The key ring of the job under test (a fresh 0600 key file per test) and the environment that names it.
+KEYS: KeyRing
+JOB_ENV: dict[str, str]
+
+
+@pytest.fixture(autouse=True)
+def _job_key(tmp_path: pathlib.Path) -> None:
+    global KEYS, JOB_ENV
+    key_file = tmp_path / "signing.key"
+    KEYS = ensure_key_file(key_file)
+    JOB_ENV = {SIGNING_KEY_FILE_ENV: str(key_file)}
 
 
 def _blobs(task_id: str, function: Any, *arguments: Any) -> wire.TaskBlobs:
@@ -35,15 +48,19 @@ def _builder(store: LocalDirectoryStore, *, python: str | None = None, threshold
         cloudpickle_version=cloudpickle.__version__,
         result_store=store.url,
         store_threshold=threshold,
+        nonce="nonce-1",
+        keys=KEYS,
     )
 
 
 def _run(parameter: str, job_id: str = "job-1", attempt: int = 1) -> int:
-    return runner.main(["--payload", parameter], {"AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JOB_ATTEMPT": str(attempt)})
+    env = {**JOB_ENV, "AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
+    return runner.main(["--payload", parameter], env)
 
 
 def _result(store: LocalDirectoryStore, task_id: str) -> wire.TaskResultEnvelope:
-    return wire.decode_result(store.get(wire.result_key(task_id)), expected_task_id=task_id)
+    data = store.get(wire.result_key(task_id))
+    return wire.decode_result(data, KEYS, expected_task_id=task_id, expected_nonce="nonce-1")
 
 
 @pytest.fixture
@@ -98,7 +115,7 @@ def test_tampered_stored_payload_is_refused(store: LocalDirectoryStore, capsys: 
     parameter = wire.ref_parameter(envelope, "payloads/p1", store.url)
     store.put("payloads/p1", envelope.replace(b'"t1"', b'"t2"'))  # someone edits the object after submission
     assert _run(parameter) == runner.EXIT_BAD_PAYLOAD
-    assert "modified or corrupted" in capsys.readouterr().err
+    assert "does not match the SHA-256 in the job's parameters" in capsys.readouterr().err
     assert not store.exists(wire.result_key("t1")) and not store.exists(wire.result_key("t2"))
 
 
@@ -152,7 +169,7 @@ def test_array_child_runs_only_its_own_task(store: LocalDirectoryStore) -> None:
     for index in range(3):
         builder.add_task(_blobs(f"t{index}", lambda x: x * 10, index))
     parameter = wire.inline_parameter(builder.encode())
-    env = {"AWS_BATCH_JOB_ID": "parent:1", "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
+    env = {**JOB_ENV, "AWS_BATCH_JOB_ID": "parent:1", "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
     assert runner.main(["--payload", parameter], env) == runner.EXIT_OK
     assert DefaultSerializer.deserialize(_result(store, "t1").body) == 10
     assert not store.exists(wire.result_key("t0")) and not store.exists(wire.result_key("t2"))
@@ -179,3 +196,84 @@ def test_runner_output_never_contains_argument_or_result_values(store: LocalDire
     output = capsys.readouterr()
     assert secret not in output.err and secret not in output.out
     assert "task t1: success" in output.err and "task t2: failure" in output.err
+
+
+class _Marker:
+    """Unpickling this creates a file: the proof that forged bytes were loaded."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (pathlib.Path.touch, (self.path,))
+
+
+def _forged_builder(store: LocalDirectoryStore, marker: pathlib.Path, keys: KeyRing) -> wire.PayloadBuilder:
+    builder = wire.PayloadBuilder(
+        python=wire.python_version_tag(), cloudpickle_version=cloudpickle.__version__, result_store=store.url,
+        store_threshold=1 << 40, nonce="forged", keys=keys,
+    )  # fmt: skip
+    marker_bytes = pickle.dumps(_Marker(marker))
+    builder.add_task(wire.TaskBlobs(task_id="t1", serializer=marker_bytes, function=marker_bytes, arguments=()))
+    return builder
+
+
+def test_payload_signed_with_another_key_is_refused_before_anything_is_unpickled(
+    store: LocalDirectoryStore, tmp_path: pathlib.Path, capsys: Any
+) -> None:
+    marker = tmp_path / "forged-payload-ran"
+    forger = KeyRing((b"f" * 64,))
+    assert _run(wire.inline_parameter(_forged_builder(store, marker, forger).encode())) == runner.EXIT_BAD_PAYLOAD
+    assert "unsigned or its signature does not match" in capsys.readouterr().err
+    assert not marker.exists(), "the forged payload's pickle was loaded"
+    assert not store.exists(wire.result_key("t1"))
+
+
+def test_unsigned_and_tampered_payloads_are_refused(store: LocalDirectoryStore, tmp_path: pathlib.Path) -> None:
+    marker = tmp_path / "tampered-payload-ran"
+    envelope = _forged_builder(store, marker, KEYS).encode()
+    unsigned = envelope[: -len(KEYS.sign(b""))]
+    assert _run(wire.inline_parameter(unsigned)) == runner.EXIT_BAD_PAYLOAD
+    builder = _builder(store)
+    builder.add_task(_blobs("t1", abs, -1))
+    genuine = builder.encode()
+    tampered = genuine.replace(b'"nonce-1"', b'"nonce-2"')  # same length, one field changed after signing
+    assert tampered != genuine
+    assert _run(wire.inline_parameter(tampered)) == runner.EXIT_BAD_PAYLOAD
+    assert not marker.exists() and not store.exists(wire.result_key("t1"))
+    assert _run(wire.inline_parameter(genuine)) == runner.EXIT_OK  # the untouched payload runs
+
+
+def test_result_planted_before_the_job_ran_is_replaced_by_the_real_one(
+    store: LocalDirectoryStore, tmp_path: pathlib.Path
+) -> None:
+    calls = tmp_path / "calls"
+    builder = _builder(store)
+    builder.add_task(_blobs("t1", lambda path: open(path, "a").write("x"), str(calls)))
+    planted_by_a_forger = wire.TaskResultEnvelope(task_id="t1", status="success", body=b"forged", nonce="nonce-1")
+    store.put(wire.result_key("t1"), planted_by_a_forger.encode(KeyRing((b"f" * 64,))))
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert calls.read_text() == "x", "the task was skipped because of the planted result"
+    assert DefaultSerializer.deserialize(_result(store, "t1").body) == 1
+    # A genuinely signed result of an earlier submission (another nonce) is not taken as this one's either.
+    earlier = wire.TaskResultEnvelope(task_id="t1", status="success", body=b"stale", nonce="old-nonce")
+    store.put(wire.result_key("t1"), earlier.encode(KEYS))
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert calls.read_text() == "xx" and DefaultSerializer.deserialize(_result(store, "t1").body) == 1
+
+
+def test_job_without_a_signing_key_refuses_to_run(store: LocalDirectoryStore, capsys: Any) -> None:
+    builder = _builder(store)
+    builder.add_task(_blobs("t1", abs, -1))
+    assert runner.main(["--payload", wire.inline_parameter(builder.encode())], {}) == runner.EXIT_BAD_PAYLOAD
+    assert "SCALER_BATCH_SIGNING_SECRET" in capsys.readouterr().err
+    assert not store.exists(wire.result_key("t1"))
+
+
+def test_key_file_readable_by_others_is_refused(store: LocalDirectoryStore, capsys: Any) -> None:
+    key_file = pathlib.Path(JOB_ENV[SIGNING_KEY_FILE_ENV])
+    key_file.chmod(0o644)
+    builder = _builder(store)
+    builder.add_task(_blobs("t1", abs, -1))
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_BAD_PAYLOAD
+    assert f"chmod 600 {key_file}" in capsys.readouterr().err

@@ -59,6 +59,7 @@ STACK_OUTPUT_FIELDS: Final[Mapping[str, str]] = {
     StackOutput.PAYLOAD_PREFIX: "prefix",
     StackOutput.REGION: "region",
     StackOutput.LOG_GROUP_NAME: "log_group",
+    StackOutput.SIGNING_SECRET_ARN: "signing_secret",
 }
 
 _NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
@@ -71,6 +72,9 @@ _BUCKET_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_PATTERN: Final = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 _LOG_GROUP_PATTERN: Final = re.compile(r"^[A-Za-z0-9_./#-]{1,512}$")
 _PREFIX_PATTERN: Final = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
+_SECRET_PATTERN: Final = re.compile(
+    r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$"
+)
 
 
 def _flag(field_name: str) -> str:
@@ -107,6 +111,8 @@ class AwsBatchSettings:
     job_timeout_seconds: int = DEFAULT_JOB_TIMEOUT_SECONDS
     submit_tps: float = DEFAULT_SUBMIT_TPS
     describe_tps: float = DEFAULT_DESCRIBE_TPS
+    #: The Secrets Manager secret (ARN or name) with the key ring that signs payloads and results.
+    signing_secret: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("job_queue", "on_demand_queue", "gpu_queue"):
@@ -143,6 +149,11 @@ class AwsBatchSettings:
         if self.endpoint_url is not None and not re.match(r"^https?://[^\s/]+", self.endpoint_url):
             raise ValueError(
                 f"endpoint_url {self.endpoint_url!r} must start with http:// or https:// ({_where('endpoint_url')})"
+            )
+        if self.signing_secret is not None and not _SECRET_PATTERN.match(self.signing_secret):
+            raise ValueError(
+                f"signing_secret {self.signing_secret!r} is not a Secrets Manager secret name or ARN "
+                f"({_where('signing_secret')})"
             )
         _check_int(self, "max_concurrent_jobs", minimum=1)
         _check_int(self, "job_timeout_seconds", minimum=MIN_TIMEOUT_SECONDS)
@@ -197,6 +208,9 @@ def add_aws_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--submit-tps", dest="submit_tps", default=None, help="SubmitJob calls per second (40)")
     group.add_argument("--describe-tps", dest="describe_tps", default=None, help="DescribeJobs calls per second")
+    group.add_argument(
+        "--signing-secret", dest="signing_secret", default=None, help="secret with the signing key (stack output)"
+    )
     group.add_argument("--config", dest="config", default=None, metavar="FILE.json", help="JSON settings file")
     group.add_argument(
         "--stack-outputs", dest="stack_outputs", default=None, metavar="FILE.json", help="cdk deploy --outputs-file"

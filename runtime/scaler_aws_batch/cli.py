@@ -72,6 +72,8 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.backends.base import JobBackend
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.errors import SigningKeyError
+    from scaler_aws_batch.signing import KEY_FILE_NAME, KeyRing, ensure_key_file, job_key_environment, read_secret
     from scaler_aws_batch.stores.base import ObjectStore
     from scaler_aws_batch.wire import python_version_tag
 
@@ -85,6 +87,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
     adapter_id = uuid.uuid4().hex[:16]
     backend: JobBackend
     store: ObjectStore
+    keys: KeyRing
 
     if backend_name == "aws-batch":
         import boto3
@@ -93,6 +96,15 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
 
         aws = load_aws_batch_settings(args, env)
+        if aws.signing_secret is None:
+            raise ValueError(
+                "no signing secret: pass --signing-secret (the stack output SigningSecretArn) or point at the "
+                "deployed stack with --stack-outputs / --stack; payloads and results are signed with its key"
+            )
+        try:
+            keys = read_secret(aws.signing_secret, region=aws.region, endpoint_url=aws.endpoint_url)
+        except SigningKeyError as exc:
+            raise ValueError(str(exc)) from exc
         session = boto3.Session(region_name=aws.region)  # the default credential chain, refreshed by botocore
         backend = build_aws_batch_backend(aws, session=session)
         s3 = session.client("s3", region_name=aws.region, endpoint_url=aws.endpoint_url, config=s3_client_config())
@@ -107,7 +119,14 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         work_dir = pathlib.Path(args.work_dir or env.get("SCALER_BATCH_WORK_DIR") or DEFAULT_WORK_DIR).resolve()
         store = open_store(args.store or (work_dir / "store").as_uri())
         max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
-        backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        key_file = work_dir / KEY_FILE_NAME
+        try:
+            keys = ensure_key_file(key_file)
+        except SigningKeyError as exc:
+            raise ValueError(str(exc)) from exc
+        job_env = {**_parse_env_pairs(args.job_env), **job_key_environment(key_file=key_file)}
+        backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=job_env)
         max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 1000)
         timeout = _positive_int("--job-timeout", args.job_timeout_seconds, 3600)
         routing, poll_min, poll_max, window = QueueRouting(), 0.02, 0.5, 0.02
@@ -132,7 +151,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         task_queue_size=args.queue_size or 0,
         routing=routing,
     )
-    return adapter, JobEngine(backend, store, engine_settings)
+    return adapter, JobEngine(backend, store, engine_settings, keys)
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:

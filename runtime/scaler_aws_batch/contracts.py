@@ -29,6 +29,27 @@ class StackOutput:
     REGION: Final = "Region"
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+    #: The Secrets Manager secret holding the key ring that signs payloads and results.
+    SIGNING_SECRET_ARN: Final = "SigningSecretArn"
+
+
+# --- signing keys (see signing.py) ---------------------------------------------------------------------------------
+
+#: Job environment naming the Secrets Manager secret (ARN or name) with the signing key ring; set by the stack's job
+#: definition. The adapter reads the same variable as its ``--signing-secret`` setting.
+SIGNING_SECRET_ENV: Final = "SCALER_BATCH_SIGNING_SECRET"
+#: Job environment naming a local key file (mode 0600) with the key ring; set by the local backend.
+SIGNING_KEY_FILE_ENV: Final = "SCALER_BATCH_SIGNING_KEY_FILE"
+
+
+class RunnerExit:
+    """Exit codes of ``scaler-batch run-job`` that the adapter interprets."""
+
+    OK: Final = 0
+    USAGE: Final = 64  # sysexits EX_USAGE: bad command line or environment
+    #: EX_DATAERR: an unsigned, tampered or unknown-version payload, refused before anything was unpickled.
+    BAD_PAYLOAD: Final = 65
+    STORE: Final = 74  # EX_IOERR: could not read the payload or write a result
 
 
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------

@@ -8,7 +8,8 @@
 - **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
   parents are read through their status summary and children are described only once some have finished; the
   interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
-- **Outcomes.** A finished job's result object is read from the store and handed over as bytes. A FAILED job
+- **Outcomes.** A finished job's result object is read from the store, its signature and its nonce (which binds it
+  to this submission) checked, and handed over as bytes, never unpickled. A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
 """
@@ -20,11 +21,12 @@ import collections
 import dataclasses
 import logging
 import pickle
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import RunnerExit, StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -32,13 +34,15 @@ from scaler_aws_batch.errors import (
     JobVanishedError,
     ObjectMissingError,
     OverridesTooLongError,
-    PayloadError,
+    PayloadRejectedError,
     ResultMissingError,
+    ResultRejectedError,
     SpotRetriesExhaustedError,
     StoreError,
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
@@ -117,6 +121,12 @@ class PayloadPlan:
     parameter: str
     transport: str  # inline | inline-gzip | inline+objects | ref
     uploads: dict[str, bytes]
+    nonce: str
+
+
+def new_nonce() -> str:
+    """A random per-submission value; the job echoes it in each signed result, which binds the result to it."""
+    return secrets.token_hex(12)
 
 
 def plan_payload(
@@ -126,6 +136,8 @@ def plan_payload(
     backend: JobBackend,
     store_url: str,
     settings: EngineSettings,
+    keys: KeyRing,
+    nonce: str,
 ) -> PayloadPlan:
     """Choose how ``tasks`` travel to the runner; see the module docstring for the order of preference."""
 
@@ -138,19 +150,21 @@ def plan_payload(
             cloudpickle_version=settings.cloudpickle_version,
             result_store=store_url,
             store_threshold=threshold,
+            nonce=nonce,
+            keys=keys,
         )
         for task in tasks:
             builder.add_task(task)
         envelope = builder.encode()
         if fits(parameter := inline_parameter(envelope)):
-            return PayloadPlan(parameter, label, builder.stored_blobs)
+            return PayloadPlan(parameter, label, builder.stored_blobs, nonce)
         compressed = maybe_gzip(envelope)
         if compressed is not envelope and fits(parameter := inline_parameter(compressed)):
-            return PayloadPlan(parameter, "inline-gzip" if label == "inline" else label, builder.stored_blobs)
+            return PayloadPlan(parameter, "inline-gzip" if label == "inline" else label, builder.stored_blobs, nonce)
     stored = maybe_gzip(envelope)
     key = f"{PAYLOADS_PREFIX}{sha256_hex(stored)}"
     uploads = {**builder.stored_blobs, key: stored}
-    return PayloadPlan(ref_parameter(stored, key, store_url), "ref", uploads)
+    return PayloadPlan(ref_parameter(stored, key, store_url), "ref", uploads, nonce)
 
 
 def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedError:
@@ -159,6 +173,13 @@ def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedErr
     tail = "\n".join(log_tail) if log_tail else "(no log lines)"
     detail = f"job {status.job_id}: {reason} (exit code {status.exit_code}, {status.attempts} attempt(s))"
     logs = f"\n--- last log lines ---\n{tail}"
+    if status.exit_code == RunnerExit.BAD_PAYLOAD:
+        return PayloadRejectedError(
+            f"the job refused its payload before running anything (unsigned, tampered with, or signed with a key "
+            f"its signing secret does not hold); {detail}{logs}",
+            status.job_id,
+            status.exit_code,
+        )
     if reason.startswith(StatusReason.TIMEOUT):
         return JobTimeoutError(f"the task ran past its timeout and was stopped; {detail}{logs}", status.job_id, 143)
     if reason.startswith(StatusReason.SPOT_RECLAIM_PREFIX):
@@ -195,6 +216,8 @@ class _Task:
     future: asyncio.Future[TaskOutcome]
     job_id: str | None = None  # the single job, or the array child ``parent:index``
     state: JobState | None = None
+    nonce: str = ""  # the nonce of the payload that carries this task; its result must echo it
+    uploads: tuple[str, ...] = ()  # store keys that payload refers to
 
 
 @dataclasses.dataclass
@@ -208,10 +231,11 @@ class _Job:
 
 
 class JobEngine:
-    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings) -> None:
+    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings, keys: KeyRing) -> None:
         self._backend = backend
         self._store = store
         self._settings = settings
+        self._keys = keys
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
@@ -298,12 +322,12 @@ class JobEngine:
             queue=work.queue,
         )
 
-    def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, str]:
+    def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, PayloadPlan]:
         """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread."""
         spec = self._spec_for(works[0], len(works))
         plan = plan_payload(
             [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
-            settings=self._settings,
+            settings=self._settings, keys=self._keys, nonce=new_nonce(),
         )  # fmt: skip
         now = time.monotonic()
         for key, data in plan.uploads.items():
@@ -314,19 +338,20 @@ class JobEngine:
                 self._store.put(key, data)
                 self._uploaded[key] = now
         job_id = self._backend.submit(dataclasses.replace(spec, payload=plan.parameter))
-        return job_id, plan.transport
+        return job_id, plan
 
     async def _submit_group(self, task_ids: list[str]) -> None:
         works = [self._tasks[task_id].work for task_id in task_ids]
         started = time.monotonic()
         try:
-            job_id, transport = await asyncio.to_thread(self._prepare_and_submit, works)
+            job_id, plan = await asyncio.to_thread(self._prepare_and_submit, works)
         except (BackendError, StoreError, ValueError) as exc:
             logger.error("submitting %d task(s) failed: %s", len(works), exc)
             error = SubmitError(f"{self._backend.name} refused the job: {exc}")
             for task_id in task_ids:
                 self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
             return
+        transport = plan.transport
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
@@ -339,7 +364,7 @@ class JobEngine:
                 await self._cancel_job(task_id, task_job_id, None)
                 job.failed_resolved += 1
                 continue
-            task.job_id = task_job_id
+            task.job_id, task.nonce, task.uploads = task_job_id, plan.nonce, tuple(plan.uploads)
             job.tasks[position] = task_id
         if job.tasks:
             self._jobs[job_id] = job
@@ -434,10 +459,13 @@ class JobEngine:
             present = await results_present()
             for index, task_id in list(job.tasks.items()):
                 if result_key(task_id) in present and index is not None:
-                    await self._resolve(task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED))
-                    del job.tasks[index]
-                    job.ok_resolved += 1
-                    progressed = True
+                    child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
+                    # Tentative: a result that fails its checks may have been planted before the child ran; the
+                    # child's own final state decides then.
+                    if await self._resolve(task_id, child, tentative=True):
+                        del job.tasks[index]
+                        job.ok_resolved += 1
+                        progressed = True
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
             statuses = await self._describe(child_ids)
@@ -469,29 +497,42 @@ class JobEngine:
             self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
         del self._jobs[job.job_id]
 
-    def _read_result(self, task_id: str, status: JobStatus) -> TaskOutcome | None:
-        """Blocking: fetch and check the result object; None when there is none."""
+    def _read_result(self, task: _Task, status: JobStatus) -> TaskOutcome | None:
+        """Blocking: fetch and check the result object; None when there is none. Raises ResultRejectedError."""
+        task_id = task.work.task_id
         key = result_key(task_id)
         try:
             data = self._store.get(key)
         except ObjectMissingError:
             return None
-        try:
-            envelope = decode_result(data, expected_task_id=task_id)
-        except PayloadError as exc:
-            return TaskOutcome(False, pickle.dumps(exc))
+        envelope = decode_result(data, self._keys, expected_task_id=task_id, expected_nonce=task.nonce)
+        self._forget_uploads(envelope.bad_objects)
         if self._settings.delete_results:
             self._store.delete(key)
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
 
-    async def _resolve(self, task_id: str, status: JobStatus) -> None:
-        if task_id not in self._tasks:
-            return
+    def _forget_uploads(self, keys: Sequence[str]) -> None:
+        """Stored objects found tampered with or corrupt: upload them again for the next task that needs them."""
+        for key in keys:
+            if self._uploaded.pop(key, None) is not None:
+                logger.warning("stored object %s did not match its digest; it will be uploaded again", key)
+
+    async def _resolve(self, task_id: str, status: JobStatus, *, tentative: bool = False) -> bool:
+        """Finish the task from its result or from the job's failure; returns whether it finished. With
+        ``tentative``, a result that fails its checks leaves the task waiting instead of failing it."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return True
         try:
-            outcome = await asyncio.to_thread(self._read_result, task_id, status)
+            outcome = await asyncio.to_thread(self._read_result, task, status)
         except StoreError as exc:
+            outcome = TaskOutcome(False, pickle.dumps(exc))
+        except ResultRejectedError as exc:
+            logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
+            if tentative:
+                return False
             outcome = TaskOutcome(False, pickle.dumps(exc))
         if outcome is None:
             if status.state is JobState.SUCCEEDED:
@@ -505,9 +546,12 @@ class JobEngine:
             else:
                 tail = await asyncio.to_thread(self._backend.log_tail, status.job_id, self._settings.log_tail_lines)
                 error = classify_failure(status, tail)
+                if isinstance(error, PayloadRejectedError):
+                    self._forget_uploads(task.uploads)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
         self._finish(task_id, outcome)
+        return True
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:
         task = self._tasks.pop(task_id, None)

@@ -22,6 +22,20 @@ class PayloadVersionError(PayloadError):
     """The payload was written by a newer or older adapter than this runner understands."""
 
 
+class PayloadSignatureError(PayloadError):
+    """A job payload is unsigned or its signature does not match: it was not written by an adapter holding the
+    key, or was changed after it was signed. The runner refuses it before unpickling anything."""
+
+
+class SigningKeyError(ScalerBatchError):
+    """The signing key ring is missing, unreadable or too weak (the message names the secret or file)."""
+
+
+class ResultRejectedError(ScalerBatchError):
+    """A stored result failed its checks: unsigned, tampered with, or not written for this submission of the task
+    (planted before the job ran, or left by an earlier run). Nothing of it was unpickled."""
+
+
 class PythonVersionMismatchError(ScalerBatchError):
     """The client pickled the task under a Python major.minor that differs from the job image's."""
 
@@ -76,12 +90,21 @@ class JobVanishedError(JobFailedError):
     """The backend stopped reporting the job, so its result can never arrive."""
 
 
+class PayloadRejectedError(JobFailedError):
+    """The job refused its payload (unsigned, tampered with, or from an adapter of another release or key)."""
+
+
 class ResultMissingError(JobFailedError):
     """The job SUCCEEDED but its result object is not in the store (deleted, or written elsewhere)."""
 
 
 class SubmitError(ScalerBatchError):
     """The backend refused to accept the job (missing queue, bad credentials, request too large)."""
+
+
+class CapabilityError(SubmitError):
+    """The task's capabilities ask for something that can never run (a negative or zero size, a timeout under the
+    minimum, an unknown name, more than any instance of the queue has); the message says what to change."""
 
 
 # --- command tasks ------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The in-container runner: what every job executes (``scaler-batch run-job --payload <Ref::payload>``).
 
-It reads the payload (inline or from the store), checks its version and the Python version, runs each task of the
-job (all of them for a single job, the one at ``AWS_BATCH_JOB_ARRAY_INDEX`` for an array child), and writes one
-result object per task.
+It reads its signing key ring (named by the job's environment), reads the payload (inline or from the store), checks
+its version and signature before parsing anything, checks the Python version, runs each task of the job (all of
+them for a single job, the one at ``AWS_BATCH_JOB_ARRAY_INDEX`` for an array child), and writes one signed result
+object per task.
 
 Exit codes: 0 whenever every task's result (success or captured exception) was written; non-zero only for
 infrastructure failures, so Batch marks the job FAILED and the adapter reports the reason with the job's log tail.
@@ -22,15 +23,19 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scaler_aws_batch.contracts import RunnerExit
 from scaler_aws_batch.errors import (
     ObjectMissingError,
     PayloadError,
     PythonVersionMismatchError,
+    ResultRejectedError,
     ResultSerializationError,
     ScalerBatchError,
+    SigningKeyError,
     StoreError,
     UnpicklableExceptionError,
 )
+from scaler_aws_batch.signing import KeyRing, load_job_keys
 from scaler_aws_batch.stores import ObjectStore, open_store
 from scaler_aws_batch.wire import (
     BlobRef,
@@ -39,6 +44,7 @@ from scaler_aws_batch.wire import (
     TaskEntry,
     TaskResultEnvelope,
     decode_payload,
+    decode_result,
     parse_parameter,
     python_version_tag,
     result_key,
@@ -47,10 +53,10 @@ from scaler_aws_batch.wire import (
 
 logger = logging.getLogger("scaler_aws_batch.runner")
 
-EXIT_OK = 0
-EXIT_USAGE = 64  # sysexits EX_USAGE: bad command line
-EXIT_BAD_PAYLOAD = 65  # EX_DATAERR: corrupt, tampered or unknown-version payload
-EXIT_STORE = 74  # EX_IOERR: could not read the payload or write a result
+EXIT_OK = RunnerExit.OK
+EXIT_USAGE = RunnerExit.USAGE
+EXIT_BAD_PAYLOAD = RunnerExit.BAD_PAYLOAD
+EXIT_STORE = RunnerExit.STORE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +103,8 @@ class _BlobReader:
         self._payload = payload
         self._store = store
         self._cache: dict[str, bytes] = {}
+        #: Stored blobs that did not match their digest, reported to the adapter in the result header.
+        self.bad_objects: set[str] = set()
 
     def read(self, ref: BlobRef) -> bytes:
         cached = self._cache.get(ref.sha256)
@@ -107,6 +115,7 @@ class _BlobReader:
         else:
             data = self._store.get(ref.key)
             if sha256_hex(data) != ref.sha256:
+                self.bad_objects.add(ref.key)
                 raise PayloadError(
                     f"object {ref.key} in {self._store.url} does not match the SHA-256 the adapter recorded: it was "
                     "modified or corrupted after submission; resubmit the task"
@@ -156,16 +165,18 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
         task_id=entry.task_id,
         status="success" if status == "success" else "failure",
         body=body,
+        nonce=payload.nonce,
         job_id=context.job_id,
         attempt=context.attempt,
         duration_seconds=time.monotonic() - started,
+        bad_objects=tuple(sorted(blobs.bad_objects)),
     )
 
 
-def _load_payload(value: str) -> tuple[Payload, ObjectStore | None]:
+def _load_payload(value: str, keys: KeyRing) -> tuple[Payload, ObjectStore | None]:
     parameter = parse_parameter(value)
     if isinstance(parameter, InlineParameter):
-        return decode_payload(parameter.envelope), None
+        return decode_payload(parameter.envelope, keys), None
     store = open_store(parameter.store_url)
     stored = store.get(parameter.key)
     if sha256_hex(stored) != parameter.sha256:
@@ -173,7 +184,7 @@ def _load_payload(value: str) -> tuple[Payload, ObjectStore | None]:
             f"payload {parameter.key} in {parameter.store_url} does not match the SHA-256 in the job's parameters: "
             "it was modified or corrupted after submission; resubmit the task"
         )
-    return decode_payload(stored), store
+    return decode_payload(stored, keys), store
 
 
 def _select(payload: Payload, context: JobContext) -> tuple[TaskEntry, ...]:
@@ -187,9 +198,25 @@ def _select(payload: Payload, context: JobContext) -> tuple[TaskEntry, ...]:
     return (payload.tasks[context.array_index],)
 
 
-def run(value: str, context: JobContext) -> int:
+def _earlier_attempt_delivered(store: ObjectStore, key: str, entry: TaskEntry, payload: Payload) -> bool:
+    """True when ``key`` holds this submission's own signed result (an earlier attempt ran the task). Anything
+    else there (planted before the job ran, left by an earlier run, tampered with) is deleted so this attempt's
+    result can take its place."""
     try:
-        payload, payload_store = _load_payload(value)
+        decode_result(store.get(key), payload.reply_keys, expected_task_id=entry.task_id, expected_nonce=payload.nonce)
+    except ObjectMissingError:
+        return False
+    except ResultRejectedError:
+        logger.warning("task %s: a result that this submission did not write was in the store; replacing it",
+                       entry.task_id)  # fmt: skip
+        store.delete(key)
+        return False
+    return True
+
+
+def run(value: str, context: JobContext, keys: KeyRing) -> int:
+    try:
+        payload, payload_store = _load_payload(value, keys)
         tasks = _select(payload, context)
         result_store = payload_store if payload_store and payload_store.url == payload.result_store else None
         result_store = result_store or open_store(payload.result_store)
@@ -207,12 +234,12 @@ def run(value: str, context: JobContext) -> int:
     for entry in tasks:
         key = result_key(entry.task_id)
         try:
-            if result_store.exists(key):
+            if _earlier_attempt_delivered(result_store, key, entry, payload):
                 # Batch runs jobs at least once: an earlier attempt already delivered this task.
                 logger.info("task %s: result already stored by an earlier attempt, skipping", entry.task_id)
                 continue
             result = _run_one(entry, payload, blobs, context)
-            written = result_store.put_if_absent(key, result.encode())
+            written = result_store.put_if_absent(key, result.encode(payload.reply_keys))
         except StoreError as exc:
             logger.error("task %s: cannot reach the store: %s", entry.task_id, exc)
             return EXIT_STORE
@@ -254,9 +281,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ValueError as exc:
         logger.error("bad AWS_BATCH_* environment: %s", exc)
         return EXIT_USAGE
+    try:
+        keys = load_job_keys(environment)
+    except SigningKeyError as exc:
+        logger.error("job %s: %s", context.job_id, exc)
+        return EXIT_BAD_PAYLOAD
     _install_traceback_pickling()
     try:
-        return run(args.payload, context)
+        return run(args.payload, context, keys)
     except ScalerBatchError as exc:
         logger.error("job %s: %s", context.job_id, exc)
         return EXIT_STORE

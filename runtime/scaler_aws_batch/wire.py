@@ -2,12 +2,16 @@
 
 A **job payload** is a binary envelope::
 
-    b"SCBJ" | version: u16 | header length: u32 | header (UTF-8 JSON) | blob area
+    b"SCBJ" | version: u16 | header length: u32 | header (UTF-8 JSON) | blob area | signature
 
-The header lists the job's tasks (one for a single job, one per child for an array job). Every task names its
-serializer, function and argument blobs by SHA-256. A blob is either inline (an offset into the blob area) or a
-content-addressed object in the store (``objects/<sha256>``), so a function shared by 1,000 tasks is stored once.
-The runner checks every blob against its digest, which is how corruption and tampering are caught.
+The header lists the job's tasks (one for a single job, one per child for an array job) and a random per-submission
+``nonce``. Every task names its serializer, function and argument blobs by SHA-256. A blob is either inline (an
+offset into the blob area) or a content-addressed object in the store (``objects/<sha256>``), so a function shared
+by 1,000 tasks is stored once. The runner checks every blob against its digest.
+
+The **signature** (:mod:`scaler_aws_batch.signing`) is a key id and HMAC-SHA256 over everything before it. The
+runner checks it before it parses the header, so a payload written by anyone without the key, or changed after
+signing, is refused before anything is unpickled; the signed header pins the digest of every stored blob.
 
 The blobs are the client's bytes exactly as Scaler's object storage holds them: the adapter never unpickles them.
 
@@ -16,9 +20,11 @@ The **payload parameter** (what AWS substitutes for ``Ref::payload``) is one of:
     inline:<base64 of the envelope, or of its gzip>
     ref:<sha256 of the stored bytes>:<key>:<store url>
 
-A **task result** is ``b"SCBR" | version: u16 | header length: u32 | header JSON | body``, stored at
-``results/<task id>``. The body is either the client serializer's bytes of the return value (success) or a pickled
-exception (failure), which is Scaler's own failure format, so the adapter hands it to Scaler untouched.
+A **task result** is ``b"SCBR" | version: u16 | header length: u32 | header JSON | body | signature``, stored at
+``results/<task id>``, signed with the key that signed the payload. Its header names the task, the job and attempt
+that wrote it, and the payload's nonce, so the adapter takes only results written for the submission it made. The
+body is either the client serializer's bytes of the return value (success) or a pickled exception (failure),
+which is Scaler's own failure format, so the adapter hands it to Scaler untouched.
 """
 
 from __future__ import annotations
@@ -35,14 +41,16 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from scaler_aws_batch.errors import PayloadError, PayloadVersionError
+from scaler_aws_batch.errors import PayloadError, PayloadSignatureError, PayloadVersionError, ResultRejectedError
+from scaler_aws_batch.signing import KeyRing, split_signed
 
 PAYLOAD_MAGIC = b"SCBJ"
 RESULT_MAGIC = b"SCBR"
-#: Bump when the envelope changes incompatibly. The runner refuses versions it does not know.
-PAYLOAD_VERSION = 1
-RESULT_VERSION = 1
-SUPPORTED_PAYLOAD_VERSIONS = frozenset({1})
+#: Bump when the envelope changes incompatibly. The runner refuses versions it does not know. Version 2 added the
+#: signature and the nonce; a version-1 runner refuses version 2 by its version number.
+PAYLOAD_VERSION = 2
+RESULT_VERSION = 2
+SUPPORTED_PAYLOAD_VERSIONS = frozenset({2})
 
 _PREFIX = struct.Struct("!4sHI")  # magic, version, header length
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -152,8 +160,11 @@ class Payload:
     python: str
     cloudpickle: str
     result_store: str
+    nonce: str
     tasks: tuple[TaskEntry, ...]
     blob_area: bytes
+    #: The ring results are signed with: the key that signed this payload.
+    reply_keys: KeyRing
 
     def inline_blob(self, ref: BlobRef) -> bytes:
         assert ref.offset is not None
@@ -167,7 +178,18 @@ class PayloadBuilder:
     """Assembles one payload. Blobs are deduplicated by digest; those at or above ``store_threshold`` bytes are
     left for the caller to upload (:attr:`stored_blobs`) and referenced by key."""
 
-    def __init__(self, *, python: str, cloudpickle_version: str, result_store: str, store_threshold: int) -> None:
+    def __init__(
+        self,
+        *,
+        python: str,
+        cloudpickle_version: str,
+        result_store: str,
+        store_threshold: int,
+        nonce: str,
+        keys: KeyRing,
+    ) -> None:
+        self._nonce = nonce
+        self._keys = keys
         self._python = python
         self._cloudpickle = cloudpickle_version
         self._result_store = result_store
@@ -207,14 +229,18 @@ class PayloadBuilder:
             "python": self._python,
             "cloudpickle": self._cloudpickle,
             "result_store": self._result_store,
+            "nonce": self._nonce,
             "tasks": [task.to_json() for task in self._tasks],
         }
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
-        return _PREFIX.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, len(header_bytes)) + header_bytes + bytes(self._area)
+        signed = _PREFIX.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, len(header_bytes)) + header_bytes + bytes(self._area)
+        return signed + self._keys.sign(signed)
 
 
-def decode_payload(envelope: bytes) -> Payload:
-    """Parse an envelope. Raises :class:`PayloadVersionError` or :class:`PayloadError` with what to fix."""
+def decode_payload(envelope: bytes, keys: KeyRing) -> Payload:
+    """Check an envelope's signature, then parse it. Raises :class:`PayloadVersionError`,
+    :class:`PayloadSignatureError` or :class:`PayloadError` with what to fix; nothing is parsed before the
+    signature checks out."""
     if envelope[:2] == _GZIP_MAGIC:
         try:
             envelope = gzip.decompress(envelope)
@@ -231,15 +257,27 @@ def decode_payload(envelope: bytes) -> Payload:
             f"{sorted(SUPPORTED_PAYLOAD_VERSIONS)}): rebuild the job image from the same scaler-aws-batch release "
             "as the adapter"
         )
+    signed, signature = split_signed(envelope)
+    reply_keys = keys.verify(signed, signature)
+    if reply_keys is None:
+        raise PayloadSignatureError(
+            "payload refused: it is unsigned or its signature does not match any key of this job's signing secret. "
+            "It was written by someone without the key or changed after signing; if the adapter and the job use "
+            "different secrets, point both at the stack's SigningSecretArn"
+        )
     header_end = _PREFIX.size + header_length
+    if header_end > len(signed):
+        raise PayloadError("corrupt payload: the header runs past the end of the envelope")
     try:
-        header = json.loads(envelope[_PREFIX.size : header_end].decode())
+        header = json.loads(signed[_PREFIX.size : header_end].decode())
         return Payload(
             python=str(header["python"]),
             cloudpickle=str(header["cloudpickle"]),
             result_store=str(header["result_store"]),
+            nonce=str(header["nonce"]),
             tasks=tuple(TaskEntry.from_json(item) for item in header["tasks"]),
-            blob_area=envelope[header_end:],
+            blob_area=signed[header_end:],
+            reply_keys=reply_keys,
         )
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PayloadError(f"corrupt payload: unreadable header ({exc})") from exc
@@ -302,54 +340,66 @@ class TaskResultEnvelope:
     task_id: str
     status: ResultStatus
     body: bytes
+    nonce: str
     job_id: str = ""
     attempt: int = 0
     duration_seconds: float = 0.0
+    #: Stored blobs the runner found not matching their digest: the adapter uploads them again.
+    bad_objects: tuple[str, ...] = ()
 
-    def encode(self) -> bytes:
+    def encode(self, keys: KeyRing) -> bytes:
         header = {
             "task_id": self.task_id,
             "status": self.status,
+            "nonce": self.nonce,
             "job_id": self.job_id,
             "attempt": self.attempt,
             "duration_seconds": round(self.duration_seconds, 6),
-            "body_sha256": sha256_hex(self.body),
+            "bad_objects": list(self.bad_objects),
         }
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
-        return _PREFIX.pack(RESULT_MAGIC, RESULT_VERSION, len(header_bytes)) + header_bytes + self.body
+        signed = _PREFIX.pack(RESULT_MAGIC, RESULT_VERSION, len(header_bytes)) + header_bytes + self.body
+        return signed + keys.sign(signed)
 
 
-def decode_result(data: bytes, *, expected_task_id: str) -> TaskResultEnvelope:
-    """Parse a stored result and check it belongs to ``expected_task_id`` and is intact."""
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise PayloadError(f"corrupt result for task {expected_task_id}: gzip data is damaged") from exc
+def decode_result(data: bytes, keys: KeyRing, *, expected_task_id: str, expected_nonce: str) -> TaskResultEnvelope:
+    """Check a stored result's signature, then that it was written for ``expected_task_id`` by the submission whose
+    payload carried ``expected_nonce``. Raises :class:`ResultRejectedError`; the body is never unpickled here."""
+
+    def rejected(why: str) -> ResultRejectedError:
+        return ResultRejectedError(
+            f"the stored result of task {expected_task_id} was refused and nothing of it was unpickled: {why}. "
+            "Check who else can write to the bucket's prefix; resubmit the task"
+        )
+
     if len(data) < _PREFIX.size:
-        raise PayloadError(f"corrupt result for task {expected_task_id}: too short")
+        raise rejected(f"{len(data)} bytes is too short to be a result")
     magic, version, header_length = _PREFIX.unpack_from(data)
     if magic != RESULT_MAGIC or version != RESULT_VERSION:
-        raise PayloadError(f"corrupt result for task {expected_task_id}: magic {magic!r} version {version}")
+        raise rejected(f"it is not a version-{RESULT_VERSION} result (magic {magic!r}, version {version})")
+    signed, signature = split_signed(data)
+    if keys.verify(signed, signature) is None:
+        raise rejected("it is unsigned or its signature does not match (written without the key, or tampered with)")
     header_end = _PREFIX.size + header_length
     try:
-        header = json.loads(data[_PREFIX.size : header_end].decode())
-        task_id, status = str(header["task_id"]), header["status"]
-        digest = str(header["body_sha256"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PayloadError(f"corrupt result for task {expected_task_id}: unreadable header") from exc
-    body = data[header_end:]
+        header = json.loads(signed[_PREFIX.size : header_end].decode())
+        task_id, status, nonce = str(header["task_id"]), header["status"], str(header["nonce"])
+        envelope = TaskResultEnvelope(
+            task_id=task_id,
+            status=status,
+            body=signed[header_end:],
+            nonce=nonce,
+            job_id=str(header.get("job_id", "")),
+            attempt=int(header.get("attempt", 0)),
+            duration_seconds=float(header.get("duration_seconds", 0.0)),
+            bad_objects=tuple(str(key) for key in header.get("bad_objects", ())),
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise rejected(f"its header is unreadable ({type(exc).__name__})") from exc
     if task_id != expected_task_id:
-        raise PayloadError(f"result object for task {expected_task_id} holds task {task_id}")
+        raise rejected(f"it holds the result of task {task_id}")
+    if nonce != expected_nonce:
+        raise rejected("it was not written by the job this adapter submitted (planted, or left by an earlier run)")
     if status not in ("success", "failure"):
-        raise PayloadError(f"corrupt result for task {expected_task_id}: unknown status {status!r}")
-    if sha256_hex(body) != digest:
-        raise PayloadError(f"corrupt result for task {expected_task_id}: body does not match its SHA-256")
-    return TaskResultEnvelope(
-        task_id=task_id,
-        status=status,
-        body=body,
-        job_id=str(header.get("job_id", "")),
-        attempt=int(header.get("attempt", 0)),
-        duration_seconds=float(header.get("duration_seconds", 0.0)),
-    )
+        raise rejected(f"unknown status {status!r}")
+    return envelope

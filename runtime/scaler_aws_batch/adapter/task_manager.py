@@ -11,7 +11,6 @@ and running tasks.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import itertools
 import logging
@@ -35,9 +34,9 @@ from scaler.utility.identifiers import ObjectID, TaskID
 from scaler.utility.metadata.task_flags import retrieve_task_flags_from_task
 from scaler.worker.agent.mixins import TaskManager as TaskManagerMixin
 
-from scaler_aws_batch.backends.base import Resources
+from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting, check_capacity, parse_capabilities
 from scaler_aws_batch.engine import JobEngine, TaskOutcome, TaskWork
-from scaler_aws_batch.errors import SubmitError
+from scaler_aws_batch.errors import CapabilityError, SubmitError
 from scaler_aws_batch.wire import TaskBlobs
 
 if TYPE_CHECKING:
@@ -45,44 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Capability names a task may carry to size and route its job.
-CAPABILITY_VCPUS = "vcpus"
-CAPABILITY_MEMORY = "memory"  # MiB
-CAPABILITY_GPU = "gpu"
-CAPABILITY_ON_DEMAND = "on_demand"
-CAPABILITY_TIMEOUT = "timeout"  # seconds
-TASK_CAPABILITIES = (CAPABILITY_VCPUS, CAPABILITY_MEMORY, CAPABILITY_GPU, CAPABILITY_ON_DEMAND, CAPABILITY_TIMEOUT)
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueRouting:
-    """Which queue a task's job goes to. ``None`` means the backend's default queue."""
-
-    on_demand: str | None = None
-    gpu: str | None = None
-
-
-def work_settings_from_capabilities(
-    capabilities: dict[str, int], routing: QueueRouting
-) -> tuple[Resources, str | None, int | None]:
-    """Map a task's capabilities to job resources, queue and timeout. Raises ValueError with what to fix."""
-
-    def positive(name: str) -> int | None:
-        value = capabilities.get(name)
-        return value if value is not None and value > 0 else None  # -1 (Scaler's "any") means: keep the default
-
-    resources = Resources(vcpus=positive(CAPABILITY_VCPUS), memory_mib=positive(CAPABILITY_MEMORY),
-                          gpus=positive(CAPABILITY_GPU))  # fmt: skip
-    queue: str | None = None
-    if resources.gpus:
-        if routing.gpu is None:
-            raise ValueError("the task asks for a GPU but this adapter has no GPU queue: start it with --gpu-queue")
-        queue = routing.gpu
-    elif positive(CAPABILITY_ON_DEMAND):
-        if routing.on_demand is None:
-            raise ValueError("the task asks for On-Demand capacity but this adapter has no --on-demand-queue")
-        queue = routing.on_demand
-    return resources, queue, positive(CAPABILITY_TIMEOUT)
+__all__ = ["TASK_CAPABILITIES", "PassthroughTaskManager", "QueueRouting"]
 
 
 class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
@@ -195,11 +157,16 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         try:
             try:
                 logger.debug("task %s capabilities %s", task_id.hex(), capabilities_to_dict(task.capabilities))
-                resources, queue, timeout = work_settings_from_capabilities(
-                    capabilities_to_dict(task.capabilities), self._routing
-                )
-            except ValueError as exc:
-                outcome = TaskOutcome(False, pickle.dumps(SubmitError(str(exc))))
+                backend = self._engine.backend
+                request = parse_capabilities(
+                    capabilities_to_dict(task.capabilities), self._routing,
+                    min_timeout_seconds=backend.min_timeout_seconds,
+                )  # fmt: skip
+                capacity = await asyncio.to_thread(backend.capacity, request.queue)
+                check_capacity(request, capacity, request.queue or backend.default_queue_name)
+            except CapabilityError as exc:
+                logger.warning("task %s: refused: %s", task_id.hex(), exc)
+                outcome = TaskOutcome(False, pickle.dumps(exc))
             else:
                 try:
                     blobs = await self._load_blobs(task)
@@ -207,7 +174,10 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
                     # The client's objects are gone (client disconnected, objects deleted): say so, do not hang.
                     outcome = TaskOutcome(False, pickle.dumps(SubmitError(f"cannot read the task's inputs: {exc}")))
                 else:
-                    work = TaskWork(blobs=blobs, resources=resources, queue=queue, timeout_seconds=timeout)
+                    work = TaskWork(
+                        blobs=blobs, resources=request.resources, queue=request.queue,
+                        timeout_seconds=request.timeout_seconds,
+                    )  # fmt: skip
                     outcome = await self._engine.submit(work)
             await self._send_result(task, outcome)
             self.completed += 1

@@ -13,8 +13,12 @@ import abc
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
+
+if TYPE_CHECKING:
+    from scaler_aws_batch.capabilities import ComputeCapacity
 
 __all__ = ["PAYLOAD_PARAMETER", "RUNNER_COMMAND"]  # re-exported: backends import them from here
 
@@ -102,6 +106,10 @@ class JobBackend(abc.ABC):
 
     #: How many ids one describe call may carry (AWS: 100).
     max_describe_batch: int = 100
+    #: The shortest job timeout the backend accepts (AWS: 60 s); a task asking for less is refused.
+    min_timeout_seconds: int = 1
+    #: How error messages name the queue a job goes to when the task picks none.
+    default_queue_name: str = "the default queue"
 
     @property
     @abc.abstractmethod
@@ -128,6 +136,12 @@ class JobBackend(abc.ABC):
         whether a payload can travel inline. Backends that have no such limit still report the same figure so
         that both paths behave alike.
         """
+
+    def capacity(self, queue: str | None) -> ComputeCapacity | None:
+        """The largest job ``queue`` (None: the default queue) can ever run, or None when unknown or unbounded.
+        Read once and cached by backends that ask their provider."""
+        del queue
+        return None
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
         """The job's last log lines, for error messages. Backends without logs return nothing."""
