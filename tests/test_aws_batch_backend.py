@@ -31,7 +31,7 @@ try:
 except ImportError:  # another engineer's package; the moto tests still run without it
     HAVE_EMULATOR = False
 
-from scaler_aws_batch.backends.aws_batch import (
+from scaler_aws_batch.backends.aws_batch.backend import (
     AwsAccessDeniedError,
     AwsBatchBackend,
     AwsCredentialsError,

@@ -26,12 +26,13 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from scaler_aws_batch.backends.aws_batch import (
+from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
+from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 
@@ -384,3 +385,20 @@ def _stack_values(outputs: Mapping[str, Any]) -> dict[str, Any]:
             value = value.strip("/")
         values[field_name] = value
     return values
+
+
+def build_aws_batch(args: argparse.Namespace, env: Mapping[str, str]) -> BackendSetup:
+    """The worker's AWS Batch backend and S3 store from flags, environment, config file and stack outputs."""
+    from scaler_aws_batch.adapter.task_manager import QueueRouting
+    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
+
+    aws = load_aws_batch_settings(args, env)
+    session = boto3.Session(region_name=aws.region)  # the default credential chain, refreshed by botocore
+    backend = build_aws_batch_backend(aws, session=session)
+    s3 = session.client("s3", region_name=aws.region, endpoint_url=aws.endpoint_url, config=s3_client_config())
+    store = S3Store(aws.bucket, aws.prefix, client=s3)
+    routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
+    return BackendSetup(backend, store, aws.max_concurrent_jobs, aws.job_timeout_seconds, routing, 0.5, 5.0, 0.5)
+
+
+KIND = BackendKind(name="aws-batch", add_arguments=add_aws_batch_arguments, build=build_aws_batch)
