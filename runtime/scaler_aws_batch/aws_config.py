@@ -26,12 +26,14 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch.aws_calls import AwsCalls, error_code
 from scaler_aws_batch.backends.aws_batch import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
+from scaler_aws_batch.backends.base import BackendError
 from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 
@@ -358,11 +360,13 @@ def _read_outputs_file(path: str, stack: str | None) -> dict[str, Any]:
 
 def _describe_stack_outputs(client: CloudFormationClient, stack: str) -> dict[str, Any]:
     try:
-        response = client.describe_stacks(StackName=stack)
+        response = AwsCalls().call("DescribeStacks", lambda: client.describe_stacks(StackName=stack))
+    except BackendError as exc:  # throttled or 5xx after backoff, credentials, access denied: the layer says which
+        raise ValueError(f"cannot read the outputs of stack {stack!r}: {exc}") from exc
     except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
         raise ValueError(
-            f"cannot read the outputs of stack {stack!r} ({code}): check --stack, --region and the credentials"
+            f"cannot read the outputs of stack {stack!r} ({error_code(exc)}): check --stack, --region and the "
+            "credentials"
         ) from exc
     stacks = response.get("Stacks", [])
     if not stacks:

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import JobEngine
 
@@ -93,10 +95,17 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
 
         aws = load_aws_batch_settings(args, env)
-        session = boto3.Session(region_name=aws.region)  # the default credential chain, refreshed by botocore
-        backend = build_aws_batch_backend(aws, session=session)
-        s3 = session.client("s3", region_name=aws.region, endpoint_url=aws.endpoint_url, config=s3_client_config())
-        store = S3Store(aws.bucket, aws.prefix, client=s3)
+        # No fixed session: the backend and the store build theirs from the default credential chain, and build
+        # them again when AWS refuses the credentials (see aws_calls).
+        backend = build_aws_batch_backend(aws)
+        region, endpoint_url = aws.region, aws.endpoint_url
+
+        def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
+            return boto3.Session(region_name=region).client(
+                "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
+            )
+
+        store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
         max_jobs, timeout = aws.max_concurrent_jobs, aws.job_timeout_seconds
         routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
         poll_min, poll_max, window = 0.5, 5.0, 0.5
