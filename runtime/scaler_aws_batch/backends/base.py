@@ -144,3 +144,13 @@ class BackendError(Exception):
 
 class JobRejectedError(BackendError):
     """The backend refused a job outright (e.g. a queue that does not exist, a request that is too large)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
+    connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
+    can do about this class of error."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
