@@ -8,14 +8,16 @@ import pathlib
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 from scaler import Client
 
 from batch_emulator import BatchEmulator
 from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, RequestCounter
-from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.embedded import EmbeddedScheduler
+from scaler_aws_batch.signing import generate_key
 
 NAME = "ours"
 #: The job definition's retry strategy, as the CDK stack declares it (stacks/job_definition.py).
@@ -39,10 +41,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib.Path) -> Iterator[Cluster]:
     """A fresh scheduler and one adapter process on ``emulator``; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    # The job definition the CDK stack registers: `scaler-batch run-job --payload Ref::payload`.
+    # The signing secret and the job definition the CDK stack creates (`scaler-batch run-job --payload Ref::payload`,
+    # naming the secret in its environment).
+    secret = emulator.client("secretsmanager").create_secret(
+        Name=f"ours-signing-{uuid.uuid4().hex[:8]}", SecretString=generate_key()
+    )["ARN"]
     queue, job_definition = emulator.create_queue_and_job_definition(
-        job_definition_name="ours-job", retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600
-    )
+        job_definition_name="ours-job", retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
+        environment={SIGNING_SECRET_ENV: secret},
+    )  # fmt: skip
     emulator.client("s3").create_bucket(Bucket=BUCKET)
     scheduler_log = work_dir / "scheduler.log"
     adapter_log = work_dir / "adapter.log"
@@ -51,7 +58,7 @@ def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib
             sys.executable, "-m", "scaler_aws_batch", "worker", "--scheduler", scheduler.addresses.scheduler,
             "--backend", "aws-batch", "--job-queue", queue, "--job-definition", job_definition,
             "--bucket", BUCKET, "--prefix", PREFIX, "--region", emulator.region,
-            "--endpoint-url", emulator.endpoint_url, "--log-level", "WARNING",
+            "--endpoint-url", emulator.endpoint_url, "--log-level", "WARNING", "--signing-secret", secret,
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV})
         try:
