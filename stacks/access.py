@@ -81,6 +81,15 @@ class AdapterAccess(Construct):
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
+                    sid="CheckQueuesAtStart",  # queues ENABLED and VALID, and the largest instance they can launch
+                    actions=[
+                        "batch:DescribeJobQueues",
+                        "batch:DescribeComputeEnvironments",
+                        "ec2:DescribeInstanceTypes",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
                     sid="PayloadsAndResults",
                     actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                     resources=[bucket.arn_for_objects(f"{prefix}*")],

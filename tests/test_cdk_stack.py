@@ -405,8 +405,13 @@ def test_adapter_wildcard_resource_is_only_describe_and_list(template_json: dict
     statements = _adapter_statements(template_json)
     assert statements["WatchJobs"]["Action"] == ["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"]
     assert statements["WatchJobs"]["Resource"] == "*"
+    assert statements["CheckQueuesAtStart"]["Action"] == [
+        "batch:DescribeJobQueues",
+        "batch:DescribeComputeEnvironments",
+        "ec2:DescribeInstanceTypes",
+    ]
     wildcard = [sid for sid, statement in statements.items() if statement["Resource"] == "*"]
-    assert wildcard == ["WatchJobs"]
+    assert wildcard == ["WatchJobs", "CheckQueuesAtStart"]
     for statement in statements.values():
         assert statement["Effect"] == "Allow"
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]

@@ -8,7 +8,7 @@ naming what to fix; the adapter keeps serving every other task.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from scaler_aws_batch.backends.base import Resources
@@ -39,15 +39,39 @@ class QueueRouting:
 
 
 @dataclasses.dataclass(frozen=True)
-class ComputeCapacity:
-    """The largest job a queue can ever place: the biggest instance of its compute environments (and their
-    maximum vCPUs). ``None`` fields are unknown and not checked."""
+class InstanceShape:
+    """One instance type a queue may launch, as far as a single job can use it."""
 
-    vcpus: float | None = None
-    memory_mib: int | None = None
-    gpus: int | None = None
-    #: The instance type that gives each figure, for the error message.
-    source: str = ""
+    name: str
+    vcpus: float
+    memory_mib: int
+    gpus: int
+
+    def holds(self, resources: Resources) -> bool:
+        return (
+            (resources.vcpus is None or resources.vcpus <= self.vcpus)
+            and (resources.memory_mib is None or resources.memory_mib <= self.memory_mib)
+            and (resources.gpus or 0) <= self.gpus
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeCapacity:
+    """The instance types a queue's compute environments may launch (vCPUs capped at their ``maxvCpus``)."""
+
+    shapes: tuple[InstanceShape, ...]
+
+    def largest(self) -> str:
+        """The most each resource can be, and the instance types that give it."""
+
+        def best(value: Callable[[InstanceShape], float]) -> InstanceShape:
+            return max(self.shapes, key=value)
+
+        vcpus, memory, gpus = best(lambda s: s.vcpus), best(lambda s: s.memory_mib), best(lambda s: s.gpus)
+        return (
+            f"vcpus={vcpus.vcpus:g} ({vcpus.name}), memory={memory.memory_mib} MiB ({memory.name}), "
+            f"gpu={gpus.gpus} ({gpus.name})"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,20 +130,22 @@ def parse_capabilities(
 
 
 def check_capacity(request: TaskRequest, capacity: ComputeCapacity | None, queue_name: str) -> None:
-    """Refuse a request no instance of the queue's compute environments can hold, naming the largest possible."""
-    if capacity is None:
+    """Refuse a request no instance type of the queue's compute environments can hold, naming the largest
+    possible. ``None`` (unknown: unmanaged or Fargate environments) checks nothing."""
+    if capacity is None or not capacity.shapes or any(shape.holds(request.resources) for shape in capacity.shapes):
         return
     wanted = request.resources
-    over: list[str] = []
-    if wanted.vcpus is not None and capacity.vcpus is not None and wanted.vcpus > capacity.vcpus:
-        over.append(f"vcpus={wanted.vcpus:g} (at most {capacity.vcpus:g})")
-    if wanted.memory_mib is not None and capacity.memory_mib is not None and wanted.memory_mib > capacity.memory_mib:
-        over.append(f"memory={wanted.memory_mib} MiB (at most {capacity.memory_mib})")
-    if wanted.gpus and capacity.gpus is not None and wanted.gpus > capacity.gpus:
-        over.append(f"gpu={wanted.gpus} (at most {capacity.gpus})")
-    if over:
-        source = f" ({capacity.source})" if capacity.source else ""
-        raise CapabilityError(
-            f"no instance of queue {queue_name}'s compute environments can run this task: {'; '.join(over)}"
-            f"{source}. Ask for less, or add a bigger instance type to the compute environment"
+    asked = ", ".join(
+        part
+        for part in (
+            f"vcpus={wanted.vcpus:g}" if wanted.vcpus is not None else "",
+            f"memory={wanted.memory_mib} MiB" if wanted.memory_mib is not None else "",
+            f"gpu={wanted.gpus}" if wanted.gpus else "",
         )
+        if part
+    )
+    raise CapabilityError(
+        f"no instance type of queue {queue_name}'s compute environments can run a job asking for {asked}; the "
+        f"largest possible is {capacity.largest()}. Ask for less, or add a bigger instance type to the compute "
+        "environment"
+    )

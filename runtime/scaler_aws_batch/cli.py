@@ -13,6 +13,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+#: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check; stopped while starting.
+EXIT_BAD_SETTINGS = 2
+EXIT_STARTUP_CHECK = 3
+EXIT_INTERRUPTED = 130
+
 if TYPE_CHECKING:
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import JobEngine
@@ -93,8 +98,54 @@ def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         settings, engine = build_worker(args, env)
     except ValueError as exc:
         print(f"scaler-batch worker: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_SETTINGS
+    code = _check_before_serving(settings, engine)
+    if code is not None:
+        engine.backend.close()
+        return code
     return asyncio.run(AdapterWorker(settings, engine).run())
+
+
+def _check_before_serving(settings: AdapterSettings, engine: JobEngine) -> int | None:
+    """Run the start-up checks; an exit code when the worker must not serve. SIGTERM/SIGINT stop them at once."""
+    import signal
+    import threading
+
+    from scaler_aws_batch.startup_checks import (
+        SCHEDULER_WAIT_SECONDS,
+        StartupCheckError,
+        StartupInterrupted,
+        run_startup_checks,
+    )
+
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:  # only flags: the checks stop at their next step
+        del frame
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_startup_checks(
+            scheduler=settings.scheduler_address,
+            backend=engine.backend,
+            queues=[queue for queue in (settings.routing.on_demand, settings.routing.gpu) if queue],
+            store=engine.store,
+            scheduler_wait_seconds=SCHEDULER_WAIT_SECONDS,
+            stop=stop,
+        )
+    except StartupCheckError as exc:
+        print(f"scaler-batch worker: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_CHECK
+    except StartupInterrupted:
+        print(f"scaler-batch worker: stopped by {received[0]} during the start-up checks", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -249,6 +249,10 @@ class JobEngine:
     def backend(self) -> JobBackend:
         return self._backend
 
+    @property
+    def store(self) -> ObjectStore:
+        return self._store
+
     # --- called by the adapter ----------------------------------------------------------------------------------
 
     def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:

@@ -141,6 +141,11 @@ def read_secret(secret_id: str, *, region: str | None = None, endpoint_url: str 
             "this role may call secretsmanager:GetSecretValue on it (the stack grants the job role and the "
             "adapter policy)"
         ) from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise SigningKeyError(
+            f"cannot read signing secret {secret_id!r}: no AWS credentials; configure the default credential chain "
+            "(AWS_PROFILE, `aws sso login`, an instance or task role)"
+        ) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise SigningKeyError(f"cannot read signing secret {secret_id!r}: {exc}") from exc
     finally:

@@ -137,6 +137,12 @@ class JobBackend(abc.ABC):
         that both paths behave alike.
         """
 
+    def check_ready(self, queues: Sequence[str]) -> None:
+        """Before the worker takes a task: raise :class:`BackendError` saying what to fix if the backend or one of
+        ``queues`` (the routing queues besides the default one) cannot run jobs. Backends with nothing to check
+        return."""
+        del queues
+
     def capacity(self, queue: str | None) -> ComputeCapacity | None:
         """The largest job ``queue`` (None: the default queue) can ever run, or None when unknown or unbounded.
         Read once and cached by backends that ask their provider."""

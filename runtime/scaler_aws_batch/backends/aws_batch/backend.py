@@ -31,6 +31,7 @@ from scaler_aws_batch.aws_calls import (
     TokenBucket,
     error_code,
 )
+from scaler_aws_batch.backends.aws_batch.capacity import describe_queues, queue_capacities
 from scaler_aws_batch.backends.base import (
     PAYLOAD_PARAMETER,
     BackendError,
@@ -42,6 +43,8 @@ from scaler_aws_batch.backends.base import (
     Resources,
 )
 from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
+from scaler_aws_batch.capabilities import ComputeCapacity
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
 
 if TYPE_CHECKING:
@@ -75,6 +78,8 @@ _READ_TIMEOUT_SECONDS: Final = 60
 class _JobDefinitionInfo:
     command: tuple[str, ...]
     default_parameters: Mapping[str, str]
+    status: str = "ACTIVE"
+    environment_names: frozenset[str] = frozenset()
 
 
 def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
@@ -138,6 +143,18 @@ class AwsBatchBackend(JobBackend):
         self.job_queue = job_queue
         self.job_definition = job_definition
         self.log_group = log_group
+        self.region = region
+        self.min_timeout_seconds = MIN_TIMEOUT_SECONDS
+        self.default_queue_name = job_queue
+        self._capacities: dict[str, ComputeCapacity | None] | None = None
+        self._capacity_lock = threading.Lock()
+
+        def make_ec2() -> Any:  # only for DescribeInstanceTypes, once at start
+            return (session or boto3.Session(region_name=region)).client(
+                "ec2", region_name=region, endpoint_url=endpoint_url
+            )
+
+        self._make_ec2 = make_ec2
         self._owned_clients: list[BatchClient | CloudWatchLogsClient] = []
         refresh: Callable[[], None] | None = None
         if batch_client is None or logs_client is None:
@@ -326,6 +343,62 @@ class AwsBatchBackend(JobBackend):
             client.close()
         self._owned_clients.clear()
 
+    def check_ready(self, queues: Sequence[str]) -> None:
+        """Credentials, regions, queues ENABLED and VALID, the job definition ACTIVE and naming the signing secret,
+        and the queues' capacity (read once, for :meth:`capacity`)."""
+        names = list(dict.fromkeys([self.job_queue, *queues]))
+        for what, reference in [*((f"job queue {name}", name) for name in names),
+                                (f"job definition {self.job_definition}", self.job_definition)]:  # fmt: skip
+            arn_region = reference.split(":")[3] if reference.startswith("arn:") else None
+            if arn_region and self.region and arn_region != self.region:
+                raise BackendError(
+                    f"{what} is in region {arn_region} but the worker uses region {self.region}: pass "
+                    f"--region {arn_region} (or AWS_REGION), or the {what.split(' ', 1)[0]} of this region"
+                )
+        try:
+            found = describe_queues(self.calls.call, self._batch, names)
+        except botocore.exceptions.ClientError as exc:
+            raise BackendError(f"DescribeJobQueues failed ({error_code(exc)}); check --region and the queues") from exc
+        for name in names:
+            queue = found.get(name)
+            if queue is None:
+                raise BackendError(
+                    f"job queue {name} does not exist in region {self.region}: check --job-queue / "
+                    "--on-demand-queue / --gpu-queue and --region, or deploy the stack"
+                )
+            state, status = queue.get("state"), queue.get("status")
+            if state != "ENABLED" or status != "VALID":
+                raise BackendError(
+                    f"job queue {name} is {state} and {status} ({queue.get('statusReason') or 'no reason given'}); "
+                    "it must be ENABLED and VALID: enable it (aws batch update-job-queue --state ENABLED) or fix its "
+                    "compute environments"
+                )
+        info = self._job_definition()  # raises JobRejectedError (a BackendError) when missing or not ACTIVE
+        if info.status != "ACTIVE":
+            raise BackendError(
+                f"job definition {self.job_definition} is {info.status}; register a new revision or point "
+                "--job-definition at an ACTIVE one (the stack output JobDefinitionArn)"
+            )
+        if SIGNING_SECRET_ENV not in info.environment_names:
+            raise BackendError(
+                f"job definition {self.job_definition} does not set {SIGNING_SECRET_ENV} in its environment, so "
+                "its jobs cannot read the signing key and would refuse every payload: redeploy the stack, or add "
+                "the variable naming the same secret as --signing-secret"
+            )
+        try:
+            capacities = queue_capacities(self.calls.call, self._batch, self._make_ec2, found)
+        except botocore.exceptions.ClientError as exc:
+            # The size check is a convenience; a worker whose policy predates it still serves.
+            logger.warning("cannot read the queues' compute environments (%s); requests are not size-checked",
+                           error_code(exc))  # fmt: skip
+            capacities = dict.fromkeys(found)
+        with self._capacity_lock:
+            self._capacities = capacities
+
+    def capacity(self, queue: str | None) -> ComputeCapacity | None:
+        with self._capacity_lock:
+            return None if self._capacities is None else self._capacities.get(queue or self.job_queue)
+
     # ------------------------------------------------------------------ helpers
 
     def limiter(self, operation: str) -> TokenBucket:
@@ -385,7 +458,14 @@ class AwsBatchBackend(JobBackend):
             definition.get("revision"),
             len(command),
         )
-        return _JobDefinitionInfo(command=command, default_parameters=dict(definition.get("parameters", {})))
+        return _JobDefinitionInfo(
+            command=command,
+            default_parameters=dict(definition.get("parameters", {})),
+            status=str(definition.get("status", "ACTIVE")),
+            environment_names=frozenset(
+                str(item.get("name")) for item in definition.get("containerProperties", {}).get("environment", [])
+            ),
+        )
 
     @staticmethod
     def _job_status(job: JobDetailTypeDef) -> JobStatus | None:

@@ -420,7 +420,9 @@ def build_aws_batch(args: argparse.Namespace, env: Mapping[str, str]) -> Backend
             "deployed stack with --stack-outputs / --stack; payloads and results are signed with its key"
         )
     try:
-        keys = read_secret(aws.signing_secret, region=aws.region, endpoint_url=aws.endpoint_url)
+        # A secret ARN carries its region; a region mismatch is then reported by the start-up checks, by name.
+        secret_region = None if aws.signing_secret.startswith("arn:") else aws.region
+        keys = read_secret(aws.signing_secret, region=secret_region, endpoint_url=aws.endpoint_url)
     except SigningKeyError as exc:
         raise ValueError(str(exc)) from exc
     # No fixed session: the backend and the store build theirs from the default credential chain, and build

@@ -50,7 +50,11 @@ def build_local(args: argparse.Namespace, env: Mapping[str, str]) -> BackendSetu
     from scaler_aws_batch.stores import open_store
 
     work_dir = pathlib.Path(args.work_dir or env.get("SCALER_BATCH_WORK_DIR") or DEFAULT_WORK_DIR).resolve()
-    store = open_store(args.store or (work_dir / "store").as_uri())
+    store_url = args.store or (work_dir / "store").as_uri()
+    try:
+        store = open_store(store_url)
+    except OSError as exc:
+        raise ValueError(f"cannot use the object store {store_url} ({exc.strerror}): fix --store / --work-dir") from exc
     max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
     # The key ring that signs payloads and results: a 0600 file in the work dir, named to each job (never passed).
     work_dir.mkdir(parents=True, exist_ok=True)
