@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND
+
 #: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check; stopped while starting.
 EXIT_BAD_SETTINGS = 2
 EXIT_STARTUP_CHECK = 3
@@ -36,6 +38,13 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--array-window", type=float, default=None, help="seconds to gather tasks into arrays")
     common.add_argument("--queue-size", type=int, default=None, help="tasks the scheduler may hand over (2x jobs)")
     common.add_argument("--vanish-after", type=float, default=None, help="fail a job unseen this long (60 s)")
+    common.add_argument(
+        "--runnable-warn-after", type=float, default=300.0, help="explain a job RUNNABLE this long, in s (300)"
+    )
+    common.add_argument(
+        "--spot-reclaims-before-on-demand", type=int, default=SPOT_RECLAIMS_BEFORE_ON_DEMAND,
+        help=f"Spot reclaims of a task before it goes to --on-demand-queue ({SPOT_RECLAIMS_BEFORE_ON_DEMAND})",
+    )  # fmt: skip
     common.add_argument("--name", default="", help="worker name shown by the scheduler")
     common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     for kind in BACKEND_KINDS.values():
@@ -73,6 +82,9 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         poll_interval_min_seconds=setup.poll_interval_min_seconds,
         poll_interval_max_seconds=setup.poll_interval_max_seconds,
         vanish_bound_seconds=args.vanish_after if args.vanish_after is not None else 60.0,
+        on_demand_queue=setup.routing.on_demand,
+        spot_reclaims_before_on_demand=args.spot_reclaims_before_on_demand,
+        runnable_warn_seconds=args.runnable_warn_after,
     )
     adapter = AdapterSettings(
         scheduler_address=scheduler,

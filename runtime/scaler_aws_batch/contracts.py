@@ -66,6 +66,10 @@ class StatusReason:
     ESSENTIAL_CONTAINER_EXITED: Final = "Essential container in task exited"
 
 
+#: A task whose jobs lost this many Spot instances (counted over all its attempts) goes to the On-Demand queue next,
+#: when the adapter has one (``--spot-reclaims-before-on-demand``).
+SPOT_RECLAIMS_BEFORE_ON_DEMAND: Final = 2
+
 #: Batch's recommended retry rule set for Spot: retry a reclaimed host, exit on anything else. Without the catch-all
 #: EXIT, Batch retries every failure (AWS's rule when no entry matches).
 SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import RunnerExit, StatusReason
+from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND, RunnerExit, StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -78,6 +78,11 @@ class EngineSettings:
     log_tail_lines: int = 20
     job_name_prefix: str = "scaler"
     delete_results: bool = True
+    #: Where a task goes after ``spot_reclaims_before_on_demand`` Spot reclaims (None: it fails instead).
+    on_demand_queue: str | None = None
+    spot_reclaims_before_on_demand: int = SPOT_RECLAIMS_BEFORE_ON_DEMAND
+    #: A job waiting in RUNNABLE longer than this is logged once, with the queue's state and a diagnosis.
+    runnable_warn_seconds: float = 300.0
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
 
@@ -88,6 +93,12 @@ class EngineSettings:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+        if self.spot_reclaims_before_on_demand < 1:
+            raise ValueError(
+                f"--spot-reclaims-before-on-demand must be at least 1, got {self.spot_reclaims_before_on_demand}"
+            )
+        if self.runnable_warn_seconds <= 0:
+            raise ValueError(f"--runnable-warn-after must be positive, got {self.runnable_warn_seconds}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +228,7 @@ class _Task:
     job_id: str | None = None  # the single job, or the array child ``parent:index``
     state: JobState | None = None
     nonce: str = ""  # the nonce of the payload that carries this task; its result must echo it
+    spot_reclaims: int = 0  # over every job this task ran in
     uploads: tuple[str, ...] = ()  # store keys that payload refers to
 
 
@@ -226,6 +238,10 @@ class _Job:
     tasks: dict[int | None, str]  # array index (None for a single job) -> task id
     last_seen: float
     state: JobState | None = None
+    queue: str | None = None
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    runnable_since: float | None = None  # when the job was first seen waiting for capacity
+    runnable_explained: bool = False
     ok_resolved: int = 0  # array children resolved with a result
     failed_resolved: int = 0  # array children resolved as failures, or cancelled (Batch counts those FAILED)
 
@@ -359,7 +375,7 @@ class JobEngine:
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        job = _Job(job_id=job_id, tasks={}, last_seen=now)
+        job = _Job(job_id=job_id, tasks={}, last_seen=now, queue=works[0].queue, resources=works[0].resources)
         for index, task_id in enumerate(task_ids):
             position = None if len(task_ids) == 1 else index
             task_job_id = job_id if position is None else f"{job_id}:{position}"
@@ -437,6 +453,7 @@ class JobEngine:
             if status.state is not job.state:
                 logger.info("job %s: %s -> %s", job.job_id, job.state.value if job.state else "-", status.state.value)
                 job.state, changed = status.state, True
+            await self._watch_runnable(job, status, now)
             if None in job.tasks:
                 task = self._tasks.get(job.tasks[None])
                 if task is not None:
@@ -487,6 +504,30 @@ class JobEngine:
         if not job.tasks:
             del self._jobs[job.job_id]
         return progressed
+
+    async def _watch_runnable(self, job: _Job, status: JobStatus, now: float) -> None:
+        """Log once, with the backend's diagnosis, a job that has waited in RUNNABLE longer than the bound."""
+        summary = status.array_summary or {}
+        started = (JobState.STARTING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED)
+        waiting = status.state is JobState.RUNNABLE or (
+            summary.get(JobState.RUNNABLE, 0) > 0 and not any(summary.get(state, 0) for state in started)
+        )
+        if not waiting:
+            job.runnable_since = None
+            return
+        if job.runnable_since is None:
+            job.runnable_since = now
+        if job.runnable_explained or now - job.runnable_since <= self._settings.runnable_warn_seconds:
+            return
+        job.runnable_explained = True
+        try:
+            diagnosis = await asyncio.to_thread(self._backend.explain_runnable, job.queue, job.resources)
+        except BackendError as exc:
+            diagnosis = f"the queue could not be described ({exc})"
+        logger.warning("job %s has been RUNNABLE for %.0fs (--runnable-warn-after %.0fs): %s", job.job_id,
+                       now - job.runnable_since, self._settings.runnable_warn_seconds,
+                       diagnosis or "no diagnosis from this backend")  # fmt: skip
+        self.stats["runnable-explained"] += 1
 
     def _vanish(self, job: _Job, now: float) -> None:
         logger.error("job %s vanished from %s for %.0fs; failing its tasks", job.job_id, self._backend.name,
@@ -547,6 +588,8 @@ class JobEngine:
                     status.job_id,
                     status.exit_code,
                 )
+            elif self._moved_to_on_demand(task, status):
+                return True
             else:
                 tail = await asyncio.to_thread(self._backend.log_tail, status.job_id, self._settings.log_tail_lines)
                 error = classify_failure(status, tail)
@@ -555,6 +598,30 @@ class JobEngine:
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
         self._finish(task_id, outcome)
+        return True
+
+    def _moved_to_on_demand(self, task: _Task, status: JobStatus) -> bool:
+        """After enough Spot reclaims, queue the task again for the On-Demand queue instead of failing it."""
+        task.spot_reclaims += status.spot_reclaims
+        on_demand = self._settings.on_demand_queue
+        reclaimed = (status.status_reason or "").startswith(StatusReason.SPOT_RECLAIM_PREFIX)
+        if (
+            on_demand is None
+            or not reclaimed
+            or task.work.queue == on_demand
+            or task.spot_reclaims < self._settings.spot_reclaims_before_on_demand
+        ):
+            return False
+        task_id = task.work.task_id
+        logger.warning("task %s: %d Spot reclaims (job %s); its next attempt goes to the On-Demand queue %s",
+                       task_id, task.spot_reclaims, status.job_id, on_demand)  # fmt: skip
+        task.work = dataclasses.replace(task.work, queue=on_demand)
+        task.job_id, task.state = None, None
+        key = task.work.pack_key()
+        self._pending.setdefault(key, []).append(task_id)
+        self._pending_since.setdefault(key, time.monotonic())
+        self._wake_packer.set()
+        self.stats["moved-to-on-demand"] += 1
         return True
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:

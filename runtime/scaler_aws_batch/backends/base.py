@@ -99,6 +99,8 @@ class JobStatus:
     array_summary: Mapping[JobState, int] | None = None
     #: Where the backend keeps this job's log, for operators (e.g. a CloudWatch stream name or a file path).
     log_location: str | None = None
+    #: Attempts that ended because EC2 reclaimed the Spot host.
+    spot_reclaims: int = 0
 
 
 class JobBackend(abc.ABC):
@@ -142,6 +144,12 @@ class JobBackend(abc.ABC):
         ``queues`` (the routing queues besides the default one) cannot run jobs. Backends with nothing to check
         return."""
         del queues
+
+    def explain_runnable(self, queue: str | None, resources: Resources) -> str:
+        """Why a job asking for ``resources`` may wait in RUNNABLE on ``queue`` (None: the default): the queue's
+        status reason and a diagnosis, for the log. Backends without queues return ''."""
+        del queue, resources
+        return ""
 
     def capacity(self, queue: str | None) -> ComputeCapacity | None:
         """The largest job ``queue`` (None: the default queue) can ever run, or None when unknown or unbounded.

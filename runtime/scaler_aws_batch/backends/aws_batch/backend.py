@@ -31,7 +31,7 @@ from scaler_aws_batch.aws_calls import (
     TokenBucket,
     error_code,
 )
-from scaler_aws_batch.backends.aws_batch.capacity import describe_queues, queue_capacities
+from scaler_aws_batch.backends.aws_batch.capacity import describe_queues, explain_runnable, queue_capacities
 from scaler_aws_batch.backends.base import (
     PAYLOAD_PARAMETER,
     BackendError,
@@ -44,7 +44,7 @@ from scaler_aws_batch.backends.base import (
 )
 from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
 from scaler_aws_batch.capabilities import ComputeCapacity
-from scaler_aws_batch.contracts import SIGNING_SECRET_ENV
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, StatusReason
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
 
 if TYPE_CHECKING:
@@ -395,6 +395,13 @@ class AwsBatchBackend(JobBackend):
         with self._capacity_lock:
             self._capacities = capacities
 
+    def explain_runnable(self, queue: str | None, resources: Resources) -> str:
+        name = queue or self.job_queue
+        try:
+            return explain_runnable(self.calls.call, self._batch, name, resources, self.capacity(queue))
+        except botocore.exceptions.ClientError as exc:
+            raise BackendError(f"DescribeJobQueues/DescribeComputeEnvironments failed ({error_code(exc)})") from exc
+
     def capacity(self, queue: str | None) -> ComputeCapacity | None:
         with self._capacity_lock:
             return None if self._capacities is None else self._capacities.get(queue or self.job_queue)
@@ -495,4 +502,9 @@ class AwsBatchBackend(JobBackend):
             attempts=len(job.get("attempts", [])),
             array_summary=array_summary,
             log_location=container.get("logStreamName") or None,
+            spot_reclaims=sum(
+                1
+                for attempt in job.get("attempts", [])
+                if str(attempt.get("statusReason", "")).startswith(StatusReason.SPOT_RECLAIM_PREFIX)
+            ),
         )

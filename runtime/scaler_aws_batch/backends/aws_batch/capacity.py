@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from scaler_aws_batch.backends.base import Resources
 from scaler_aws_batch.capabilities import ComputeCapacity, InstanceShape
 
 logger = logging.getLogger(__name__)
@@ -118,3 +119,48 @@ def describe_queues(call: Call, batch: Any, names: Sequence[str]) -> dict[str, M
             if name in (queue.get("jobQueueName"), queue.get("jobQueueArn")):
                 found[name] = queue
     return found
+
+
+def explain_runnable(
+    call: Call, batch: Any, queue_name: str, resources: Resources, capacity: ComputeCapacity | None
+) -> str:
+    """The queue's and its compute environments' state and status reasons, then the likeliest reason a job asking
+    for ``resources`` waits in RUNNABLE."""
+    queue = describe_queues(call, batch, [queue_name]).get(queue_name)
+    if queue is None:
+        return f"queue {queue_name} no longer exists. Diagnosis: the job can never start; its queue was deleted"
+    parts = [
+        f"queue {queue_name} is {queue.get('state')}/{queue.get('status')} "
+        f"({queue.get('statusReason') or 'no status reason'})"
+    ]
+    arns = [str(order["computeEnvironment"]) for order in queue.get("computeEnvironmentOrder", [])]
+    diagnosis: str | None = None
+    if queue.get("state") != "ENABLED" or queue.get("status") != "VALID":
+        diagnosis = "the queue does not dispatch jobs while it is not ENABLED and VALID"
+    described = call(
+        "DescribeComputeEnvironments", lambda: batch.describe_compute_environments(computeEnvironments=arns)
+    )
+    for environment in described.get("computeEnvironments", []):
+        name = environment.get("computeEnvironmentName")
+        resources_of = environment.get("computeResources") or {}
+        desired, maximum = resources_of.get("desiredvCpus"), resources_of.get("maxvCpus")
+        parts.append(
+            f"compute environment {name} is {environment.get('state')}/{environment.get('status')} "
+            f"({environment.get('statusReason') or 'no status reason'})"
+            + (f", desiredvCpus {desired} of maxvCpus {maximum}" if maximum is not None else "")
+        )
+        if diagnosis is None and (environment.get("state") != "ENABLED" or environment.get("status") != "VALID"):
+            diagnosis = f"compute environment {name} cannot launch instances until it is ENABLED and VALID"
+        if diagnosis is None and maximum is not None and desired is not None and desired >= maximum:
+            diagnosis = (
+                f"compute environment {name} is at its maxvCpus ({maximum}): the job waits for running jobs to "
+                "finish; raise max_vcpus (cdk.json) if this is the normal load"
+            )
+    if diagnosis is None and capacity is not None and not any(shape.holds(resources) for shape in capacity.shapes):
+        diagnosis = f"no instance type of the queue can hold the job; the largest possible is {capacity.largest()}"
+    if diagnosis is None:
+        diagnosis = (
+            "instances are still being launched, or EC2 has too little Spot capacity in these instance types; the "
+            "queue cancels jobs that stay RUNNABLE past its job-state time limit"
+        )
+    return "; ".join(parts) + f". Diagnosis: {diagnosis}"
