@@ -288,7 +288,7 @@ class LocalProcessBackend(JobBackend):
             job.state = JobState.SUCCEEDED
         else:
             job.state = JobState.FAILED
-            job.status_reason = job.stop_reason or "Essential container in task exited"
+            job.status_reason = job.stop_reason or StatusReason.ESSENTIAL_CONTAINER_EXITED
         logger.info(
             "local job %s %s (exit %d) after %.2fs",
             job.job_id,
