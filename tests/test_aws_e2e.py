@@ -7,6 +7,7 @@ import base64
 import gzip
 import os
 import pathlib
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +17,13 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, StatusReason
 from scaler_aws_batch.errors import (
+    CapabilityError,
     JobTimeoutError,
     JobVanishedError,
     ResultMissingError,
     SpotRetriesExhaustedError,
-    SubmitError,
 )
 from scaler_aws_batch.limits import (
     MAX_CONTAINER_OVERRIDES_CHARS,
@@ -57,6 +58,7 @@ def clean_faults(aws: AwsHarness) -> Iterator[None]:
     faults.server_error_rate = 0.0
     faults.spot_reclaim_attempts.clear()
     faults.spot_reclaim_job_name_glob = None
+    faults.spot_reclaim_queue_glob = None
     faults.vanish_job_name_glob = None
     faults.delete_on_success_globs.clear()
 
@@ -218,13 +220,6 @@ def test_cancel_in_runnable_and_in_running(aws: AwsHarness, tmp_path: pathlib.Pa
     assert all(future.cancelled() for future in [queued, *running])
 
 
-def test_missing_queue_is_a_clear_error(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
-    args = ["--job-queue", "no-such-queue"]
-    with aws.variant(tmp_path / "work", args, probe=False) as (client, _):
-        with pytest.raises(SubmitError, match="no-such-queue"):
-            client.submit(abs, -3).result(timeout=WAIT_SECONDS)
-
-
 def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     before = len(aws.job_records())
     assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
@@ -232,3 +227,87 @@ def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     assert job["jobName"].startswith("scaler-")
     assert set(job["tags"]) == {"scaler-batch:adapter-id", "scaler-batch:task-id"}
     assert base64.b16decode(job["tags"]["scaler-batch:task-id"].upper())
+
+
+# --- requests checked, stuck jobs explained --------------------------------------------------------------------------
+
+
+def test_timeout_under_a_minute_is_refused_before_submitting(aws: AwsHarness) -> None:
+    before = len(aws.job_records())
+    future = aws.client.submit_verbose(abs, args=(-1,), kwargs={}, capabilities={"timeout": 5})
+    with pytest.raises(CapabilityError, match="timeout=5 is below this backend's minimum of 60"):
+        future.result(timeout=WAIT_SECONDS)
+    assert len(aws.job_records()) == before, "no job was submitted for an impossible request"
+
+
+def _managed_queue(aws: AwsHarness, name: str, instance_types: list[str]) -> str:
+    """A queue on a MANAGED EC2 compute environment limited to ``instance_types`` (maxvCpus 64)."""
+    ec2, iam, batch = aws.emulator.client("ec2"), aws.emulator.client("iam"), aws.emulator.client("batch")
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+    trust = '{"Version": "2012-10-17", "Statement": []}'
+    role = iam.create_role(RoleName=f"{name}-service", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    profile = iam.create_instance_profile(InstanceProfileName=f"{name}-instance")["InstanceProfile"]["Arn"]
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"{name}-ce", type="MANAGED", state="ENABLED", serviceRole=role,
+        computeResources={
+            "type": "EC2", "minvCpus": 0, "maxvCpus": 64, "desiredvCpus": 0, "instanceTypes": instance_types,
+            "subnets": [subnet], "securityGroupIds": [group], "instanceRole": profile,
+        },
+    )["computeEnvironmentArn"]  # fmt: skip
+    return batch.create_job_queue(
+        jobQueueName=name, state="ENABLED", priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+    )["jobQueueArn"]  # fmt: skip
+
+
+def test_request_beyond_every_instance_type_is_refused_naming_the_largest(
+    aws: AwsHarness, tmp_path: pathlib.Path
+) -> None:
+    queue = _managed_queue(aws, "small-instances", ["m5.large", "c5.xlarge"])  # 2 vCPU/8 GiB, 4 vCPU/8 GiB
+    with aws.variant(tmp_path / "work", ["--job-queue", queue]) as (client, _):
+        for capabilities in ({"vcpus": 8}, {"memory": 16384}, {"vcpus": 4, "memory": 8193}):
+            future = client.submit_verbose(abs, args=(-2,), kwargs={}, capabilities=capabilities)
+            with pytest.raises(CapabilityError, match=r"largest possible is vcpus=4 \(c5.xlarge\), memory=8192 MiB"):
+                future.result(timeout=WAIT_SECONDS)
+        fits = client.submit_verbose(abs, args=(-2,), kwargs={}, capabilities={"vcpus": 4, "memory": 8192})
+        assert fits.result(timeout=WAIT_SECONDS) == 2
+
+
+def test_spot_reclaims_send_the_task_to_the_on_demand_queue(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
+    on_demand, _ = aws.emulator.create_queue_and_job_definition(
+        queue_name="on-demand-queue", job_definition_name="on-demand-unused",
+        environment={SIGNING_SECRET_ENV: aws.signing_secret},
+    )  # fmt: skip
+    faults = aws.emulator.faults
+    faults.spot_reclaim_attempts.update({1, 2})  # every Spot attempt the job definition allows (2)
+    faults.spot_reclaim_after_seconds = 0.2
+    faults.spot_reclaim_queue_glob = aws.queue.rsplit("/", 1)[-1]  # only the Spot queue loses hosts
+    before = len(aws.job_records())
+    with aws.variant(tmp_path / "work", ["--on-demand-queue", on_demand]) as (client, adapter):
+        assert client.submit(lambda: __import__("time").sleep(2) or "done").result(timeout=WAIT_SECONDS) == "done"
+        log = adapter.log_text()
+    spot_jobs = [job for job in _new_jobs(aws, before) if job["attempts"] == 2]
+    assert spot_jobs and all(job["status"] == "FAILED" for job in spot_jobs), "both Spot attempts were reclaimed"
+    assert "2 Spot reclaims" in log and "goes to the On-Demand queue" in log
+    listed = aws.emulator.client("batch").list_jobs(jobQueue=on_demand, jobStatus="SUCCEEDED")["jobSummaryList"]
+    assert listed, "the next attempt ran on the On-Demand queue"
+
+
+def test_job_stuck_in_runnable_is_explained_in_the_log(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
+    def sleeper(seconds: float) -> float:
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    with aws.variant(tmp_path / "work", ["--runnable-warn-after", "1"]) as (client, adapter):
+        running = [client.submit(sleeper, 300 + index) for index in range(8)]  # every emulator slot
+        wait_for(lambda: aws.emulator.running_processes() == 8, "eight jobs RUNNING")
+        waiting = client.submit(sleeper, 1)
+        wait_for(lambda: "has been RUNNABLE for" in adapter.log_text(), "the adapter to explain the RUNNABLE job")
+        line = next(line for line in adapter.log_text().splitlines() if "has been RUNNABLE for" in line)
+        assert re.search(r"queue \S*emulator-queue is ENABLED/VALID", line) and "Diagnosis:" in line
+        for future in [waiting, *running]:
+            assert future.cancel(timeout=WAIT_SECONDS)
+        wait_for(lambda: aws.emulator.running_processes() == 0, "the RUNNING jobs to be terminated")

@@ -24,12 +24,14 @@ from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
     CapabilityError,
     CommandFailedError,
+    JobFailedError,
     JobOutOfMemoryError,
     JobTimeoutError,
     PayloadError,
     PythonVersionMismatchError,
     ResultRejectedError,
     ResultSerializationError,
+    UnpicklableExceptionError,
 )
 from scaler_aws_batch.wire import python_version_tag
 
@@ -368,3 +370,67 @@ def test_impossible_capability_fails_the_task_and_the_adapter_keeps_serving(
     with pytest.raises(CapabilityError, match=message):
         future.result(timeout=WAIT_SECONDS)
     assert harness.client.submit(math.sqrt, 16).result(timeout=WAIT_SECONDS) == 4.0
+
+
+# --- bad input -----------------------------------------------------------------------------------------------------
+
+
+def test_hundred_mebibyte_argument_and_result(harness: Harness) -> None:
+    blob = os.urandom(100 * 1024 * 1024)
+
+    def echo_reversed(data: bytes) -> bytes:
+        return data[::-1]
+
+    result = harness.client.submit(echo_reversed, blob).result(timeout=WAIT_SECONDS)
+    assert len(result) == len(blob) and result == blob[::-1]
+
+
+def test_unpicklable_exception_keeps_its_type_name_and_message(harness: Harness) -> None:
+    def raise_unpicklable() -> None:
+        import threading
+
+        class LockedError(Exception):
+            def __init__(self) -> None:
+                super().__init__("held a lock")
+                self.lock = threading.Lock()
+
+        raise LockedError()
+
+    with pytest.raises(UnpicklableExceptionError, match=r"LockedError: held a lock") as caught:
+        harness.client.submit(raise_unpicklable).result(timeout=WAIT_SECONDS)
+    assert "could not be pickled" in str(caught.value)
+
+
+def test_sys_exit_in_a_task_is_a_job_failure_with_its_code(harness: Harness) -> None:
+    def leave() -> None:
+        import sys
+
+        sys.exit(3)
+
+    with pytest.raises(JobFailedError) as caught:
+        harness.client.submit(leave).result(timeout=WAIT_SECONDS)
+    assert caught.value.exit_code == 3 and "exit code 3" in str(caught.value)
+
+
+def test_segfault_is_a_job_failure_with_signal_exit_code(harness: Harness) -> None:
+    def crash() -> None:
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+    with pytest.raises(JobFailedError) as caught:
+        harness.client.submit(crash).result(timeout=WAIT_SECONDS)
+    assert caught.value.exit_code == 139, str(caught.value)
+
+
+def test_ten_megabytes_on_stdout_do_not_disturb_the_result(harness: Harness) -> None:
+    def chatty() -> int:
+        import sys
+
+        line = "x" * 1023 + "\n"
+        for _ in range(10 * 1024):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return 42
+
+    assert harness.client.submit(chatty).result(timeout=WAIT_SECONDS) == 42

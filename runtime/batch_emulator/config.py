@@ -100,6 +100,9 @@ class Faults:
     """Attempt numbers (1-based) whose host is reclaimed while the attempt runs."""
     spot_reclaim_job_name_glob: str | None = None
     """Restrict Spot reclaims to jobs whose name matches this fnmatch glob (None: every job)."""
+    spot_reclaim_queue_glob: str | None = None
+    """Restrict Spot reclaims to jobs on queues whose name matches this fnmatch glob (None: every queue), as only
+    Spot compute environments lose hosts."""
     spot_reclaim_after_seconds: float = 0.0
     """How long the attempt runs before its host is reclaimed."""
     vanished_job_ids: set[str] = field(default_factory=set)

@@ -30,6 +30,9 @@ def spot_reclaimed(faults: Faults, job: Job, attempt: Attempt) -> bool:
     """Whether this attempt's host is to be reclaimed (after `faults.spot_reclaim_after_seconds`)."""
     if attempt.number not in faults.spot_reclaim_attempts:
         return False
+    queue_glob = faults.spot_reclaim_queue_glob
+    if queue_glob is not None and not fnmatch.fnmatchcase(job.queue_name, queue_glob):
+        return False
     glob = faults.spot_reclaim_job_name_glob
     return glob is None or fnmatch.fnmatchcase(job.name, glob)
 
