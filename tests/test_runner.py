@@ -15,7 +15,12 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch import runner, wire
 from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
-from scaler_aws_batch.errors import PayloadError, PythonVersionMismatchError, ResultSerializationError
+from scaler_aws_batch.errors import (
+    PayloadError,
+    PythonVersionMismatchError,
+    ResultRejectedError,
+    ResultSerializationError,
+)
 from scaler_aws_batch.signing import KeyRing, ensure_key_file
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 
@@ -277,3 +282,17 @@ def test_key_file_readable_by_others_is_refused(store: LocalDirectoryStore, caps
     builder.add_task(_blobs("t1", abs, -1))
     assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_BAD_PAYLOAD
     assert f"chmod 600 {key_file}" in capsys.readouterr().err
+
+
+def test_empty_foreign_and_unsigned_results_are_refused_without_unpickling() -> None:
+    genuine = wire.TaskResultEnvelope(task_id="t1", status="success", body=b"body", nonce="n1")
+    checks = {
+        b"": "too short to be a result",
+        genuine.encode(KEYS)[:-1] + b"!": "signature does not match",
+        wire.TaskResultEnvelope(task_id="t2", status="success", body=b"b", nonce="n1").encode(KEYS): "holds the result",
+        wire.TaskResultEnvelope(task_id="t1", status="success", body=b"b", nonce="n0").encode(KEYS): "not written by",
+    }
+    for data, message in checks.items():
+        with pytest.raises(ResultRejectedError, match=message):
+            wire.decode_result(data, KEYS, expected_task_id="t1", expected_nonce="n1")
+    assert wire.decode_result(genuine.encode(KEYS), KEYS, expected_task_id="t1", expected_nonce="n1").body == b"body"
