@@ -4,6 +4,7 @@ real Scaler scheduler and client. Faults are injected in the emulator; nothing i
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import pathlib
@@ -46,6 +47,14 @@ pytestmark = pytest.mark.e2e
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsHarness]:
     with AwsHarness(tmp_path_factory.mktemp("aws")).start() as harness:
         yield harness
+
+
+@pytest.fixture(autouse=True)
+def job_execution(request: pytest.FixtureRequest, aws: AwsHarness) -> Iterator[None]:
+    """Jobs of tests marked ``job_processes`` are real processes; the others run on the emulator's threads."""
+    processes = request.node.get_closest_marker("job_processes") is not None
+    with aws.job_processes() if processes else contextlib.nullcontext():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +146,7 @@ def test_every_task_completes_under_30_percent_throttling(aws: AwsHarness) -> No
     assert sum(aws.emulator.api_calls.throttled.values()) > 0, "the emulator really did throttle"
 
 
+@pytest.mark.job_processes
 def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -161,6 +171,7 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
     assert not aws.stored_object_exists("results/"), "the one result was consumed; nothing is left behind"
 
 
+@pytest.mark.job_processes
 def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None:
     aws.emulator.faults.spot_reclaim_attempts.update({1, 2})  # the job definition allows 2 attempts
     aws.emulator.faults.spot_reclaim_after_seconds = 0.2
@@ -177,6 +188,7 @@ def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
         aws.client.submit(lambda: 1).result(timeout=WAIT_SECONDS)
 
 
+@pytest.mark.job_processes
 def test_timeout_is_not_retried(aws: AwsHarness) -> None:
     before = len(aws.job_records())
     future = aws.client.submit_verbose(lambda: time.sleep(600), args=(), kwargs={}, capabilities={"timeout": 60})
@@ -193,6 +205,7 @@ def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
         aws.client.submit(lambda: "lost").result(timeout=WAIT_SECONDS)
 
 
+@pytest.mark.job_processes
 def test_cancel_in_runnable_and_in_running(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
     def sleeper(seconds: float) -> float:
         import time
