@@ -84,7 +84,13 @@ def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
     assert sum(job["arraySize"] or 1 for job in jobs) == 1000
     assert calls["SubmitJob"] == len(jobs) < 100, "1,000 tasks become a handful of array jobs"
     assert 0 < calls.max_describe_ids <= 100
+    # Results are read once each and deleted in DeleteObjects batches, never one DeleteObject per result.
+    wait_for(lambda: not aws.stored_object_exists("results/"), "every result object to be deleted")
+    s3 = aws.emulator.s3_requests.snapshot()
+    assert s3["clients"].get("GetObject", 0) == 1000 and s3["jobs"].get("PutObject", 0) >= 1000
+    assert s3["clients"].get("DeleteObject", 0) == 0 and s3["clients"].get("DeleteObjects", 0) >= 1
     print(f"\nBatch API calls for 1,000 tasks: {dict(calls)}; max ids per DescribeJobs {calls.max_describe_ids}")
+    print(f"S3 requests for 1,000 tasks: {s3}")
 
 
 def _all_inline_fits(aws: AwsHarness, envelope: bytes) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+_DELETE_OBJECTS_MAX_KEYS = 1000  # S3 DeleteObjects' limit per request
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _ALREADY_EXISTS_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 #: S3 serves thousands of requests per second per prefix; this only keeps one adapter from hogging it.
@@ -33,7 +34,7 @@ def s3_client_config() -> Config:
 
 
 _ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-             "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # fmt: skip
+             "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SDK_UA_APP_ID")  # fmt: skip
 
 
 def _client_settings(env: Mapping[str, str]) -> tuple[str | None, ...]:
@@ -41,14 +42,16 @@ def _client_settings(env: Mapping[str, str]) -> tuple[str | None, ...]:
 
 
 def _new_client(settings: tuple[str | None, ...]) -> S3Client:
-    key, secret, token, region, default_region, s3_endpoint, endpoint = settings
+    key, secret, token, region, default_region, s3_endpoint, endpoint, app_id = settings
     session = boto3.session.Session(
         aws_access_key_id=key,
         aws_secret_access_key=secret,
         aws_session_token=token,
         region_name=region or default_region,
     )
-    return session.client("s3", endpoint_url=s3_endpoint or endpoint, config=s3_client_config())
+    # AWS_SDK_UA_APP_ID, as the SDK itself would read it from the process environment.
+    config = s3_client_config().merge(Config(user_agent_appid=app_id)) if app_id else s3_client_config()  # type: ignore[call-arg]
+    return session.client("s3", endpoint_url=s3_endpoint or endpoint, config=config)
 
 
 _shared_clients_lock = threading.Lock()
@@ -180,3 +183,21 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         self._call("DeleteObject", "delete", key,
                    lambda: self._client.delete_object(Bucket=self._bucket, Key=self._key(key)))  # fmt: skip
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One DeleteObjects request per 1,000 keys (its limit); a key S3 could not delete is an error."""
+        for start in range(0, len(keys), _DELETE_OBJECTS_MAX_KEYS):
+            chunk = keys[start : start + _DELETE_OBJECTS_MAX_KEYS]
+            objects: list[Any] = [{"Key": self._key(key)} for key in chunk]
+
+            def delete(objects: list[Any] = objects) -> Any:
+                return self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True})
+
+            answer = self._call("DeleteObjects", "delete", chunk[0], delete)
+            errors = answer.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"cannot delete {len(errors)} of {len(chunk)} object(s) from {self.url}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')}"
+                )
