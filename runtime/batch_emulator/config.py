@@ -33,6 +33,8 @@ class EmulatorConfig:
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
     host: str = "127.0.0.1"
+    port: int = 0
+    """The public endpoint's port; 0 picks a free one."""
     delay_submitted: float = 0.05
     delay_pending: float = 0.05
     delay_runnable: float = 0.05

@@ -159,7 +159,7 @@ class BatchEmulator:
             self._reset_moto()
 
         moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
-        self._front = make_front_server(self.config.host, _FrontApp(self, moto_app))
+        self._front = make_front_server(self.config.host, self.config.port, _FrontApp(self, moto_app))
         self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
         self._front_thread = threading.Thread(
             target=self._front.serve_forever, kwargs={"poll_interval": 0.05}, name="batch-emulator-front", daemon=True

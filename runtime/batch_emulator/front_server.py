@@ -101,6 +101,6 @@ class KeepAliveHandler(MotoRequestHandler):  # type: ignore[misc]
         self.flush_headers()
 
 
-def make_front_server(host: str, app: WsgiApp) -> BaseWSGIServer:
-    """A threaded server on a free port of `host`; run it with `serve_forever`."""
-    return make_server(host, 0, app, threaded=True, request_handler=KeepAliveHandler)
+def make_front_server(host: str, port: int, app: WsgiApp) -> BaseWSGIServer:
+    """A threaded server on `host`:`port` (0: a free port); run it with `serve_forever`."""
+    return make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
