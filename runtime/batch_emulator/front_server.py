@@ -42,6 +42,10 @@ class KeepAliveHandler(MotoRequestHandler):  # type: ignore[misc]
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 
+    def log_message(self, format: str, *args: Any) -> None:
+        # Idle keep-alive connections time out routinely: debug, not stderr.
+        LOG.debug("batch emulator front server: " + format, *args)
+
     def run_wsgi(self) -> None:
         environ: dict[str, Any] = self.make_environ()
         body: bytes = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else self._read_body()
