@@ -38,6 +38,14 @@ class Harness:
     client: Client
     adapter: AdapterProcess
 
+    work_dir: pathlib.Path
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[Harness]:
+        with self.variant(self.work_dir) as (client, adapter):
+            self.client, self.adapter = client, adapter
+            yield self
+
     def variant(
         self,
         work_dir: pathlib.Path,
@@ -69,12 +77,6 @@ class LocalHarness(Harness):
     def _args(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> list[str]:
         env_args = [item for key, value in (job_env or {}).items() for item in ("--job-env", f"{key}={value}")]
         return ["--backend", "local", "--work-dir", str(work_dir), *env_args]
-
-    @contextlib.contextmanager
-    def start(self) -> Iterator[LocalHarness]:
-        with scaler_with_adapter(self.work_dir, self._args(self.work_dir, None)) as (client, adapter):
-            self.client, self.adapter = client, adapter
-            yield self
 
     def variant(
         self,
@@ -197,12 +199,6 @@ class SlurmHarness(Harness):
 
     def _args(self, work_dir: pathlib.Path) -> list[str]:
         return ["--backend", "slurm", "--work-dir", str(work_dir / "slurm"), "--vanish-after", "30"]
-
-    @contextlib.contextmanager
-    def start(self) -> Iterator[SlurmHarness]:
-        with self.variant(self.work_dir) as (client, adapter):
-            self.client, self.adapter = client, adapter
-            yield self
 
     def variant(
         self,
