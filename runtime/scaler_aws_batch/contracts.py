@@ -54,6 +54,12 @@ class RunnerExit:
     STORE: Final = 74  # EX_IOERR: could not read the payload or write a result
 
 
+# --- the Batch emulator's stand-alone entry point (``python -m batch_emulator``) -------------------------------------
+
+#: The line it prints once its endpoint serves, followed by the endpoint URL; the demo reads the URL from it.
+EMULATOR_ENDPOINT_LINE_PREFIX: Final = "batch emulator endpoint: "
+
+
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------
 
 

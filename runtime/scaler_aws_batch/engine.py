@@ -1,7 +1,8 @@
 """The shared job engine: everything a backend does not do.
 
-- **Packing.** Tasks that arrive within ``array_window_seconds`` and share serializer, resources, queue and timeout
-  become one array job (2..10,000 children) with one payload; a lone task becomes a single job.
+- **Packing.** Tasks that share serializer, resources, queue and timeout gather until none has arrived for
+  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, or 10,000 are there) and become one
+  array job (2..10,000 children) with one payload; a lone task becomes a single job.
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
@@ -9,7 +10,8 @@
   parents are read through their status summary and children are described only once some have finished; the
   interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
 - **Outcomes.** A finished job's result object is read from the store, its signature and its nonce (which binds it
-  to this submission) checked, and handed over as bytes, never unpickled. A FAILED job
+  to this submission) checked, and handed over as bytes, never unpickled; reads run concurrently in the background
+  and results are deleted in batches (:mod:`scaler_aws_batch.results`). A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
 """
@@ -42,6 +44,7 @@ from scaler_aws_batch.errors import (
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
 from scaler_aws_batch.wire import (
@@ -69,6 +72,8 @@ class EngineSettings:
     cloudpickle_version: str
     job_timeout_seconds: int = 3600
     array_window_seconds: float = 0.05
+    #: A steady stream of tasks keeps extending the window; the first task waits at most this long.
+    array_max_wait_seconds: float = 2.0
     max_array_size: int = MAX_ARRAY_SIZE
     poll_interval_min_seconds: float = 0.05
     poll_interval_max_seconds: float = 2.0
@@ -78,13 +83,13 @@ class EngineSettings:
     log_tail_lines: int = 20
     job_name_prefix: str = "scaler"
     delete_results: bool = True
+    #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
+    reupload_after_seconds: float = 6 * 3600
     #: Where a task goes after ``spot_reclaims_before_on_demand`` Spot reclaims (None: it fails instead).
     on_demand_queue: str | None = None
     spot_reclaims_before_on_demand: int = SPOT_RECLAIMS_BEFORE_ON_DEMAND
     #: A job waiting in RUNNABLE longer than this is logged once, with the queue's state and a diagnosis.
     runnable_warn_seconds: float = 300.0
-    #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
-    reupload_after_seconds: float = 6 * 3600
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -255,10 +260,13 @@ class JobEngine:
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
+        self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
+        self._results = ResultIO(store)
+        self._resolving: set[asyncio.Task[None]] = set()  # results being read: the reconcile loop does not wait
         self.stats: collections.Counter[str] = collections.Counter()
 
     @property
@@ -277,6 +285,7 @@ class JobEngine:
         key = work.pack_key()
         self._pending.setdefault(key, []).append(work.task_id)
         self._pending_since.setdefault(key, time.monotonic())
+        self._pending_last[key] = time.monotonic()
         self._wake_packer.set()
         return future
 
@@ -304,7 +313,10 @@ class JobEngine:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
 
     async def run(self) -> None:
-        await asyncio.gather(self._packer(), self._reconciler())
+        try:
+            await asyncio.gather(self._packer(), self._reconciler())
+        finally:
+            await asyncio.to_thread(self._results.close)
 
     # --- packing and submission ---------------------------------------------------------------------------------
 
@@ -312,16 +324,17 @@ class JobEngine:
         while True:
             now = time.monotonic()
             due = [
-                key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds
+                key
+                for key in self._pending_since
+                if self._due_at(key) <= now or len(self._pending[key]) >= self._settings.max_array_size
             ]
             for key in due:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
-                del self._pending_since[key]
+                del self._pending_since[key], self._pending_last[key]
                 for start in range(0, len(ids), self._settings.max_array_size):
                     await self._submit_group(ids[start : start + self._settings.max_array_size])
             if self._pending_since:
-                earliest = min(self._pending_since.values())
-                delay = max(0.0, earliest + self._settings.array_window_seconds - time.monotonic())
+                delay = max(0.0, min(self._due_at(key) for key in self._pending_since) - time.monotonic())
                 try:
                     await asyncio.wait_for(self._wake_packer.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -329,6 +342,11 @@ class JobEngine:
             else:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
+
+    def _due_at(self, key: tuple[object, ...]) -> float:
+        window = self._settings.array_window_seconds
+        longest = max(window, self._settings.array_max_wait_seconds)
+        return min(self._pending_last[key] + window, self._pending_since[key] + longest)
 
     def _spec_for(self, work: TaskWork, count: int) -> JobSpec:
         first = work.task_id
@@ -420,6 +438,7 @@ class JobEngine:
                 pass
             self._wake_reconciler.clear()
             changed = await self._reconcile_once()
+            self._results.flush()
             if changed:
                 interval = self._settings.poll_interval_min_seconds
             else:
@@ -459,7 +478,7 @@ class JobEngine:
                 if task is not None:
                     task.state = status.state
                 if status.state.is_final:
-                    await self._resolve(job.tasks[None], status)
+                    self._start_resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
@@ -480,13 +499,13 @@ class JobEngine:
             present = await results_present()
             for index, task_id in list(job.tasks.items()):
                 if result_key(task_id) in present and index is not None:
-                    child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
                     # Tentative: a result that fails its checks may have been planted before the child ran; the
-                    # child's own final state decides then.
-                    if await self._resolve(task_id, child, tentative=True):
-                        del job.tasks[index]
-                        job.ok_resolved += 1
-                        progressed = True
+                    # child then goes back to this job, and its own final state decides.
+                    child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
+                    self._start_resolve(task_id, child, tentative=(job, index))
+                    del job.tasks[index]
+                    job.ok_resolved += 1
+                    progressed = True
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
             statuses = await self._describe(child_ids)
@@ -494,7 +513,7 @@ class JobEngine:
                 status = statuses.get(f"{job.job_id}:{index}")
                 if status is None or not status.state.is_final:
                     continue
-                await self._resolve(task_id, status)
+                self._start_resolve(task_id, status)
                 del job.tasks[index]
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
@@ -553,7 +572,7 @@ class JobEngine:
         envelope = decode_result(data, self._keys, expected_task_id=task_id, expected_nonce=task.nonce)
         self._forget_uploads(envelope.bad_objects)
         if self._settings.delete_results:
-            self._store.delete(key)
+            self._results.discard(key)  # deleted with the next batch
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
@@ -564,20 +583,39 @@ class JobEngine:
             if self._uploaded.pop(key, None) is not None:
                 logger.warning("stored object %s did not match its digest; it will be uploaded again", key)
 
-    async def _resolve(self, task_id: str, status: JobStatus, *, tentative: bool = False) -> bool:
-        """Finish the task from its result or from the job's failure; returns whether it finished. With
-        ``tentative``, a result that fails its checks leaves the task waiting instead of failing it."""
+    def _start_resolve(self, task_id: str, status: JobStatus, *, tentative: tuple[_Job, int] | None = None) -> None:
+        """Read the task's result in the background: concurrent with other reads and with the next round."""
+        resolving = asyncio.create_task(
+            self._resolve(task_id, status, tentative=tentative), name=f"resolve-{task_id[:12]}"
+        )
+        self._resolving.add(resolving)
+        resolving.add_done_callback(self._resolved)
+
+    def _resolved(self, resolving: asyncio.Task[None]) -> None:
+        self._resolving.discard(resolving)
+        if not resolving.cancelled() and resolving.exception() is not None:
+            logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
+        if not self._resolving:
+            self._results.flush()  # the burst of reads is over: delete its results now, in as few calls as possible
+
+    async def _resolve(self, task_id: str, status: JobStatus, *, tentative: tuple[_Job, int] | None = None) -> None:
+        """Finish the task from its result or from the job's failure. With ``tentative`` (an array child seen only
+        through the parent's summary), a result that fails its checks puts the child back into its job instead."""
         task = self._tasks.get(task_id)
         if task is None:
-            return True
+            return
         try:
-            outcome = await asyncio.to_thread(self._read_result, task, status)
+            outcome = await self._results.call(self._read_result, task, status)
         except StoreError as exc:
             outcome = TaskOutcome(False, pickle.dumps(exc))
         except ResultRejectedError as exc:
             logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
-            if tentative:
-                return False
+            if tentative is not None:
+                job, index = tentative
+                job.tasks[index] = task_id
+                job.ok_resolved -= 1
+                self._jobs.setdefault(job.job_id, job)
+                return
             outcome = TaskOutcome(False, pickle.dumps(exc))
         if outcome is None:
             if status.state is JobState.SUCCEEDED:
@@ -589,7 +627,7 @@ class JobEngine:
                     status.exit_code,
                 )
             elif self._moved_to_on_demand(task, status):
-                return True
+                return
             else:
                 tail = await asyncio.to_thread(self._backend.log_tail, status.job_id, self._settings.log_tail_lines)
                 error = classify_failure(status, tail)
@@ -598,7 +636,6 @@ class JobEngine:
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
         self._finish(task_id, outcome)
-        return True
 
     def _moved_to_on_demand(self, task: _Task, status: JobStatus) -> bool:
         """After enough Spot reclaims, queue the task again for the On-Demand queue instead of failing it."""

@@ -124,14 +124,27 @@ def read_key_file(path: pathlib.Path) -> KeyRing:
     return KeyRing.parse(text, source=f"signing key file {path}")
 
 
-def read_secret(secret_id: str, *, region: str | None = None, endpoint_url: str | None = None) -> KeyRing:
-    """Read the key ring from a Secrets Manager secret (its ARN or name)."""
+def read_secret(
+    secret_id: str, *, region: str | None = None, endpoint_url: str | None = None, env: Mapping[str, str] | None = None
+) -> KeyRing:
+    """Read the key ring from a Secrets Manager secret (its ARN or name). ``env`` supplies keys, region and
+    endpoint instead of the process environment (a runner in a thread of another process)."""
     import boto3
     import botocore.exceptions
 
     if region is None and secret_id.startswith("arn:"):
         region = secret_id.split(":")[3] or None  # arn:partition:secretsmanager:REGION:account:secret:name
-    client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+    if env is None:
+        client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+    else:
+        session = boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region_name=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        )
+        endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or env.get("AWS_ENDPOINT_URL") or None
+        client = session.client("secretsmanager", endpoint_url=endpoint)
     try:
         response = client.get_secret_value(SecretId=secret_id)
     except botocore.exceptions.ClientError as exc:
@@ -172,7 +185,7 @@ def load_job_keys(env: Mapping[str, str]) -> KeyRing:
         return read_key_file(pathlib.Path(key_file))
     secret_id = env.get(SIGNING_SECRET_ENV)
     if secret_id:
-        return read_secret(secret_id)
+        return read_secret(secret_id, env=env)
     raise SigningKeyError(
         f"the job has no signing key: its job definition must set {SIGNING_SECRET_ENV} (the stack does) or "
         f"{SIGNING_KEY_FILE_ENV}; refusing to run unsigned work"

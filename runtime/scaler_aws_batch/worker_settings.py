@@ -7,6 +7,7 @@ import re
 
 from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
 from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 
 _PYTHON_TAG = re.compile(r"^\d+\.\d+$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -30,9 +31,10 @@ class WorkerSettings(Settings):
         default_text="the worker's Python",
     )
     max_concurrent_jobs: int = setting(
-        1000,
+        MAX_ARRAY_SIZE,
         "Tasks in flight at once (each task is one job or one array child). Tasks beyond it wait in the adapter, "
-        "highest Scaler priority first.",
+        "highest Scaler priority first. The default, one full array, lets a large `map` become a few large arrays; "
+        "jobs beyond the compute environment's capacity wait in RUNNABLE at no cost.",
     )
     job_timeout_seconds: int = setting(
         3600,
