@@ -12,7 +12,7 @@ import cloudpickle
 import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
-from batch_emulator import DEFAULT_COMMAND, BatchEmulator, EmulatorConfig
+from batch_emulator import BatchEmulator, EmulatorConfig
 from batch_emulator.testing import log_messages, wait_for_status, wait_until
 from harness import create_signing_secret
 from scaler_aws_batch import wire
@@ -162,7 +162,7 @@ def test_terminating_a_threaded_job_reports_the_signal(
     assert job["attempts"][-1]["container"]["exitCode"] == 143
 
 
-def test_other_commands_and_process_mode_still_start_processes(emu: BatchEmulator) -> None:
+def test_other_commands_and_process_mode_still_start_processes(emu: BatchEmulator, resources: tuple[str, str]) -> None:
     queue, jobdef = emu.create_queue_and_job_definition(
         job_definition_name="pid-printer", command=["python3", "-c", "import os; print('pid', os.getpid())"]
     )
@@ -171,7 +171,7 @@ def test_other_commands_and_process_mode_still_start_processes(emu: BatchEmulato
     messages = log_messages(emu.client("logs"), "/aws/batch/job", job["container"]["logStreamName"])
     assert job["status"] == "SUCCEEDED" and messages and messages[0] != f"pid {os.getpid()}"
 
-    queue, jobdef = emu.create_queue_and_job_definition(command=list(DEFAULT_COMMAND))
+    queue, jobdef = resources  # the runner's command, naming the signing secret
     emu.config.execution = "process"
     try:
         job_id = batch.submit_job(
