@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from scaler import Client
 
 from batch_emulator import BatchEmulator
+from batch_emulator.standalone import create_signing_secret
 from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.embedded import EmbeddedScheduler
-from scaler_aws_batch.signing import generate_key
 
 NAME = "ours"
 #: The job definition's retry strategy, as the CDK stack declares it (stacks/job_definition.py).
@@ -43,9 +43,7 @@ def cluster(emulator: BatchEmulator, work_dir: pathlib.Path, name: str = NAME) -
     work_dir.mkdir(parents=True, exist_ok=True)
     # The signing secret and the job definition the CDK stack creates (`scaler-batch run-job --payload Ref::payload`,
     # naming the secret in its environment).
-    secret = emulator.client("secretsmanager").create_secret(
-        Name=f"ours-signing-{uuid.uuid4().hex[:8]}", SecretString=generate_key()
-    )["ARN"]
+    secret, _ = create_signing_secret(emulator, f"ours-signing-{uuid.uuid4().hex[:8]}")
     queue, job_definition = emulator.create_queue_and_job_definition(
         job_definition_name="ours-job", retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
         environment={SIGNING_SECRET_ENV: secret},

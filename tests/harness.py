@@ -14,10 +14,10 @@ from typing import Any
 
 from scaler import Client
 
-from batch_emulator import BatchEmulator, EmulatorConfig
+from batch_emulator import BatchEmulator, EmulatorConfig, standalone
 from conftest import AdapterProcess, scaler_with_adapter
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
-from scaler_aws_batch.signing import KEY_FILE_NAME, KeyRing, generate_key, read_key_file
+from scaler_aws_batch.signing import KEY_FILE_NAME, KeyRing, read_key_file
 from slurm_cluster import SlurmCluster
 
 BUCKET = "scaler-e2e-bucket"
@@ -234,8 +234,7 @@ class AwsHarness(Harness):
 
 def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-signing") -> tuple[str, KeyRing]:
     """The signing secret the CDK stack creates, in the emulator: (its ARN, its key ring)."""
-    key = generate_key()
-    arn = emulator.client("secretsmanager").create_secret(Name=name, SecretString=key)["ARN"]
+    arn, key = standalone.create_signing_secret(emulator, name)
     return arn, KeyRing.parse(key, source=name)
 
 

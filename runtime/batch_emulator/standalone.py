@@ -1,8 +1,8 @@
 """`python -m batch_emulator`: the emulator as a stand-alone endpoint, for trying the AWS path with no account.
 
 It starts the emulator on a chosen port, registers what the CDK stack would create (a job queue, the runner's job
-definition with the Spot retry strategy, the bucket and the log group), writes a file shaped like the one
-`cdk deploy --outputs-file` writes, and prints the endpoint. Then it serves until interrupted:
+definition with the Spot retry strategy, the signing secret, the bucket and the log group), writes a file shaped like
+the one `cdk deploy --outputs-file` writes, and prints the endpoint. Then it serves until interrupted:
 
     python -m batch_emulator --port 4566 --outputs cdk-outputs.json
     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\
@@ -23,7 +23,13 @@ from types import FrameType
 
 from batch_emulator.config import EmulatorConfig
 from batch_emulator.emulator import DUMMY_KEY, BatchEmulator
-from scaler_aws_batch.contracts import EMULATOR_ENDPOINT_LINE_PREFIX, SPOT_RETRY_EVALUATE_ON_EXIT, StackOutput
+from scaler_aws_batch.contracts import (
+    EMULATOR_ENDPOINT_LINE_PREFIX,
+    SIGNING_SECRET_ENV,
+    SPOT_RETRY_EVALUATE_ON_EXIT,
+    StackOutput,
+)
+from scaler_aws_batch.signing import generate_key
 
 DEFAULT_STACK_NAME = "ScalerBatchEmulator"
 DEFAULT_BUCKET = "scaler-batch-emulator"
@@ -34,14 +40,22 @@ RETRY_ATTEMPTS = 2
 JOB_TIMEOUT_SECONDS = 3600
 
 
+def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-signing") -> tuple[str, str]:
+    """The signing secret the CDK stack creates (a generated key): its ARN and its value."""
+    key = generate_key()
+    return emulator.client("secretsmanager").create_secret(Name=name, SecretString=key)["ARN"], key
+
+
 def provision(emulator: BatchEmulator, *, bucket: str, prefix: str) -> dict[str, str]:
     """Create the stack's resources in the emulator; return its outputs, keyed as the CDK stack keys them."""
+    secret_arn, _ = create_signing_secret(emulator)
     queue_arn, job_definition_arn = emulator.create_queue_and_job_definition(
         queue_name="scaler-batch-queue",
         job_definition_name="scaler-batch-runner",
         retry_strategy={"attempts": RETRY_ATTEMPTS, "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT)},
         timeout_seconds=JOB_TIMEOUT_SECONDS,
         log_group=LOG_GROUP,
+        environment={SIGNING_SECRET_ENV: secret_arn},
     )
     emulator.client("s3").create_bucket(Bucket=bucket)
     return {
@@ -51,6 +65,7 @@ def provision(emulator: BatchEmulator, *, bucket: str, prefix: str) -> dict[str,
         StackOutput.PAYLOAD_PREFIX: prefix,
         StackOutput.REGION: emulator.region,
         StackOutput.LOG_GROUP_NAME: LOG_GROUP,
+        StackOutput.SIGNING_SECRET_ARN: secret_arn,
     }
 
 
