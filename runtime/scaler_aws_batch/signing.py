@@ -24,6 +24,8 @@ import hmac
 import os
 import pathlib
 import secrets
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -124,11 +126,34 @@ def read_key_file(path: pathlib.Path) -> KeyRing:
     return KeyRing.parse(text, source=f"signing key file {path}")
 
 
+#: Jobs that run as threads of one process (the emulator's in-process mode) share what was read this recently,
+#: instead of one client and one GetSecretValue per job; a job that is its own process reads the secret once anyway.
+SECRET_CACHE_SECONDS: Final = 60.0
+_secret_cache: dict[tuple[str | None, ...], tuple[float, KeyRing]] = {}
+_secret_cache_lock = threading.Lock()
+
+
 def read_secret(
     secret_id: str, *, region: str | None = None, endpoint_url: str | None = None, env: Mapping[str, str] | None = None
 ) -> KeyRing:
     """Read the key ring from a Secrets Manager secret (its ARN or name). ``env`` supplies keys, region and
     endpoint instead of the process environment (a runner in a thread of another process)."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    cache_key = (secret_id, region, endpoint_url, *(None if env is None else env.get(name) for name in names))
+    now = time.monotonic()
+    with _secret_cache_lock:
+        cached = _secret_cache.get(cache_key)
+    if cached is not None and now - cached[0] < SECRET_CACHE_SECONDS:
+        return cached[1]
+    ring = _fetch_secret(secret_id, region=region, endpoint_url=endpoint_url, env=env)
+    with _secret_cache_lock:
+        _secret_cache[cache_key] = (now, ring)
+    return ring
+
+
+def _fetch_secret(
+    secret_id: str, *, region: str | None, endpoint_url: str | None, env: Mapping[str, str] | None
+) -> KeyRing:
     import boto3
     import botocore.exceptions
 
