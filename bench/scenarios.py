@@ -133,6 +133,17 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
     return record
 
 
+def _job_end_time() -> Callable[[], float]:
+    """A task returning the time it ends (nested, so it travels by value to any job or worker process)."""
+
+    def job_end_time() -> float:
+        import time as job_time
+
+        return job_time.time()
+
+    return job_end_time
+
+
 def latency_stream(cluster: Cluster, tasks: int, interval: float, timeout: float) -> dict[str, Any]:
     """A stream of single tasks, one every ``interval`` s. Each returns ``time.time()`` as its job ends; latency is
     the time from then until the client's future resolved (the result's way back: store, adapter, scheduler)."""
@@ -147,8 +158,9 @@ def latency_stream(cluster: Cluster, tasks: int, interval: float, timeout: float
             resolved[index] = time.time()
 
     futures: list[Future[Any]] = []
+    job_end_time = _job_end_time()
     for index in range(tasks):
-        future = cluster.client.submit(time.time)
+        future = cluster.client.submit(job_end_time)
         future.add_done_callback(functools.partial(on_done, index))
         futures.append(future)
         time.sleep(interval)
