@@ -165,6 +165,19 @@ def _payload_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _emulator_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = ["| setup | emulator |", "| --- | --- |"]
+    seen: set[str] = set()
+    for record in results:
+        if record["setup"] in seen:
+            continue
+        seen.add(record["setup"])
+        settings = record.get("emulator")
+        text = ", ".join(f"{key} {value}" for key, value in settings.items()) if settings else "none (no Batch)"
+        rows.append(f"| {record['setup']} | {text} |")
+    return rows
+
+
 def chart(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -262,11 +275,20 @@ def render(data: dict[str, Any], chart_path: pathlib.Path, results_path: pathlib
         "",
         *_payload_rows(results),
         "",
+        "## Emulator settings per setup",
+        "",
+        *_emulator_rows(results),
+        "",
         "## Reproduce",
         "",
         "```sh",
-        "make bench   # runs python -m bench.run --json bench/results/full.json, then this report",
+        "make bench         # python -m bench.run --json bench/results/full.json, then python -m bench.report",
+        "make bench-quick   # 2,000 instead of 10,000 tasks, a stream of 50: bench/results/quick.json",
+        ".venv/bin/python -m bench.run --smoke --setups ours native   # tiny workloads: does everything run?",
         "```",
+        "",
+        "Code: `bench/run.py` (setups and plan), `bench/scenarios.py` (workloads and figures), `bench/ours.py`,",
+        "`bench/stock.py`, `bench/native.py`, `bench/report.py` (this page, the chart), `bench/notes.py` (prose).",
         "",
     ]
     return "\n".join(lines)
