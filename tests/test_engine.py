@@ -14,7 +14,7 @@ import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.backends.local import LocalProcessBackend
+from scaler_aws_batch.backends.local.backend import LocalProcessBackend
 from scaler_aws_batch.engine import EngineSettings, JobEngine, TaskOutcome, TaskWork, classify_failure, plan_payload
 from scaler_aws_batch.errors import (
     JobFailedError,
