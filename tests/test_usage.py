@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from scaler_aws_batch.backends.aws_usage import ComputePlacements, cluster_name, job_usage
+from cdk_support import tool
+from scaler_aws_batch.backends.aws_batch.usage import ComputePlacements, cluster_name, job_usage
 from scaler_aws_batch.contracts import MAX_JOB_TAGS, JobTag
 from scaler_aws_batch.tags import MAX_USER_TAGS, check_user_tags, merge_user_tags, parse_tag_pairs
 from scaler_aws_batch.usage import (
@@ -284,3 +286,31 @@ def test_engine_refuses_too_many_tags_at_start() -> None:
 
     with pytest.raises(ValueError, match=r"job tags: 47 user tags"):
         EngineSettings("adapter", "3.11", "3.0", user_tags={f"k{i}": "v" for i in range(47)})
+
+
+def _write_log(path: pathlib.Path, records: Sequence[UsageRecord]) -> None:
+    path.write_text("".join(json.dumps(record.to_json()) + "\n" for record in records))
+
+
+def test_usage_command_prints_the_summary_and_writes_the_chart(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib")
+    log = tmp_path / "usage.jsonl"
+    _write_log(log, [_record("a", ComputeKind.EC2_SPOT, 3600, vcpus=4), _record("b", ComputeKind.FARGATE, 1800)])
+    chart = tmp_path / "cost.png"
+    result = subprocess.run(
+        [tool("scaler-batch"), "usage", str(log), "--chart", str(chart)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tasks: 2 in 2 job(s) (success 2)" in result.stdout
+    assert "vCPU-hours: 4.5000" in result.stdout
+    assert "prices: ESTIMATE" in result.stdout
+    assert "ec2-spot" in result.stdout and "fargate" in result.stdout
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_usage_command_says_what_is_wrong_with_a_bad_log(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "usage.jsonl"
+    log.write_text('{"job_id": "x"}\n')
+    result = subprocess.run([tool("scaler-batch"), "usage", str(log)], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "usage.jsonl:1: not a usage record written by --usage-log" in result.stderr

@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
 
+    usage = commands.add_parser("usage", help="summarize a --usage-log file: tasks, resource-hours, estimated cost")
+    usage.add_argument("file", help="the JSON-lines file the worker's --usage-log wrote")
+    usage.add_argument("--prices", default=None, metavar="FILE.json", help="price table (default: built-in estimates)")
+    usage.add_argument("--chart", default=None, metavar="OUT.png", help="also write the run's cost over time (PNG)")
+
     commands.add_parser("scheduler", help="scaler_scheduler with the capability-forwarding fix", add_help=False)
     run_job = commands.add_parser("run-job", help="the runner a job executes", add_help=False)
     run_job.add_argument("rest", nargs=argparse.REMAINDER)
@@ -128,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "worker":
         return run_worker(args, os.environ)
+    if args.command == "usage":
+        from scaler_aws_batch.usage import run_usage_report
+
+        try:
+            run_usage_report(args.file, prices_path=args.prices, chart_path=args.chart, out=sys.stdout)
+        except ValueError as exc:
+            print(f"scaler-batch usage: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo":
         from scaler_aws_batch.demo import run_demo
 

@@ -402,3 +402,15 @@ class UsageRecorder:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def run_usage_report(path: str, *, prices_path: str | None, chart_path: str | None, out: IO[str]) -> None:
+    """``scaler-batch usage FILE``: print the summary of a usage log (and write the chart). ValueError on bad input."""
+    records = read_usage_log(path)
+    prices = load_price_table(prices_path)
+    out.write(format_summary(summarize(records, prices)))
+    if chart_path is not None:
+        from scaler_aws_batch.usage_chart import write_cost_chart
+
+        write_cost_chart(records, prices, chart_path)
+        out.write(f"chart: {chart_path}\n")

@@ -31,7 +31,7 @@ from scaler_aws_batch.aws_calls import (
     TokenBucket,
     error_code,
 )
-from scaler_aws_batch.backends.aws_usage import ComputePlacements, job_usage
+from scaler_aws_batch.backends.aws_batch.usage import ComputePlacements, job_usage
 from scaler_aws_batch.backends.base import (
     PAYLOAD_PARAMETER,
     BackendError,
