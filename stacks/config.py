@@ -20,7 +20,7 @@ from scaler_aws_batch.tags import MAX_USER_TAGS, check_user_tags
 
 T = TypeVar("T")
 
-#: The job-level settings AWS enforces (see shared AWS_LIMITS.md).
+#: The job-level settings AWS enforces (docs/aws-limits.md gives their public sources).
 MIN_JOB_TIMEOUT_SECONDS = 60
 MIN_RETRY_ATTEMPTS = 2
 MAX_RETRY_ATTEMPTS = 10
