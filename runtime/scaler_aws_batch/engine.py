@@ -237,7 +237,7 @@ class JobEngine:
     def usage(self) -> UsageRecorder:
         return self._usage
 
-    async def close_usage(self, timeout_seconds: float = 30.0) -> str:
+    async def close_usage(self, timeout_seconds: float = 10.0) -> str:
         """At exit: describe the array children still missing from the usage log (bounded), close the log and
         return (and log) the one-line summary."""
         try:
