@@ -63,6 +63,8 @@ def build_worker(
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
+    from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
     from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -74,6 +76,7 @@ def build_worker(
             f"({config.where(WorkerSettings, 'job_timeout_seconds')}), got {worker.job_timeout_seconds}"
         )
     setup = kind.build(backend_settings, worker)
+    user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
     engine_settings = EngineSettings(
         adapter_id=uuid.uuid4().hex[:16],
         client_python=worker.client_python or python_version_tag(),
@@ -83,6 +86,7 @@ def build_worker(
         poll_interval_min_seconds=kind.poll_interval_min_seconds,
         poll_interval_max_seconds=kind.poll_interval_max_seconds,
         vanish_bound_seconds=worker.vanish_after,
+        user_tags=user_tags,
     )
     adapter = AdapterSettings(
         scheduler_address=worker.scheduler,
@@ -92,7 +96,7 @@ def build_worker(
         task_queue_size=worker.queue_size,
         routing=setup.routing,
     )
-    return adapter, JobEngine(setup.backend, setup.store, engine_settings)
+    return adapter, JobEngine(setup.backend, setup.store, engine_settings, UsageRecorder(worker.usage_log))
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
