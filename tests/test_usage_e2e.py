@@ -24,10 +24,6 @@ ON_DEMAND = 2  # single jobs on the On-Demand queue, with 2 vCPUs and 4 GiB each
 USER_TAGS = {"team": "research", "project": "usage-e2e"}
 
 
-def _boom() -> None:
-    raise ValueError("expected by the test")
-
-
 def _describe_all(batch: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
     """Every finished single job and array child the emulator ran on ``queues``, by job id."""
     ids: list[str] = []
@@ -78,8 +74,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[UsageRe
                 for n in range(ON_DEMAND)
             ]  # fmt: skip
             assert [future.result(timeout=WAIT_SECONDS) for future in big] == [2**n for n in range(ON_DEMAND)]
-            with pytest.raises(ValueError, match="expected by the test"):
-                client.submit(_boom).result(timeout=WAIT_SECONDS)
+            with pytest.raises(ValueError, match="invalid literal"):  # the task raises: a task-error record
+                client.submit(lambda: int("not a number")).result(timeout=WAIT_SECONDS)
         adapter_log = adapter.log_text()
         ran = _describe_all(emulator.client("batch"), [spot_queue, on_demand_queue])
         yield read_usage_log(str(usage_log)), ran, adapter_log, str(usage_log)
@@ -160,4 +156,4 @@ def test_usage_command_prints_the_runs_summary(run: tuple[list[UsageRecord], dic
 def test_the_usage_log_holds_no_task_data(run: tuple[list[UsageRecord], dict[str, Any], str, str]) -> None:
     _, _, _, usage_log = run
     text = pathlib.Path(usage_log).read_text()
-    assert "expected by the test" not in text and "pow" not in text
+    assert "not a number" not in text and "invalid literal" not in text

@@ -240,10 +240,16 @@ class JobEngine:
     async def close_usage(self, timeout_seconds: float = 10.0) -> str:
         """At exit: describe the array children still missing from the usage log (bounded), close the log and
         return (and log) the one-line summary."""
-        try:
-            await asyncio.wait_for(self._settle_usage(final=True), timeout=timeout_seconds)
-        except asyncio.TimeoutError:
-            logger.warning("usage: %d job(s) left out of the usage log (not described in time)", self._usage.deferred)
+        deadline = time.monotonic() + timeout_seconds
+        while self._usage.deferred and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if left := self._usage.flush_unknown():
+            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
         line = self._usage.summary.one_line()
         logger.info(line)
         self._usage.close()

@@ -340,7 +340,8 @@ def read_usage_log(path: str) -> list[UsageRecord]:
 
 #: Array children's job ids are ``f"{parent_id}:{index}"`` on every backend.
 ARRAY_CHILD_SEPARATOR: Final = ":"
-#: Describe ``job_ids`` (at most ``describe_batch`` of them) and return their usage, for deferred array children.
+#: Describe ``job_ids`` (at most ``describe_batch`` of them) and return their usage, for deferred array children;
+#: None for a job not final yet (its result can be stored a moment before Batch marks it SUCCEEDED).
 DescribeUsage = Callable[[Sequence[str]], Awaitable[Mapping[str, JobUsage | None]]]
 
 
@@ -380,8 +381,8 @@ class UsageRecorder:
         return len(self._deferred)
 
     async def settle(self, describe: DescribeUsage, *, active_parents: set[str] | None = None) -> None:
-        """Describe deferred children: all of them when ``active_parents`` is None (shutdown), otherwise the ones
-        whose array the engine no longer tracks, plus full batches."""
+        """Describe deferred children: all of them when ``active_parents`` is None (at exit), otherwise the ones
+        whose array the engine no longer tracks, or all once a full batch waits. Children not final yet stay."""
         ready = [
             job_id
             for job_id in self._deferred
@@ -393,10 +394,19 @@ class UsageRecorder:
             chunk = ready[start : start + self._describe_batch]
             found = await describe(chunk)
             for job_id in chunk:
-                if job_id not in found and active_parents is not None:
-                    continue  # not described this time (throttled, eventual consistency): try again next round
+                usage = found.get(job_id)
+                if usage is None:
+                    continue  # not described this time, or not final yet: the next round asks again
                 task_id, outcome = self._deferred.pop(job_id)
-                self._write(UsageRecord(job_id, (task_id,), outcome, found.get(job_id) or JobUsage()))
+                self._write(UsageRecord(job_id, (task_id,), outcome, usage))
+
+    def flush_unknown(self) -> int:
+        """Record what is still deferred with unknown usage (at exit, when describing took too long)."""
+        left = len(self._deferred)
+        for job_id, (task_id, outcome) in list(self._deferred.items()):
+            self._write(UsageRecord(job_id, (task_id,), outcome, JobUsage()))
+        self._deferred.clear()
+        return left
 
     def close(self) -> None:
         if self._file is not None:
