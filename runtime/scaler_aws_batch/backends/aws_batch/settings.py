@@ -260,9 +260,6 @@ KIND = BackendKind(
     name="aws-batch",
     settings=AwsBatchSettings,
     build=build_aws_batch,
-    poll_interval_min_seconds=0.5,
-    poll_interval_max_seconds=5.0,
-    array_window_seconds=0.5,
     min_timeout_seconds=MIN_TIMEOUT_SECONDS,
     load=load_aws_batch_settings,
 )
