@@ -47,6 +47,7 @@ from batch_emulator import rules
 from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
+from batch_emulator.s3_requests import S3Requests
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -115,6 +116,8 @@ class BatchEmulator:
         self.config = config or EmulatorConfig()
         self.faults = faults or Faults()
         self.api_calls = ApiCalls()
+        self.s3_requests = S3Requests()
+        """S3 requests by requester (`jobs`, `clients`) and operation; `reset_api_calls` zeroes them too."""
         self.job_env: dict[str, str] = {}
         self._routes = _batch_routes()
         self._buckets: dict[str, _TokenBucket] = {}
@@ -156,7 +159,7 @@ class BatchEmulator:
             self._reset_moto()
 
         moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
-        self._front = make_front_server(self.config.host, _FrontApp(self, moto_app))
+        self._front = make_front_server(self.config.host, self.config.port, _FrontApp(self, moto_app))
         self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
         self._front_thread = threading.Thread(
             target=self._front.serve_forever, kwargs={"poll_interval": 0.05}, name="batch-emulator-front", daemon=True
@@ -229,6 +232,7 @@ class BatchEmulator:
 
     def reset_api_calls(self) -> None:
         """Zero `api_calls` (counts, throttled, server errors, describe sizes)."""
+        self.s3_requests.clear()
         with self._stats_lock:
             self.api_calls.clear()
             self.api_calls.throttled.clear()
@@ -398,13 +402,7 @@ class BatchEmulator:
 
     def _operation(self, environ: dict[str, Any]) -> str | None:
         """The Batch operation name of a request, or None when it is not a Batch request."""
-        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
-        try:
-            scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
-            service = scope[3]
-        except IndexError:
-            return None
-        if service != "batch":
+        if _signed_service(environ) != "batch":
             return None
         path = str(environ.get("PATH_INFO", ""))
         method = str(environ.get("REQUEST_METHOD", "GET"))
@@ -445,6 +443,15 @@ class BatchEmulator:
             self.api_calls.describe_ids_total += count
 
 
+def _signed_service(environ: dict[str, Any]) -> str | None:
+    """The service of the request's SigV4 credential scope `<key>/<date>/<region>/<service>/aws4_request`."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    try:
+        return auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")[3]
+    except IndexError:
+        return None
+
+
 class _FrontApp:
     """WSGI app of the front server: Batch job APIs here, everything else to moto."""
 
@@ -455,6 +462,8 @@ class _FrontApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         operation = self._emu._operation(environ)
         if operation is None:
+            if _signed_service(environ) == "s3":
+                self._emu.s3_requests.record(environ)
             return self._moto_app(environ, start_response)
         body = _read_body(environ)
         error = self._emu._admit(operation)

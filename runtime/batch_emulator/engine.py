@@ -1,9 +1,9 @@
 """The job engine: the Batch job API operations (SubmitJob, DescribeJobs, ListJobs, Cancel/TerminateJob).
 
 It wires the parts together, each in its own module: `model` (job records), `clock` (timed events), `states` (the
-job state machine), `execution` (attempts as local processes), `joblogs` (their output in CloudWatch Logs), `render`
-(AWS-shaped answers) and `faults` (injected faults). All job state is guarded by one re-entrant lock. Queues and job
-definitions are read from moto over HTTP.
+job state machine), `execution` (attempts as local processes), `inprocess` (the runner on a thread), `joblogs`
+(their output in CloudWatch Logs), `render` (AWS-shaped answers) and `faults` (injected faults). All job state is
+guarded by one re-entrant lock. Queues and job definitions are read from moto over HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from batch_emulator import rules
 from batch_emulator.clock import Clock
 from batch_emulator.config import EmulatorConfig, Faults
 from batch_emulator.execution import ProcessExecutor
+from batch_emulator.inprocess import ThreadExecutor
 from batch_emulator.joblogs import JobLogs
 from batch_emulator.model import RUNNING, STATUSES, Job, now_ms
 from batch_emulator.render import filter_match, job_arn, job_detail, job_summary
@@ -55,8 +56,12 @@ class Engine:
         self._lookup_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._clock = Clock(self.lock)
         self._states = JobStates(config, faults, self.lock, self._clock, s3)
-        self._executor = ProcessExecutor(
-            config, job_env, endpoint_url, JobLogs(logs), work_dir, self.lock, self._clock, self._states.attempt_exited
+        job_logs = JobLogs(logs)
+        processes = ProcessExecutor(
+            config, job_env, endpoint_url, job_logs, work_dir, self.lock, self._clock, self._states.attempt_exited
+        )
+        self._executor = ThreadExecutor(
+            config, job_env, endpoint_url, job_logs, self.lock, processes, self._states.attempt_exited
         )
         self._states.executor = self._executor
         self.jobs = self._states.jobs

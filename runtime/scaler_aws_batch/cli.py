@@ -118,10 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch", description="Run Scaler tasks on AWS Batch or locally.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run a sample workload on the embedded local default")
+    demo = commands.add_parser("demo", help="run a sample workload (local jobs, or AWS Batch emulated locally)")
     demo.add_argument("--scheduler", default=None, help="use this running scheduler instead of an embedded one")
     demo.add_argument("--tasks", type=int, default=24, help="how many CPU-bound tasks to map (24)")
     demo.add_argument("--keep-work-dir", action="store_true", help="keep job logs and the store after the run")
+    demo.add_argument(
+        "--backend",
+        choices=("local", "aws-batch"),
+        default="local",
+        help="local job processes (default), or AWS Batch through the Batch emulator on this machine (no account)",
+    )
 
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
@@ -162,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from scaler_aws_batch.demo import run_demo
 
-        return run_demo(scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir)
+        return run_demo(
+            scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir, backend=args.backend
+        )
     raise AssertionError(args.command)
 
 

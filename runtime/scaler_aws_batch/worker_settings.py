@@ -6,6 +6,7 @@ import dataclasses
 import re
 
 from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 from scaler_aws_batch.tags import check_user_tags, parse_tag_pairs
 
 _PYTHON_TAG = re.compile(r"^\d+\.\d+$")
@@ -30,9 +31,10 @@ class WorkerSettings(Settings):
         default_text="the worker's Python",
     )
     max_concurrent_jobs: int = setting(
-        1000,
+        MAX_ARRAY_SIZE,
         "Tasks in flight at once (each task is one job or one array child). Tasks beyond it wait in the adapter, "
-        "highest Scaler priority first.",
+        "highest Scaler priority first. The default, one full array, lets a large `map` become a few large arrays; "
+        "jobs beyond the compute environment's capacity wait in RUNNABLE at no cost.",
     )
     job_timeout_seconds: int = setting(
         3600,
