@@ -23,10 +23,10 @@ import dataclasses
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import JobTag, StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -43,6 +43,8 @@ from scaler_aws_batch.errors import (
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.stores import ObjectStore
+from scaler_aws_batch.tags import check_user_tags
+from scaler_aws_batch.usage import JobUsage, Outcome, UsageRecorder
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
     RESULTS_PREFIX,
@@ -81,6 +83,8 @@ class EngineSettings:
     delete_results: bool = True
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
+    #: User tags on every job (``cdk.json`` ``job_tags`` and ``--tag``), checked by :mod:`scaler_aws_batch.tags`.
+    user_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -89,6 +93,7 @@ class EngineSettings:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+        check_user_tags(self.user_tags, source="job tags")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +218,13 @@ class _Job:
 
 
 class JobEngine:
-    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings) -> None:
+    def __init__(
+        self, backend: JobBackend, store: ObjectStore, settings: EngineSettings, usage: UsageRecorder | None = None
+    ) -> None:
         self._backend = backend
         self._store = store
         self._settings = settings
+        self._usage = usage if usage is not None else UsageRecorder(None)
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
@@ -232,6 +240,35 @@ class JobEngine:
     @property
     def backend(self) -> JobBackend:
         return self._backend
+
+    @property
+    def usage(self) -> UsageRecorder:
+        return self._usage
+
+    async def close_usage(self, timeout_seconds: float = 10.0) -> str:
+        """At exit: describe the array children still missing from the usage log (bounded), close the log and
+        return (and log) the one-line summary."""
+        deadline = time.monotonic() + timeout_seconds
+        while self._usage.deferred and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if left := self._usage.flush_unknown():
+            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
+        line = self._usage.summary.one_line()
+        logger.info(line)
+        self._usage.close()
+        return line
+
+    async def _settle_usage(self, *, final: bool = False) -> None:
+        if self._usage.deferred:
+            await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
+
+    async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
+        return {job_id: status.usage for job_id, status in (await self._describe(job_ids)).items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
@@ -311,7 +348,7 @@ class JobEngine:
             payload="",
             resources=work.resources,
             timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
-            tags={"scaler-batch:adapter-id": self._settings.adapter_id, "scaler-batch:task-id": first},
+            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first},
             array_size=count if count > 1 else None,
             queue=work.queue,
         )
@@ -436,6 +473,7 @@ class JobEngine:
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
+        await self._settle_usage()
         return changed
 
     async def _reconcile_array(
@@ -539,6 +577,10 @@ class JobEngine:
                 error = classify_failure(status, tail)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
+            kind = Outcome.JOB_FAILED
+        else:
+            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
+        self._usage.record(status.job_id, [task_id], kind, status.usage)
         self._finish(task_id, outcome)
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:
