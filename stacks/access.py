@@ -77,16 +77,18 @@ class AdapterAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="WatchJobs",
-                    actions=["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"],
+                    actions=[
+                        "batch:DescribeJobs",
+                        "batch:ListJobs",
+                        "batch:DescribeJobDefinitions",
+                        "batch:DescribeComputeEnvironments",  # usage records: Spot, On-Demand or Fargate
+                    ],
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
-                    sid="CheckQueuesAtStart",  # queues ENABLED and VALID, and the largest instance they can launch
-                    actions=[
-                        "batch:DescribeJobQueues",
-                        "batch:DescribeComputeEnvironments",
-                        "ec2:DescribeInstanceTypes",
-                    ],
+                    # Queues ENABLED and VALID, and the largest instance they launch (with DescribeComputeEnvironments).
+                    sid="CheckQueuesAtStart",
+                    actions=["batch:DescribeJobQueues", "ec2:DescribeInstanceTypes"],
                     resources=["*"],
                 ),
                 iam.PolicyStatement(

@@ -91,10 +91,10 @@ def acknowledge_findings(stack: ScalerBatchStack) -> None:
     acknowledge(
         policy,
         ["AwsSolutions-IAM5[Resource::*]"],
-        "batch:DescribeJobs, batch:ListJobs, batch:DescribeJobDefinitions, batch:DescribeJobQueues,"
-        " batch:DescribeComputeEnvironments and ec2:DescribeInstanceTypes have no resource-level permissions and need"
-        " Resource '*'; they only read job status, the job definition, the queues' state and instance sizes. Every"
-        " write action in this policy is scoped to ARNs.",
+        "batch:DescribeJobs, batch:ListJobs, batch:DescribeJobDefinitions, batch:DescribeComputeEnvironments,"
+        " batch:DescribeJobQueues and ec2:DescribeInstanceTypes have no resource-level permissions and need"
+        " Resource '*'; they only read job status, the job definition, the compute environments, the queues' state"
+        " and instance sizes. Every write action in this policy is scoped to ARNs.",
     )
     acknowledge(
         policy,

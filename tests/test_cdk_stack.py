@@ -403,13 +403,14 @@ def test_adapter_can_stop_only_jobs_carrying_the_adapter_tag(template: Template)
 
 def test_adapter_wildcard_resource_is_only_describe_and_list(template_json: dict[str, Any]) -> None:
     statements = _adapter_statements(template_json)
-    assert statements["WatchJobs"]["Action"] == ["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"]
-    assert statements["WatchJobs"]["Resource"] == "*"
-    assert statements["CheckQueuesAtStart"]["Action"] == [
-        "batch:DescribeJobQueues",
+    assert statements["WatchJobs"]["Action"] == [
+        "batch:DescribeJobs",
+        "batch:ListJobs",
+        "batch:DescribeJobDefinitions",
         "batch:DescribeComputeEnvironments",
-        "ec2:DescribeInstanceTypes",
     ]
+    assert statements["WatchJobs"]["Resource"] == "*"
+    assert statements["CheckQueuesAtStart"]["Action"] == ["batch:DescribeJobQueues", "ec2:DescribeInstanceTypes"]
     wildcard = [sid for sid, statement in statements.items() if statement["Resource"] == "*"]
     assert wildcard == ["WatchJobs", "CheckQueuesAtStart"]
     for statement in statements.values():

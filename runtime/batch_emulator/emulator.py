@@ -284,6 +284,32 @@ class BatchEmulator:
 
     # ------------------------------------------------------------------ convenience for tests
 
+    def _create_managed_compute_environment(self, name: str, resource_type: str, service_role: str) -> str:
+        """A managed compute environment at 0 vCPUs in a throwaway moto VPC (moto checks that its network exists)."""
+        ec2 = self._moto_client("ec2")
+        vpc_id = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+        subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.99.0.0/20")["Subnet"]["SubnetId"]
+        group_id = ec2.create_security_group(GroupName=f"{name}-sg", Description=name, VpcId=vpc_id)["GroupId"]
+        resources: dict[str, Any] = {
+            "type": resource_type,
+            "maxvCpus": 256,
+            "subnets": [subnet_id],
+            "securityGroupIds": [group_id],
+        }
+        if not resource_type.startswith("FARGATE"):
+            iam = self._moto_client("iam")
+            profile = iam.create_instance_profile(InstanceProfileName=f"{name}-instance-profile")
+            resources.update(minvCpus=0, instanceTypes=["m6i"], instanceRole=profile["InstanceProfile"]["Arn"])
+        batch = self._moto_client("batch")
+        created = batch.create_compute_environment(
+            computeEnvironmentName=name,
+            type="MANAGED",
+            state="ENABLED",
+            serviceRole=service_role,
+            computeResources=resources,
+        )
+        return str(created["computeEnvironmentArn"])
+
     def create_queue_and_job_definition(
         self,
         *,
@@ -297,9 +323,12 @@ class BatchEmulator:
         timeout_seconds: int | None = None,
         log_group: str = "/aws/batch/job",
         image: str = "scaler-aws-batch:emulated",
+        compute_type: str = "UNMANAGED",
     ) -> tuple[str, str]:
-        """Create (in moto) a service role, an unmanaged compute environment, a job queue, a job definition running
+        """Create (in moto) a service role, a compute environment, a job queue, a job definition running
         `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
+        `compute_type` UNMANAGED, or a managed environment's resource type: EC2, SPOT, FARGATE or FARGATE_SPOT
+        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does).
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -328,13 +357,15 @@ class BatchEmulator:
         envs = batch.describe_compute_environments(computeEnvironments=[compute_environment_name])
         if envs["computeEnvironments"]:
             ce_arn = envs["computeEnvironments"][0]["computeEnvironmentArn"]
-        else:
+        elif compute_type == "UNMANAGED":
             ce_arn = batch.create_compute_environment(
                 computeEnvironmentName=compute_environment_name,
                 type="UNMANAGED",
                 state="ENABLED",
                 serviceRole=role_arn,
             )["computeEnvironmentArn"]
+        else:
+            ce_arn = self._create_managed_compute_environment(compute_environment_name, compute_type, role_arn)
         queues = batch.describe_job_queues(jobQueues=[queue_name])["jobQueues"]
         if queues:
             queue_arn = queues[0]["jobQueueArn"]

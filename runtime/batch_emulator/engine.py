@@ -51,6 +51,7 @@ class Engine:
         self.config = config
         self.faults = faults
         self._batch = batch
+        self._ecs_clusters: dict[str, str] = {}
         self.lock = threading.RLock()
         self._lookup_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._clock = Clock(self.lock)
@@ -82,6 +83,16 @@ class Engine:
         value = fetch()
         self._lookup_cache[key] = (time.monotonic() + _LOOKUP_TTL_SECONDS, value)
         return value
+
+    def _ecs_cluster(self, compute_environment: str) -> str:
+        """The ECS cluster name of a compute environment, as moto created it (cached: it never changes)."""
+        cluster = self._ecs_clusters.get(compute_environment)
+        if cluster is None:
+            found = self._batch.describe_compute_environments(computeEnvironments=[compute_environment])
+            arns = [environment.get("ecsClusterArn") for environment in found.get("computeEnvironments", [])]
+            cluster = str(arns[0] if arns and arns[0] else "emulator").rsplit("/", 1)[-1]
+            self._ecs_clusters[compute_environment] = cluster
+        return cluster
 
     def _resolve_queue(self, ident: object) -> dict[str, Any]:
         if not isinstance(ident, str) or not ident:
@@ -156,7 +167,8 @@ class Engine:
         log_conf = cp.get("logConfiguration") or {}
         options = log_conf.get("options") or {}
         order = queue.get("computeEnvironmentOrder") or [{}]
-        ce_name = str(order[0].get("computeEnvironment", "emulator-ce")).rsplit("/", 1)[-1]
+        ce_reference = str(order[0].get("computeEnvironment", "emulator-ce"))
+        ce_name = ce_reference.rsplit("/", 1)[-1]
         tags = dict(req.get("tags") or {})
         propagate = bool(req.get("propagateTags", jobdef.get("propagateTags", False)))
         if propagate:
@@ -169,6 +181,8 @@ class Engine:
             queue_arn=queue["jobQueueArn"],
             queue_name=queue["jobQueueName"],
             ce_name=ce_name,
+            ecs_cluster=self._ecs_cluster(ce_reference),
+            platform_capabilities=list(jobdef.get("platformCapabilities") or []),
             job_def_arn=jobdef["jobDefinitionArn"],
             job_def_name=jobdef["jobDefinitionName"],
             container_properties=cp,

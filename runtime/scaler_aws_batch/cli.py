@@ -68,6 +68,8 @@ def build_worker(
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
+    from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
     from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -79,6 +81,7 @@ def build_worker(
             f"({config.where(WorkerSettings, 'job_timeout_seconds')}), got {worker.job_timeout_seconds}"
         )
     setup = kind.build(backend_settings, worker)
+    user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
     engine_settings = EngineSettings(
         adapter_id=uuid.uuid4().hex[:16],
         client_python=worker.client_python or python_version_tag(),
@@ -91,6 +94,7 @@ def build_worker(
         on_demand_queue=setup.routing.on_demand,
         spot_reclaims_before_on_demand=worker.spot_reclaims_before_on_demand,
         runnable_warn_seconds=worker.runnable_warn_after,
+        user_tags=user_tags,
     )
     adapter = AdapterSettings(
         scheduler_address=worker.scheduler,
@@ -100,7 +104,7 @@ def build_worker(
         task_queue_size=worker.queue_size,
         routing=setup.routing,
     )
-    return adapter, JobEngine(setup.backend, setup.store, engine_settings, setup.keys)
+    return adapter, JobEngine(setup.backend, setup.store, engine_settings, setup.keys, UsageRecorder(worker.usage_log))
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -182,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
 
+    usage = commands.add_parser("usage", help="summarize a --usage-log file: tasks, resource-hours, estimated cost")
+    usage.add_argument("file", help="the JSON-lines file the worker's --usage-log wrote")
+    usage.add_argument("--prices", default=None, metavar="FILE.json", help="price table (default: built-in estimates)")
+    usage.add_argument("--chart", default=None, metavar="OUT.png", help="also write the run's cost over time (PNG)")
+
     commands.add_parser("scheduler", help="scaler_scheduler with the capability-forwarding fix", add_help=False)
     run_job = commands.add_parser("run-job", help="the runner a job executes", add_help=False)
     run_job.add_argument("rest", nargs=argparse.REMAINDER)
@@ -201,6 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "worker":
         return run_worker(args, os.environ)
+    if args.command == "usage":
+        from scaler_aws_batch.usage import run_usage_report
+
+        try:
+            run_usage_report(args.file, prices_path=args.prices, chart_path=args.chart, out=sys.stdout)
+        except ValueError as exc:
+            print(f"scaler-batch usage: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo":
         from scaler_aws_batch.demo import run_demo
 

@@ -25,10 +25,10 @@ import logging
 import pickle
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND, RunnerExit, StatusReason
+from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND, JobTag, RunnerExit, StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -47,6 +47,8 @@ from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHAR
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
+from scaler_aws_batch.tags import check_user_tags
+from scaler_aws_batch.usage import JobUsage, Outcome, UsageRecorder
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
     RESULTS_PREFIX,
@@ -90,6 +92,8 @@ class EngineSettings:
     spot_reclaims_before_on_demand: int = SPOT_RECLAIMS_BEFORE_ON_DEMAND
     #: A job waiting in RUNNABLE longer than this is logged once, with the queue's state and a diagnosis.
     runnable_warn_seconds: float = 300.0
+    #: User tags on every job (``cdk.json`` ``job_tags`` and ``--tag``), checked by :mod:`scaler_aws_batch.tags`.
+    user_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -104,6 +108,7 @@ class EngineSettings:
             )
         if self.runnable_warn_seconds <= 0:
             raise ValueError(f"--runnable-warn-after must be positive, got {self.runnable_warn_seconds}")
+        check_user_tags(self.user_tags, source="job tags")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,11 +257,19 @@ class _Job:
 
 
 class JobEngine:
-    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        backend: JobBackend,
+        store: ObjectStore,
+        settings: EngineSettings,
+        keys: KeyRing,
+        usage: UsageRecorder | None = None,
+    ) -> None:
         self._backend = backend
         self._store = store
         self._settings = settings
         self._keys = keys
+        self._usage = usage if usage is not None else UsageRecorder(None)
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
@@ -276,6 +289,35 @@ class JobEngine:
     @property
     def store(self) -> ObjectStore:
         return self._store
+
+    @property
+    def usage(self) -> UsageRecorder:
+        return self._usage
+
+    async def close_usage(self, timeout_seconds: float = 10.0) -> str:
+        """At exit: describe the array children still missing from the usage log (bounded), close the log and
+        return (and log) the one-line summary."""
+        deadline = time.monotonic() + timeout_seconds
+        while self._usage.deferred and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if left := self._usage.flush_unknown():
+            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
+        line = self._usage.summary.one_line()
+        logger.info(line)
+        self._usage.close()
+        return line
+
+    async def _settle_usage(self, *, final: bool = False) -> None:
+        if self._usage.deferred:
+            await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
+
+    async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
+        return {job_id: status.usage for job_id, status in (await self._describe(job_ids)).items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
@@ -355,7 +397,7 @@ class JobEngine:
             payload="",
             resources=work.resources,
             timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
-            tags={"scaler-batch:adapter-id": self._settings.adapter_id, "scaler-batch:task-id": first},
+            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first},
             array_size=count if count > 1 else None,
             queue=work.queue,
         )
@@ -482,6 +524,7 @@ class JobEngine:
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
+        await self._settle_usage()
         return changed
 
     async def _reconcile_array(
@@ -635,6 +678,10 @@ class JobEngine:
                     self._forget_uploads(task.uploads)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
+            kind = Outcome.JOB_FAILED
+        else:
+            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
+        self._usage.record(status.job_id, [task_id], kind, status.usage)
         self._finish(task_id, outcome)
 
     def _moved_to_on_demand(self, task: _Task, status: JobStatus) -> bool:

@@ -8,6 +8,7 @@ import re
 from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
 from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
+from scaler_aws_batch.tags import check_user_tags, parse_tag_pairs
 
 _PYTHON_TAG = re.compile(r"^\d+\.\d+$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -68,6 +69,19 @@ class WorkerSettings(Settings):
     log_level: str = setting(
         "INFO", "Log level. Logs carry job ids, states and timings, never task data.", choices=_LOG_LEVELS
     )
+    usage_log: str | None = setting(
+        None,
+        "Append one JSON line per finished job (task ids, queue, compute kind, resources, attempts, times, outcome) "
+        "to this file; see docs/usage-and-cost.md. The one-line usage summary is logged at exit either way.",
+        metavar="FILE",
+    )
+    tags: tuple[str, ...] = setting(
+        (),
+        "A user tag `KEY=VALUE` on every job (repeatable), next to the stack's `job_tags` and the adapter's own; "
+        "together at most 46 user tags (Batch allows 50 per job), checked at start-up.",
+        long="--tag",
+        metavar="KEY=VALUE",
+    )
 
     def __post_init__(self) -> None:
         if self.client_python is not None and not _PYTHON_TAG.match(self.client_python):
@@ -75,6 +89,7 @@ class WorkerSettings(Settings):
                 f"client_python takes major.minor like 3.11 ({where(WorkerSettings, 'client_python')}), "
                 f"got {self.client_python!r}"
             )
+        check_user_tags(parse_tag_pairs(self.tags), source=where(WorkerSettings, "tags"))
         check_whole(self, "max_concurrent_jobs", minimum=1)
         check_whole(self, "job_timeout_seconds", minimum=1)
         check_whole(self, "queue_size", minimum=0)

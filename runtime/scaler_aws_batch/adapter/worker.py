@@ -184,6 +184,7 @@ class AdapterWorker:
                 await loops
             external.destroy()
             storage.destroy()
+            await self._engine.close_usage()  # the usage summary line, and the usage log's last records
             self._engine.backend.close()
         logger.info("adapter stopped after %d task(s)", self._task_manager.completed)
         return exit_code

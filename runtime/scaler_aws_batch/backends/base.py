@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
 from scaler_aws_batch.limits import container_overrides_length, render_command
+from scaler_aws_batch.usage import JobUsage
 
 if TYPE_CHECKING:
     from scaler_aws_batch.capabilities import ComputeCapacity
@@ -133,6 +134,8 @@ class JobStatus:
     log_location: str | None = None
     #: Attempts that ended because EC2 reclaimed the Spot host.
     spot_reclaims: int = 0
+    #: What the job used and where it ran (for the usage log); None when the backend does not say.
+    usage: JobUsage | None = None
 
 
 def array_parent_status(job_id: str, children: Iterable[JobState]) -> JobStatus:

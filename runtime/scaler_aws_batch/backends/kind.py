@@ -31,6 +31,8 @@ class BackendSetup:
     store: ObjectStore
     routing: QueueRouting
     keys: KeyRing
+    #: User tags the backend's own configuration puts on every job (AWS: the stack's ``job_tags``).
+    job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
