@@ -670,6 +670,7 @@ class JobEngine:
                     status.exit_code,
                 )
             elif self._moved_to_on_demand(task, status):
+                self._usage.record(status.job_id, [task_id], Outcome.JOB_FAILED, status.usage)  # its Spot attempts
                 return
             else:
                 tail = await asyncio.to_thread(self._backend.log_tail, status.job_id, self._settings.log_tail_lines)
