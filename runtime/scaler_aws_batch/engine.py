@@ -324,12 +324,16 @@ class JobEngine:
     def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:
         future: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
         self._tasks[work.task_id] = _Task(work=work, future=future)
+        self._enqueue(work)
+        return future
+
+    def _enqueue(self, work: TaskWork) -> None:
+        """Queue a task for the packer: it joins the group of tasks with the same pack key."""
         key = work.pack_key()
         self._pending.setdefault(key, []).append(work.task_id)
         self._pending_since.setdefault(key, time.monotonic())
         self._pending_last[key] = time.monotonic()
         self._wake_packer.set()
-        return future
 
     async def cancel(self, task_id: str) -> bool:
         """Stop a task wherever it is. Returns False when the engine does not know it (already finished)."""
@@ -702,10 +706,7 @@ class JobEngine:
                        task_id, task.spot_reclaims, status.job_id, on_demand)  # fmt: skip
         task.work = dataclasses.replace(task.work, queue=on_demand)
         task.job_id, task.state = None, None
-        key = task.work.pack_key()
-        self._pending.setdefault(key, []).append(task_id)
-        self._pending_since.setdefault(key, time.monotonic())
-        self._wake_packer.set()
+        self._enqueue(task.work)
         self.stats["moved-to-on-demand"] += 1
         return True
 
