@@ -29,6 +29,12 @@ class StackOutput:
     REGION: Final = "Region"
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+
+    @classmethod
+    def every(cls) -> frozenset[str]:
+        """Every output key the stack can have (the GPU queue's only with a GPU queue)."""
+        return frozenset(value for name, value in vars(cls).items() if name.isupper())
+
     #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
     JOB_TAGS: Final = "JobTags"
 
