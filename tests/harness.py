@@ -71,6 +71,10 @@ class Harness:
     def stored_object_exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def job_processes(self) -> contextlib.AbstractContextManager[None]:
+        """Within this block every job is a real process (for tests of kills, timeouts, signals, sys.path)."""
+        return contextlib.nullcontext()
+
 
 class LocalHarness(Harness):
     name = "local"
@@ -100,7 +104,18 @@ class AwsHarness(Harness):
 
     def __init__(self, work_dir: pathlib.Path) -> None:
         self.work_dir = work_dir
-        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8))
+        # Jobs run the runner on a thread unless a test needs a process (see `job_processes`): no Python start-up
+        # per job, so the suite measures the adapter rather than process creation.
+        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8, execution="thread"))
+
+    @contextlib.contextmanager
+    def job_processes(self) -> Iterator[None]:
+        config = self.emulator.config
+        saved, config.execution = config.execution, "process"
+        try:
+            yield
+        finally:
+            config.execution = saved
 
     @contextlib.contextmanager
     def start(self) -> Iterator[AwsHarness]:

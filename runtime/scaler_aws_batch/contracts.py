@@ -30,13 +30,19 @@ class StackOutput:
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
 
-    @classmethod
-    def every(cls) -> frozenset[str]:
-        """Every output key the stack can have (the GPU queue's only with a GPU queue)."""
-        return frozenset(value for name, value in vars(cls).items() if name.isupper())
-
     #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
     JOB_TAGS: Final = "JobTags"
+
+    @classmethod
+    def every(cls) -> frozenset[str]:
+        """Every output key the stack can have (the GPU queue's only with a GPU queue, JobTags only with tags)."""
+        return frozenset(value for name, value in vars(cls).items() if name.isupper())
+
+
+# --- the Batch emulator's stand-alone entry point (``python -m batch_emulator``) -------------------------------------
+
+#: The line it prints once its endpoint serves, followed by the endpoint URL; the demo reads the URL from it.
+EMULATOR_ENDPOINT_LINE_PREFIX: Final = "batch emulator endpoint: "
 
 
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------

@@ -29,6 +29,8 @@ class BackendSetup:
     backend: JobBackend
     store: ObjectStore
     routing: QueueRouting
+    #: User tags the backend's own configuration puts on every job (AWS: the stack's ``job_tags``).
+    job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
