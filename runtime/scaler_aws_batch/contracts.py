@@ -29,10 +29,16 @@ class StackOutput:
     REGION: Final = "Region"
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+
     #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
     JOB_TAGS: Final = "JobTags"
     #: The Secrets Manager secret holding the key ring that signs payloads and results.
     SIGNING_SECRET_ARN: Final = "SigningSecretArn"
+
+    @classmethod
+    def every(cls) -> frozenset[str]:
+        """Every output key the stack can have (the GPU queue's only with a GPU queue, JobTags only with tags)."""
+        return frozenset(value for name, value in vars(cls).items() if name.isupper())
 
 
 # --- signing keys (see signing.py) ---------------------------------------------------------------------------------
