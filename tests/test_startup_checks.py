@@ -136,9 +136,11 @@ def aws() -> Iterator[Aws]:
 
 def test_a_correct_configuration_passes_the_checks_and_serves(aws: Aws, scheduler: str) -> None:
     process = _worker(aws.args(scheduler), AWS_ENV)
-    _wait_for_line(process, "start-up checks passed")
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=WAIT_SECONDS)
+    try:
+        _wait_for_line(process, "start-up checks passed")
+    finally:
+        process.kill()  # its shutdown is not under test here (and holds no job)
+        process.communicate(timeout=WAIT_SECONDS)
     probes = aws.emulator.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/probe/")
     assert probes.get("KeyCount", 0) == 0, "the probe object is deleted"
 
