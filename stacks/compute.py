@@ -43,8 +43,8 @@ class Compute(Construct):
     """
 
     launch_template: ec2.LaunchTemplate | None
-    spot_environment: batch.IManagedComputeEnvironment | None
-    on_demand_environment: batch.IManagedComputeEnvironment
+    spot_environment: batch.ManagedEc2EcsComputeEnvironment | batch.FargateComputeEnvironment | None
+    on_demand_environment: batch.ManagedEc2EcsComputeEnvironment | batch.FargateComputeEnvironment
     gpu_environment: batch.ManagedEc2EcsComputeEnvironment | None
     default_queue: batch.JobQueue
     on_demand_queue: batch.JobQueue

@@ -60,6 +60,8 @@ EXPECTED_OUTPUTS = {
     "Region",
     "LogGroupName",
     "AdapterPolicyArn",
+    "PythonVersion",
+    "Architecture",
 }
 #: What ``cdk deploy`` asks for (the stack creates IAM roles and policies with generated names).
 CAPABILITIES: list[Any] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]

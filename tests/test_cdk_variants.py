@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -77,11 +78,11 @@ def ec2_arm_built(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return outdir, synth_to(outdir, context, env=NO_ENV)
 
 
-def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+def _resources(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {key: value for key, value in template["Resources"].items() if value["Type"] == resource_type}
 
 
-def _job_definition(template: dict[str, Any]) -> dict[str, Any]:
+def _job_definition(template: Mapping[str, Any]) -> dict[str, Any]:
     (definition,) = _resources(template, "AWS::Batch::JobDefinition").values()
     return dict(definition["Properties"])
 
