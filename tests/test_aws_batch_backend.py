@@ -31,14 +31,14 @@ try:
 except ImportError:  # another engineer's package; the moto tests still run without it
     HAVE_EMULATOR = False
 
-from scaler_aws_batch.backends.aws_batch import (
+from scaler_aws_batch.aws_calls import (
     AwsAccessDeniedError,
-    AwsBatchBackend,
     AwsCredentialsError,
     AwsRetriesExhaustedError,
     BackoffPolicy,
     TokenBucket,
 )
+from scaler_aws_batch.backends.aws_batch.backend import AwsBatchBackend
 from scaler_aws_batch.backends.base import RUNNER_COMMAND, JobRejectedError, JobSpec, JobState, Resources
 
 REGION = "us-east-1"
@@ -426,12 +426,16 @@ def test_credential_errors_are_classified_by_code(
     world: BatchWorld, clock: FakeClock, status: int, code: str, error_type: type[Exception]
 ) -> None:
     with FakeAwsEndpoint(world.url) as endpoint:
-        endpoint.fail("/v1/submitjob", ScriptedError(status, code, "opaque text"))
+        endpoint.fail("/v1/submitjob", *[ScriptedError(status, code, "opaque text")] * 2)
         backend = _backend(world, clock, endpoint_url=endpoint.url)
         with pytest.raises(error_type, match=code) as caught:
             backend.submit(_spec())
     assert isinstance(caught.value.__cause__, Exception)  # raised "from" the ClientError
-    assert backend.api_calls["SubmitJob"] == 1  # credential errors are not retried
+    if error_type is AwsAccessDeniedError:
+        assert backend.api_calls["SubmitJob"] == 1  # a missing permission is not retried
+    else:  # the clients are rebuilt from the credential chain once, then the error is raised
+        assert backend.api_calls["SubmitJob"] == 2
+        assert backend.calls.credential_refreshes == 1
 
 
 def test_message_text_never_decides_the_error_type(world: BatchWorld, clock: FakeClock) -> None:

@@ -91,7 +91,6 @@ def test_config_is_frozen() -> None:
         ("python_version", "3.9", "3.10 to 3.14"),
         ("python_version", 3.11, "non-empty string"),
         ("nat_gateways", 3, "0 to max_azs"),
-        ("nat_gateways", 0, "at least 1"),
         ("compute", "lambda", "one of ['ec2', 'fargate']"),
         ("architecture", "aarch64", "one of ['x86_64', 'arm64']"),
         ("job_vcpus", 1.5, "whole number of vCPUs"),
@@ -100,6 +99,17 @@ def test_config_is_frozen() -> None:
         ("system_packages", ["LibGomp"], "Debian package names"),
         ("image_uri", "not an image!", "image reference"),
         ("requirements_file", "no/such/requirements.txt", "existing pip requirements file"),
+        ("min_vcpus", -1, "0 (scale to zero when idle)"),
+        ("min_vcpus", 512, "up to max_vcpus (256)"),
+        ("image_pull_behavior", "never", "prefer-cached"),
+        ("job_secrets", {"1BAD": "arn:aws:ssm:us-east-1:123456789012:parameter/x"}, "environment variable names"),
+        ("job_secrets", {"AWS_REGION": "arn:aws:ssm:us-east-1:123456789012:parameter/x"}, "not starting with AWS_"),
+        ("job_secrets", {"TOKEN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"}, "6-character suffix"),
+        ("job_secrets", "not json", "JSON object"),
+        ("job_tags", {"aws:owner": "me"}, "reserves"),
+        ("job_tags", {"scaler-batch:x": "y"}, "the adapter reserves"),
+        ("job_tags", {f"k{i}": "v" for i in range(47)}, "drop 1 of them"),
+        ("worker_tag_keys", ["scaler-batch:*"], "not starting with"),
     ],
 )
 def test_bad_context_raises_value_error_naming_the_key(key: str, value: object, hint: str) -> None:
@@ -125,6 +135,10 @@ def test_fargate_ignores_instance_types_and_refuses_gpu() -> None:
     assert config.compute is ComputeChoice.FARGATE
     with pytest.raises(ValueError, match=r"'gpu_queue'.*Fargate has no GPUs"):
         _config(compute="fargate", gpu_queue=True)
+    with pytest.raises(ValueError, match=r"'min_vcpus'.*0 with compute=fargate"):
+        _config(compute="fargate", min_vcpus=4)
+    with pytest.raises(ValueError, match=r"'image_pull_behavior'.*'default' with compute=fargate"):
+        _config(compute="fargate", image_pull_behavior="prefer-cached")
 
 
 def test_fargate_job_size_must_be_a_fargate_combination() -> None:

@@ -29,6 +29,8 @@ class StackOutput:
     REGION: Final = "Region"
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+    #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
+    JOB_TAGS: Final = "JobTags"
     #: The job image's Python major.minor: the worker refuses to start when its clients' version differs.
     PYTHON_VERSION: Final = "PythonVersion"
     #: The job image's CPU architecture, ``x86_64`` or ``arm64`` (:class:`Architecture`).
@@ -71,3 +73,21 @@ SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
     *({"onStatusReason": f"{prefix}*", "action": "RETRY"} for prefix in SPOT_INTERRUPTION_PREFIXES),
     {"onReason": "*", "action": "EXIT"},
 )
+
+
+# --- job tags -----------------------------------------------------------------------------------------------------
+
+
+class JobTag:
+    """Tag keys the adapter puts on every job. The stack's adapter policy lets it stop only jobs carrying
+    ``ADAPTER_ID`` and tag jobs only with keys under ``PREFIX`` (plus the user tag keys the stack allows)."""
+
+    PREFIX: Final = "scaler-batch:"
+    ADAPTER_ID: Final = "scaler-batch:adapter-id"
+    TASK_ID: Final = "scaler-batch:task-id"
+
+
+#: AWS Batch accepts at most 50 tags on a resource, the adapter's own included.
+MAX_JOB_TAGS: Final = 50
+#: How many of those the adapter keeps for its own keys (``JobTag``; room for more to come).
+ADAPTER_TAG_BUDGET: Final = 4

@@ -41,6 +41,11 @@ class StoreError(ScalerBatchError):
     """An object store call failed (missing bucket, no permission, network)."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store did not serve a call for a transient reason (throttling such as S3 SlowDown, server errors,
+    expired credentials, no connection); the same call may succeed later."""
+
+
 class ObjectMissingError(StoreError):
     """An object that should exist in the store does not."""
 

@@ -124,7 +124,7 @@ class JobBackend(abc.ABC):
     def overrides_length(self, spec: JobSpec) -> int:
         """Characters the container overrides of ``spec`` take once ``Ref::`` parameters are substituted.
 
-        AWS fails a job at start when this exceeds 8,192 (see AWS_LIMITS.md); the shared code uses it to decide
+        AWS fails a job at start when this exceeds 8,192 (see docs/aws-limits.md); the shared code uses it to decide
         whether a payload can travel inline. Backends that have no such limit still report the same figure so
         that both paths behave alike.
         """
@@ -144,3 +144,13 @@ class BackendError(Exception):
 
 class JobRejectedError(BackendError):
     """The backend refused a job outright (e.g. a queue that does not exist, a request that is too large)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
+    connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
+    can do about this class of error."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint

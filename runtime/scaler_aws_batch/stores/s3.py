@@ -2,38 +2,61 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scaler_aws_batch.errors import ObjectMissingError, StoreError
+from scaler_aws_batch.aws_calls import AwsAccessDeniedError, AwsCalls, AwsUnavailableError, error_code
+from scaler_aws_batch.errors import ObjectMissingError, StoreError, StoreUnavailableError
 from scaler_aws_batch.stores.base import ObjectStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+_T = TypeVar("_T")
+
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _ALREADY_EXISTS_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-_CREDENTIAL_CODES = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccessDenied", "InvalidToken"}
-)
+#: S3 serves thousands of requests per second per prefix; this only keeps one adapter from hogging it.
+S3_OPERATIONS_TPS = 500.0
 
 
 def s3_client_config() -> Config:
-    # Standard mode retries 5xx and SlowDown with backoff: S3 answers 503 SlowDown while it scales a prefix.
-    return Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
+    # Standard mode retries 5xx and SlowDown a little; the shared call layer backs off further on top.
+    return Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32)
 
 
 class S3Store(ObjectStore):
-    def __init__(self, bucket: str, prefix: str = "", *, client: S3Client | None = None) -> None:
+    """``client_factory`` (given a fresh ``boto3.Session``) lets the call layer rebuild the client when AWS refuses
+    the credentials; a store built from a ready ``client`` keeps it."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        client_factory: Callable[[], S3Client] | None = None,
+        calls: AwsCalls | None = None,
+    ) -> None:
         if not bucket:
             raise ValueError("an S3 store needs a bucket name")
         self._bucket = bucket
         self._prefix = prefix.strip("/")
-        self._client: S3Client = client if client is not None else boto3.client("s3", config=s3_client_config())
+        factory = client_factory or (lambda: boto3.client("s3", config=s3_client_config()))
+        self._client: S3Client = client if client is not None else factory()
+
+        def refresh() -> None:
+            self._client = factory()
+
+        refreshable = client is None or client_factory is not None
+        self.calls = calls or AwsCalls(
+            other_tps=S3_OPERATIONS_TPS, refresh_credentials=refresh if refreshable else None
+        )
 
     @staticmethod
     def from_url(url: str, *, client: S3Client | None = None) -> S3Store:
@@ -49,77 +72,68 @@ class S3Store(ObjectStore):
     def _key(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
 
-    def _error(self, action: str, key: str, exc: ClientError | BotoCoreError) -> StoreError:
+    def _call(self, operation: str, action: str, key: str, request: Callable[[], _T]) -> _T:
+        """One S3 call through the shared call layer; errors become store errors naming the object."""
         location = f"s3://{self._bucket}/{self._key(key)}"
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
+        try:
+            return self.calls.call(operation, request)
+        except AwsUnavailableError as exc:
+            raise StoreUnavailableError(f"cannot {action} {location} for now: {exc}") from exc
+        except AwsAccessDeniedError as exc:
+            raise StoreError(f"cannot {action} {location}: {exc} The policy must allow this prefix.") from exc
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _MISSING_CODES:
+                raise ObjectMissingError(f"object {location} does not exist") from exc
             if code == "NoSuchBucket":
-                return StoreError(
+                raise StoreError(
                     f"cannot {action} {location}: bucket {self._bucket!r} does not exist (check --bucket)"
-                )
-            if code in _CREDENTIAL_CODES:
-                return StoreError(
-                    f"cannot {action} {location}: AWS refused the credentials ({code}); check the role or "
-                    "AWS_PROFILE and that the policy allows this prefix"
-                )
-            return StoreError(f"cannot {action} {location}: {code}")
-        return StoreError(f"cannot {action} {location}: {exc}")
+                ) from exc
+            raise StoreError(f"cannot {action} {location}: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot {action} {location}: {exc}") from exc
 
     def put(self, key: str, data: bytes) -> None:
-        try:
-            self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("write", key, exc) from exc
+        self._call("PutObject", "write", key,
+                   lambda: self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=data))  # fmt: skip
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key(key), "Body": data, "IfNoneMatch": "*"}
         try:
-            self._client.put_object(**kwargs)
+            self._call("PutObject", "write", key, lambda: self._client.put_object(**kwargs))
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _ALREADY_EXISTS_CODES:
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) in _ALREADY_EXISTS_CODES:
                 return False
-            raise self._error("write", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("write", key, exc) from exc
+            raise
 
     def get(self, key: str) -> bytes:
-        try:
-            response = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
-            return response["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_CODES:
-                raise ObjectMissingError(f"object s3://{self._bucket}/{self._key(key)} does not exist") from exc
-            raise self._error("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("read", key, exc) from exc
+        def read() -> bytes:
+            return self._client.get_object(Bucket=self._bucket, Key=self._key(key))["Body"].read()
+
+        return self._call("GetObject", "read", key, read)
 
     def exists(self, key: str) -> bool:
         try:
-            self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+            self._call("HeadObject", "check", key,
+                       lambda: self._client.head_object(Bucket=self._bucket, Key=self._key(key)))  # fmt: skip
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_CODES:
-                return False
-            raise self._error("check", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("check", key, exc) from exc
+        except ObjectMissingError:
+            return False
 
     def list_keys(self, prefix: str) -> set[str]:
         strip = len(self._key(""))
         keys: set[str] = set()
-        try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self._bucket, Prefix=self._key(prefix)
-            )
-            for page in pages:
-                keys.update(item["Key"][strip:] for item in page.get("Contents", []))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("list", prefix, exc) from exc
-        return keys
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": self._key(prefix)}
+        while True:  # one paced call per page
+            page = self._call("ListObjectsV2", "list", prefix, lambda: self._client.list_objects_v2(**kwargs))
+            keys.update(item["Key"][strip:] for item in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return keys
+            kwargs["ContinuationToken"] = token
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("delete", key, exc) from exc
+        self._call("DeleteObject", "delete", key,
+                   lambda: self._client.delete_object(Bucket=self._bucket, Key=self._key(key)))  # fmt: skip

@@ -4,33 +4,33 @@ This class only talks to AWS: SubmitJob, DescribeJobs, CancelJob/TerminateJob, D
 container overrides) and CloudWatch Logs GetLogEvents. Payloads, array packing, deadlines and results live in the
 shared code.
 
-Every AWS call goes through :meth:`AwsBatchBackend._call`, which
-
-* waits on a per-API client-side token bucket (SubmitJob stays below AWS's 50 TPS account limit),
-* counts the call in :attr:`AwsBatchBackend.api_calls`,
-* retries throttling and 5xx answers with full-jitter exponential backoff, a bounded number of times, on top of
-  botocore's own ``standard`` retries,
-* turns ``ClientError`` into domain errors by its ``Error.Code`` only (never by its message text).
-
-Credentials come from boto3's default chain; boto3 refreshes refreshable credentials (SSO, assumed roles, instance
-and task roles) by itself, so this module never tries to detect or fix an expired token.
+Every AWS call goes through the shared call layer (:class:`~scaler_aws_batch.aws_calls.AwsCalls`): pacing per
+API, counting, classification by error code, backoff with jitter, and rebuilding the clients from a fresh
+credential chain when AWS refuses the credentials (boto3 refreshes refreshable credentials by itself; this also
+covers static keys replaced on disk or in the environment).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch.aws_calls import (
+    DEFAULT_OTHER_TPS,
+    AwsCalls,
+    BackoffPolicy,
+    TokenBucket,
+    error_code,
+)
 from scaler_aws_batch.backends.base import (
     PAYLOAD_PARAMETER,
     BackendError,
@@ -57,135 +57,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
 DEFAULT_LOG_GROUP: Final = "/aws/batch/job"
 #: AWS allows 50 SubmitJob calls per second per account and region; stay below it so other callers have room.
 DEFAULT_SUBMIT_TPS: Final = 40.0
 DEFAULT_DESCRIBE_TPS: Final = 10.0
-#: Every other Batch / Logs API (CancelJob, TerminateJob, DescribeJobDefinitions, GetLogEvents).
-DEFAULT_OTHER_TPS: Final = 10.0
 #: botocore's own retries per call (``standard`` mode; botocore's ``max_attempts`` key counts retries after the
 #: first request, so 2 means up to 3 requests).
 DEFAULT_BOTOCORE_MAX_RETRIES: Final = 2
-#: Our own attempts per call on throttling / 5xx, each of which may itself be retried by botocore.
-DEFAULT_THROTTLE_ATTEMPTS: Final = 6
-DEFAULT_BACKOFF_BASE_SECONDS: Final = 0.5
-DEFAULT_BACKOFF_CAP_SECONDS: Final = 20.0
 #: GetLogEvents returns at most 10,000 events per call.
 MAX_LOG_EVENTS: Final = 10_000
 _CONNECT_TIMEOUT_SECONDS: Final = 10
 _MAX_ERROR_MESSAGE_CHARS: Final = 300
 _READ_TIMEOUT_SECONDS: Final = 60
-
-#: Error codes that mean the caller's credentials are missing, wrong or expired.
-CREDENTIAL_ERROR_CODES: Final = frozenset(
-    {
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "MissingAuthenticationToken",
-        "MissingAuthenticationTokenException",
-        "IncompleteSignature",
-        "AuthFailure",
-    }
-)
-#: Error codes that mean the credentials are valid but lack a permission.
-ACCESS_DENIED_ERROR_CODES: Final = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
-#: Error codes worth another attempt after a pause.
-RETRYABLE_ERROR_CODES: Final = frozenset(
-    {
-        "TooManyRequestsException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "ServerException",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalServerError",
-    }
-)
-RETRYABLE_HTTP_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-
-
-class AwsCredentialsError(BackendError):
-    """AWS refused the credentials: missing, wrong or expired. The message says what to do."""
-
-
-class AwsAccessDeniedError(AwsCredentialsError):
-    """The credentials are valid but lack a permission this adapter needs."""
-
-
-class AwsRetriesExhaustedError(BackendError):
-    """AWS kept throttling or failing (5xx) after every allowed attempt."""
-
-
-class TokenBucket:
-    """A thread-safe token bucket: at most ``rate`` acquisitions per second on average, bursts up to ``capacity``.
-
-    A caller that finds no token reserves the next one (the balance may go negative) and sleeps outside the lock,
-    so concurrent callers queue up fairly instead of spinning. ``clock`` and ``sleep`` are injectable for tests.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        capacity: float | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        self.rate = float(rate)
-        self.capacity = float(capacity) if capacity is not None else max(1.0, self.rate)
-        if self.capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._tokens = self.capacity
-        self._updated = clock()
-        #: How many acquisitions had to wait, and for how long in total (clock seconds).
-        self.waits = 0
-        self.waited_seconds = 0.0
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until it is available. Returns the seconds waited (0.0 when none)."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-            if wait > 0:
-                self.waits += 1
-                self.waited_seconds += wait
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-
-@dataclasses.dataclass(frozen=True)
-class BackoffPolicy:
-    """Full-jitter exponential backoff: attempt ``n`` (0-based) sleeps ``uniform(0, min(cap, base * 2**n))``."""
-
-    max_attempts: int = DEFAULT_THROTTLE_ATTEMPTS
-    base_seconds: float = DEFAULT_BACKOFF_BASE_SECONDS
-    cap_seconds: float = DEFAULT_BACKOFF_CAP_SECONDS
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.base_seconds < 0 or self.cap_seconds < 0:
-            raise ValueError("backoff base and cap must not be negative")
-
-    def delay(self, retry_number: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * (2**retry_number)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,26 +77,12 @@ class _JobDefinitionInfo:
     default_parameters: Mapping[str, str]
 
 
-def error_code(exc: botocore.exceptions.ClientError) -> str:
-    """The ``Error.Code`` of a ClientError ('' when absent)."""
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _http_status(exc: botocore.exceptions.ClientError) -> int | None:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status) if status is not None else None
-
-
 def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
     """AWS's error message, shortened, with the payload blanked out should AWS echo it (validation errors do)."""
     message = str(exc.response.get("Error", {}).get("Message", ""))
     if payload:
         message = message.replace(payload, "<payload>")
     return message[:_MAX_ERROR_MESSAGE_CHARS]
-
-
-def is_retryable(exc: botocore.exceptions.ClientError) -> bool:
-    return error_code(exc) in RETRYABLE_ERROR_CODES or _http_status(exc) in RETRYABLE_HTTP_STATUSES
 
 
 def resource_requirements(resources: Resources) -> list[ResourceRequirementTypeDef]:
@@ -238,6 +107,9 @@ class AwsBatchBackend(JobBackend):
     credential chain). Clients this class builds use ``standard`` retries, ``region`` and ``endpoint_url`` (for the
     emulator or VPC endpoints), and are closed by :meth:`close`.
     """
+
+    _batch: BatchClient
+    _logs: CloudWatchLogsClient
 
     def __init__(
         self,
@@ -266,12 +138,8 @@ class AwsBatchBackend(JobBackend):
         self.job_queue = job_queue
         self.job_definition = job_definition
         self.log_group = log_group
-        self._backoff = backoff or BackoffPolicy()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()
-
         self._owned_clients: list[BatchClient | CloudWatchLogsClient] = []
+        refresh: Callable[[], None] | None = None
         if batch_client is None or logs_client is None:
             config = botocore.config.Config(
                 retries={"mode": "standard", "max_attempts": botocore_max_retries},
@@ -279,29 +147,42 @@ class AwsBatchBackend(JobBackend):
                 read_timeout=_READ_TIMEOUT_SECONDS,
                 user_agent_extra="scaler-aws-batch",
             )
-            session = session or boto3.Session(region_name=region)
-            if batch_client is None:
-                batch_client = session.client("batch", region_name=region, endpoint_url=endpoint_url, config=config)
-                self._owned_clients.append(batch_client)
-            if logs_client is None:
-                logs_client = session.client("logs", region_name=region, endpoint_url=endpoint_url, config=config)
-                self._owned_clients.append(logs_client)
-        self._batch: BatchClient = batch_client
-        self._logs: CloudWatchLogsClient = logs_client
+            own_batch, own_logs = batch_client is None, logs_client is None
 
-        self._limiters: dict[str, TokenBucket] = {
-            "SubmitJob": TokenBucket(submit_tps, clock=clock, sleep=sleep),
-            "DescribeJobs": TokenBucket(describe_tps, clock=clock, sleep=sleep),
-        }
-        self._other_tps = other_tps
-        self._clock = clock
-        self._limiters_lock = threading.Lock()
+            def build(chosen: boto3.Session) -> None:
+                self.close()
+                if own_batch:
+                    self._batch = chosen.client("batch", region_name=region, endpoint_url=endpoint_url, config=config)
+                    self._owned_clients.append(self._batch)
+                if own_logs:
+                    self._logs = chosen.client("logs", region_name=region, endpoint_url=endpoint_url, config=config)
+                    self._owned_clients.append(self._logs)
 
-        self._counter_lock = threading.Lock()
-        #: Calls made to AWS by operation name (each of our attempts counts once; botocore's own retries do not).
-        self.api_calls: collections.Counter[str] = collections.Counter()
-        #: Attempts that were throttled or got a 5xx and were retried by us, by operation name.
-        self.retried_calls: collections.Counter[str] = collections.Counter()
+            build(session or boto3.Session(region_name=region))
+            given = session
+
+            def refresh() -> None:
+                # A new default session reads the credential chain again; a session the caller chose is kept (its
+                # credentials may be explicit), with fresh clients.
+                build(given or boto3.Session(region_name=region))
+
+        if batch_client is not None:
+            self._batch = batch_client
+        if logs_client is not None:
+            self._logs = logs_client
+        #: The shared AWS-call layer: pacing, counting, backoff, classification and credential refresh.
+        self.calls = AwsCalls(
+            rates={"SubmitJob": submit_tps, "DescribeJobs": describe_tps},
+            other_tps=other_tps,
+            backoff=backoff,
+            refresh_credentials=refresh,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+        #: Calls made to AWS by operation name, and attempts retried after throttling or a 5xx (see AwsCalls).
+        self.api_calls = self.calls.api_calls
+        self.retried_calls = self.calls.retried_calls
 
         self._job_definition_lock = threading.Lock()
         self._job_definition_info: _JobDefinitionInfo | None = None
@@ -332,7 +213,7 @@ class AwsBatchBackend(JobBackend):
 
         started = time.monotonic()
         try:
-            response = self._call("SubmitJob", self._batch.submit_job, **request)
+            response = self.calls.call("SubmitJob", lambda: self._batch.submit_job(**request))
         except botocore.exceptions.ClientError as exc:
             aws_message = _safe_message(exc, spec.payload)
             raise JobRejectedError(
@@ -361,7 +242,7 @@ class AwsBatchBackend(JobBackend):
             return {}
         started = time.monotonic()
         try:
-            response = self._call("DescribeJobs", self._batch.describe_jobs, jobs=unique_ids)
+            response = self.calls.call("DescribeJobs", lambda: self._batch.describe_jobs(jobs=unique_ids))
         except botocore.exceptions.ClientError as exc:
             raise BackendError(f"DescribeJobs failed ({error_code(exc)})") from exc
         wanted = set(unique_ids)
@@ -387,9 +268,11 @@ class AwsBatchBackend(JobBackend):
             operations.append("CancelJob")
         operations.append("TerminateJob")
         for operation in operations:
-            method = self._batch.cancel_job if operation == "CancelJob" else self._batch.terminate_job
             try:
-                self._call(operation, method, jobId=job_id, reason=reason)
+                if operation == "CancelJob":
+                    self.calls.call(operation, lambda: self._batch.cancel_job(jobId=job_id, reason=reason))
+                else:
+                    self.calls.call(operation, lambda: self._batch.terminate_job(jobId=job_id, reason=reason))
             except botocore.exceptions.ClientError as exc:
                 if error_code(exc) != "ClientException":
                     raise BackendError(f"{operation} of job {job_id} failed ({error_code(exc)})") from exc
@@ -422,14 +305,14 @@ class AwsBatchBackend(JobBackend):
         if status is None or not status.log_location:
             return []
         try:
-            response = self._call(
+            stream = status.log_location
+            response = self.calls.call(
                 "GetLogEvents",
-                self._logs.get_log_events,
-                logGroupName=self.log_group,
-                logStreamName=status.log_location,
-                limit=min(lines, MAX_LOG_EVENTS),
-                startFromHead=False,
-            )
+                lambda: self._logs.get_log_events(
+                    logGroupName=self.log_group, logStreamName=stream, limit=min(lines, MAX_LOG_EVENTS),
+                    startFromHead=False,
+                ),
+            )  # fmt: skip
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 logger.debug("no log stream %s in %s for job %s", status.log_location, self.log_group, job_id)
@@ -446,71 +329,8 @@ class AwsBatchBackend(JobBackend):
     # ------------------------------------------------------------------ helpers
 
     def limiter(self, operation: str) -> TokenBucket:
-        """The token bucket that paces ``operation`` (created on first use for APIs without a configured rate)."""
-        with self._limiters_lock:
-            bucket = self._limiters.get(operation)
-            if bucket is None:
-                bucket = TokenBucket(self._other_tps, clock=self._clock, sleep=self._sleep)
-                self._limiters[operation] = bucket
-            return bucket
-
-    def _call(self, operation: str, method: Callable[..., _T], **kwargs: Any) -> _T:
-        """Call one AWS API with pacing, counting, bounded jittered retries and credential-error mapping."""
-        limiter = self.limiter(operation)
-        for attempt in range(self._backoff.max_attempts):
-            limiter.acquire()
-            with self._counter_lock:
-                self.api_calls[operation] += 1
-            try:
-                return method(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                code = error_code(exc)
-                if code in ACCESS_DENIED_ERROR_CODES:
-                    raise AwsAccessDeniedError(
-                        f"AWS denied {operation} ({code}): the credentials in use lack a permission. Attach the "
-                        "stack's AdapterPolicyArn policy to the adapter's role or user, and check that the queue, "
-                        "job definition and region are the ones that policy names."
-                    ) from exc
-                if code in CREDENTIAL_ERROR_CODES:
-                    raise AwsCredentialsError(
-                        f"AWS rejected the credentials for {operation} ({code}): they are wrong or expired. Refresh "
-                        "them (e.g. `aws sso login`, a new session token, or unset stale AWS_ACCESS_KEY_ID / "
-                        "AWS_SESSION_TOKEN so the default chain can find a role) and check AWS_PROFILE and the region."
-                    ) from exc
-                if not is_retryable(exc):
-                    raise
-                if attempt + 1 >= self._backoff.max_attempts:
-                    raise AwsRetriesExhaustedError(
-                        f"AWS kept answering {operation} with {code or _http_status(exc)} after "
-                        f"{self._backoff.max_attempts} attempts; lower the request rate (--submit-tps / "
-                        "--describe-tps) or retry later"
-                    ) from exc
-                with self._rng_lock:
-                    delay = self._backoff.delay(attempt, self._rng)
-                with self._counter_lock:
-                    self.retried_calls[operation] += 1
-                logger.info(
-                    "%s answered %s (attempt %d of %d); retrying in %.2fs",
-                    operation,
-                    code or _http_status(exc),
-                    attempt + 1,
-                    self._backoff.max_attempts,
-                    delay,
-                )
-                self._sleep(delay)
-            except (
-                botocore.exceptions.NoCredentialsError,
-                botocore.exceptions.PartialCredentialsError,
-                botocore.exceptions.CredentialRetrievalError,
-                botocore.exceptions.TokenRetrievalError,
-            ) as exc:
-                raise AwsCredentialsError(
-                    f"no usable AWS credentials for {operation} ({type(exc).__name__}): configure the default "
-                    "credential chain (AWS_PROFILE, `aws sso login`, an instance or task role)"
-                ) from exc
-            except botocore.exceptions.EndpointConnectionError as exc:
-                raise BackendError(f"cannot reach the AWS endpoint for {operation}: {exc}") from exc
-        raise AssertionError("unreachable: the loop either returns or raises")
+        """The token bucket that paces ``operation``."""
+        return self.calls.limiter(operation)
 
     def _job_definition(self) -> _JobDefinitionInfo:
         with self._job_definition_lock:
@@ -525,8 +345,8 @@ class AwsBatchBackend(JobBackend):
         definitions: list[JobDefinitionTypeDef] = []
         try:
             if reference.startswith("arn:"):
-                page = self._call(
-                    "DescribeJobDefinitions", self._batch.describe_job_definitions, jobDefinitions=[reference]
+                page = self.calls.call(
+                    "DescribeJobDefinitions", lambda: self._batch.describe_job_definitions(jobDefinitions=[reference])
                 )
                 definitions.extend(page.get("jobDefinitions", []))
             else:
@@ -535,7 +355,9 @@ class AwsBatchBackend(JobBackend):
                 if not revision:
                     kwargs["status"] = "ACTIVE"
                 while True:
-                    page = self._call("DescribeJobDefinitions", self._batch.describe_job_definitions, **kwargs)
+                    page = self.calls.call(
+                        "DescribeJobDefinitions", lambda: self._batch.describe_job_definitions(**kwargs)
+                    )
                     definitions.extend(page.get("jobDefinitions", []))
                     next_token = page.get("nextToken")
                     if not next_token:
