@@ -293,9 +293,11 @@ class BatchEmulator:
         timeout_seconds: int | None = None,
         log_group: str = "/aws/batch/job",
         image: str = "scaler-aws-batch:emulated",
+        fargate: bool = False,
     ) -> tuple[str, str]:
         """Create (in moto) a service role, an unmanaged compute environment, a job queue, a job definition running
-        `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
+        `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group. ``fargate`` makes the
+        job definition a Fargate one (1 vCPU, 2048 MiB), whose jobs the emulator holds to Fargate's sizes.
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -354,6 +356,10 @@ class BatchEmulator:
             "containerProperties": container,
             "parameters": parameters or {},
         }
+        if fargate:
+            kwargs["platformCapabilities"] = [rules.FARGATE]
+            container["networkConfiguration"] = {"assignPublicIp": "DISABLED"}
+            container["executionRoleArn"] = role_arn
         if retry_strategy is not None:
             kwargs["retryStrategy"] = retry_strategy
         if timeout_seconds is not None:
@@ -533,6 +539,8 @@ def _validate_job_definition(body: bytes) -> None:
     req = _parse_json(body)
     rules.validate_timeout(req.get("timeout"))
     rules.validate_retry_strategy(req.get("retryStrategy"))
+    if rules.is_fargate(req):
+        rules.validate_fargate_resources((req.get("containerProperties") or {}).get("resourceRequirements") or [])
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

@@ -68,6 +68,7 @@ def check(vcpus: float, memory_mib: int, *, gpus: int = 0) -> str | None:
         return None
     return (
         f"Fargate does not accept vcpus={vcpus:g} with memory={memory_mib} MiB; the nearest valid combination is "
-        f"{nearest(vcpus, memory_mib)} (Fargate sizes: vcpus 0.25, 0.5, 1, 2, 4, 8 or 16, each with its own "
-        "memory range, see docs/deploy.md)"
+        f"{nearest(vcpus, memory_mib)}: ask for that (the task's vcpus and memory capabilities, or the stack's "
+        "job_vcpus and job_memory_mib); Fargate takes vcpus 0.25, 0.5, 1, 2, 4, 8 or 16, each with its own memory "
+        "range (docs/deploy.md, 'Fargate job sizes')"
     )
