@@ -16,6 +16,7 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.errors import (
     JobTimeoutError,
     JobVanishedError,
@@ -184,7 +185,7 @@ def test_timeout_is_not_retried(aws: AwsHarness) -> None:
         future.result(timeout=WAIT_SECONDS)
     (job,) = _new_jobs(aws, before)
     assert job["status"] == "FAILED" and job["attempts"] == 1, "Batch does not retry a timed-out job"
-    assert job["statusReason"].startswith("Job attempt duration exceeded timeout")
+    assert job["statusReason"].startswith(StatusReason.TIMEOUT)
 
 
 def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:

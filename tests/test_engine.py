@@ -15,6 +15,7 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
 from scaler_aws_batch.backends.local.backend import LocalProcessBackend
+from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import EngineSettings, JobEngine, TaskOutcome, TaskWork, classify_failure, plan_payload
 from scaler_aws_batch.errors import (
     JobFailedError,
@@ -151,11 +152,15 @@ def test_job_without_result_becomes_a_clear_error(backend: LocalProcessBackend, 
 @pytest.mark.parametrize(
     ("reason", "exit_code", "expected"),
     [
-        ("Job attempt duration exceeded timeout", 143, JobTimeoutError),
-        ("Host EC2 (instance i-0123456789abcdef0) terminated.", None, SpotRetriesExhaustedError),
-        ("Container Overrides length must be at most 8192", None, OverridesTooLongError),
-        ("Essential container in task exited", 137, JobOutOfMemoryError),
-        ("Essential container in task exited", 2, JobFailedError),
+        (StatusReason.TIMEOUT, 143, JobTimeoutError),
+        (
+            f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance i-0123456789abcdef0) terminated.",
+            None,
+            SpotRetriesExhaustedError,
+        ),
+        (StatusReason.OVERRIDES_TOO_LONG, None, OverridesTooLongError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, 137, JobOutOfMemoryError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, 2, JobFailedError),
     ],
 )
 def test_failed_jobs_are_classified(reason: str, exit_code: int | None, expected: type[JobFailedError]) -> None:

@@ -259,10 +259,15 @@ class LocalProcessBackend(JobBackend):
             self._forget(self._finished.popleft()[1])
 
     def _forget(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
         parent_id, _, index = job_id.rpartition(":")
         parent = self._jobs.get(parent_id) if index else None
-        if parent is not None and parent.children and not any(child in self._jobs for child in parent.children):
+        if parent is None or not parent.children:
+            self._jobs.pop(job_id, None)
+            return
+        # Children go together with their array, once all are final: the parent's summary counts every child.
+        if all(self._jobs[child].state.is_final for child in parent.children if child in self._jobs):
+            for child in parent.children:
+                self._jobs.pop(child, None)
             del self._jobs[parent_id]
 
     def _start(self, job: _Job) -> None:
@@ -288,7 +293,7 @@ class LocalProcessBackend(JobBackend):
             job.state = JobState.SUCCEEDED
         else:
             job.state = JobState.FAILED
-            job.status_reason = job.stop_reason or "Essential container in task exited"
+            job.status_reason = job.stop_reason or StatusReason.ESSENTIAL_CONTAINER_EXITED
         logger.info(
             "local job %s %s (exit %d) after %.2fs",
             job.job_id,
