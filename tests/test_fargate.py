@@ -109,7 +109,8 @@ def test_emulator_refuses_invalid_fargate_overrides_at_submit_and_runs_valid_one
 ) -> None:
     queue, definition = fargate_world
     batch = emu.client("batch", max_attempts=1)
-    for requirements in (_requirements("1", "16384"), [{"type": "GPU", "value": "1"}]):
+    refused: list[list[Any]] = [_requirements("1", "16384"), [{"type": "GPU", "value": "1"}]]
+    for requirements in refused:
         with pytest.raises(ClientError) as caught:
             batch.submit_job(
                 jobName="bad-size",
