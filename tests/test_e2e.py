@@ -1,5 +1,6 @@
-"""End to end, on both backends: a real Scaler scheduler and client, the adapter process, and each task running as
-a job of the real runner: a local process, or an AWS Batch job in the emulator (moto server over HTTP)."""
+"""End to end, on every backend: a real Scaler scheduler and client, the adapter process, and each task running as
+a job of the real runner: a local process, an AWS Batch job in the emulator (moto server over HTTP), or a Slurm job
+on a one-node cluster of this machine."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from scaler import Client
 
 from conftest import WAIT_SECONDS, wait_for
-from harness import AwsHarness, Harness, LocalHarness
+from harness import AwsHarness, Harness, LocalHarness, SlurmHarness
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
     CommandFailedError,
@@ -33,10 +34,15 @@ from scaler_aws_batch.wire import python_version_tag
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["local", "aws-batch"])
+@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm"])
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    work_dir = tmp_path_factory.mktemp(request.param)
-    chosen: LocalHarness | AwsHarness = LocalHarness(work_dir) if request.param == "local" else AwsHarness(work_dir)
+    chosen: LocalHarness | AwsHarness | SlurmHarness
+    if request.param == "slurm":  # the cluster first: without Slurm this skips (fails on CI) before any work
+        chosen = SlurmHarness(tmp_path_factory.mktemp("slurm"), request.getfixturevalue("slurm_cluster"))
+    elif request.param == "local":
+        chosen = LocalHarness(tmp_path_factory.mktemp("local"))
+    else:
+        chosen = AwsHarness(tmp_path_factory.mktemp("aws-batch"))
     with chosen.start() as started:
         yield started
 

@@ -123,7 +123,10 @@ def add_arguments(cls: type[Settings], parser: argparse.ArgumentParser, title: s
             del options["metavar"]
         if is_repeatable(hints[field.name]):
             options["action"] = "append"
-        group.add_argument(flag(field), **options)
+        try:
+            group.add_argument(flag(field), **options)
+        except argparse.ArgumentError:
+            continue  # another backend declares the same flag (--work-dir): it sets the field of the backend in use
 
 
 def read_config_file(path: str) -> dict[str, Any]:

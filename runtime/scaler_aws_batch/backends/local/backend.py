@@ -14,10 +14,8 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,16 +23,18 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from scaler_aws_batch.backends.base import (
-    PAYLOAD_PARAMETER,
     RUNNER_COMMAND,
     JobBackend,
     JobSpec,
     JobState,
     JobStatus,
+    array_parent_status,
     resource_requirements,
+    runner_argv,
+    runner_overrides_length,
+    tail_lines,
 )
 from scaler_aws_batch.contracts import StatusReason
-from scaler_aws_batch.limits import container_overrides_length, render_command
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +58,6 @@ class _Job:
     exit_code: int | None = None
     status_reason: str | None = None
     children: list[str] | None = None  # array parents only
-
-
-def _resolve_executable(argv: list[str]) -> list[str]:
-    """Find ``scaler-batch`` next to this interpreter first, as a job image would have it on PATH."""
-    search_path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    found = shutil.which(argv[0], path=search_path)
-    if found:
-        return [found, *argv[1:]]
-    if argv[0] == RUNNER_COMMAND[0]:
-        return [sys.executable, "-m", "scaler_aws_batch", *argv[1:]]
-    raise FileNotFoundError(f"job command {argv[0]!r} is not on PATH")
 
 
 class LocalProcessBackend(JobBackend):
@@ -112,7 +101,7 @@ class LocalProcessBackend(JobBackend):
 
     def submit(self, spec: JobSpec) -> str:
         job_id = str(uuid.uuid4())
-        argv = _resolve_executable(render_command(self._command, {PAYLOAD_PARAMETER: spec.payload}))
+        argv = runner_argv(spec, self._command)
         record = {
             "jobId": job_id,
             "jobName": spec.name,
@@ -161,16 +150,10 @@ class LocalProcessBackend(JobBackend):
                 self._stop_job(target, reason)
 
     def overrides_length(self, spec: JobSpec) -> int:
-        command = render_command(self._command, {PAYLOAD_PARAMETER: spec.payload})
-        return container_overrides_length(command, None, resource_requirements(spec.resources))
+        return runner_overrides_length(spec, self._command)
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
-        path = self._dir / "logs" / f"{job_id}.log"
-        try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return text.splitlines()[-lines:]
+        return tail_lines(self._dir / "logs" / f"{job_id}.log", lines)
 
     def close(self) -> None:
         self._stop.set()
@@ -199,15 +182,7 @@ class LocalProcessBackend(JobBackend):
                 attempts=1 if job.state.is_final and job.process is not None else 0,
                 log_location=str(job.log_path),
             )
-        summary = {state: 0 for state in JobState}
-        for child in job.children:
-            summary[self._jobs[child].state] += 1
-        done = summary[JobState.SUCCEEDED] + summary[JobState.FAILED]
-        if done < len(job.children):
-            state = JobState.PENDING
-        else:
-            state = JobState.FAILED if summary[JobState.FAILED] else JobState.SUCCEEDED
-        return JobStatus(job_id=job.job_id, state=state, array_summary=summary)
+        return array_parent_status(job.job_id, (self._jobs[child].state for child in job.children))
 
     def _signal(self, job: _Job, signum: signal.Signals) -> None:
         assert job.process is not None
