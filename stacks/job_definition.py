@@ -7,6 +7,7 @@ private subnets with no public IP. Both are non-privileged with a read-only root
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import CfnResource, Duration, RemovalPolicy, Size
 from aws_cdk import aws_batch as batch
@@ -88,44 +89,34 @@ class JobDefinition(Construct):
             assumed_by=iam.ServicePrincipal(ECS_TASKS),
             description="Scaler Batch job: pull the runner image, write the job log",
         )
-        logging = ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group)
-        scratch = batch.EcsVolume.host(name=SCRATCH_VOLUME, container_path=SCRATCH_PATH)
+        # The same locked-down container on both platforms: read-only root, /tmp as scratch, the stack's roles and log.
+        common: dict[str, Any] = {
+            "image": image,
+            "command": list(command),
+            "memory": Size.mebibytes(memory_mib),
+            "readonly_root_filesystem": True,
+            "volumes": [batch.EcsVolume.host(name=SCRATCH_VOLUME, container_path=SCRATCH_PATH)],
+            "environment": {"TMPDIR": SCRATCH_PATH},
+            "job_role": self.job_role,
+            "execution_role": self.execution_role,
+            "logging": ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group),
+        }
         if fargate:
             self.container = batch.EcsFargateContainerDefinition(
                 self,
                 "Container",
-                image=image,
-                command=list(command),
                 cpu=vcpus,
-                memory=Size.mebibytes(memory_mib),
-                readonly_root_filesystem=True,
-                volumes=[scratch],
-                environment={"TMPDIR": SCRATCH_PATH},
-                job_role=self.job_role,
-                execution_role=self.execution_role,
-                logging=logging,
-                # Private subnets behind NAT: the task needs no public address to reach ECR, S3 and the logs.
+                # Private subnets: the task needs no public address to reach ECR, S3 and the logs.
                 assign_public_ip=False,
                 ephemeral_storage_size=Size.gibibytes(ephemeral_storage_gib),
                 fargate_platform_version=ecs.FargatePlatformVersion.LATEST,
                 fargate_cpu_architecture=FARGATE_ARCHITECTURES[architecture],
                 fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
+                **common,
             )
         else:
             self.container = batch.EcsEc2ContainerDefinition(
-                self,
-                "Container",
-                image=image,
-                command=list(command),
-                cpu=int(vcpus),
-                memory=Size.mebibytes(memory_mib),
-                privileged=False,
-                readonly_root_filesystem=True,
-                volumes=[scratch],
-                environment={"TMPDIR": SCRATCH_PATH},
-                job_role=self.job_role,
-                execution_role=self.execution_role,
-                logging=logging,
+                self, "Container", cpu=int(vcpus), privileged=False, **common
             )
         self.job_definition = batch.EcsJobDefinition(
             self,

@@ -128,18 +128,23 @@ def test_emulator_refuses_invalid_fargate_overrides_at_submit_and_runs_valid_one
     assert wait_for_status(batch, job_id)["status"] == "SUCCEEDED"
 
 
+def _run_interrupted(emu: BatchEmulator, world: tuple[str, str], name: str, attempts: set[int]) -> dict[str, Any]:
+    """Run one job whose ``attempts`` lose their Fargate Spot capacity; return it described once final."""
+    queue, definition = world
+    emu.faults.spot_reclaim_attempts = attempts
+    emu.faults.spot_reclaim_job_name_glob = name
+    try:
+        batch = emu.client("batch")
+        job_id = batch.submit_job(jobName=name, jobQueue=queue, jobDefinition=definition)["jobId"]
+        return dict(wait_for_status(batch, job_id))
+    finally:
+        emu.faults.spot_reclaim_attempts = set()
+
+
 def test_fargate_spot_interruption_is_retried_with_its_own_status_reason(
     emu: BatchEmulator, fargate_world: tuple[str, str]
 ) -> None:
-    queue, definition = fargate_world
-    emu.faults.spot_reclaim_attempts = {1}
-    emu.faults.spot_reclaim_job_name_glob = "interrupted*"
-    try:
-        batch = emu.client("batch")
-        job_id = batch.submit_job(jobName="interrupted-once", jobQueue=queue, jobDefinition=definition)["jobId"]
-        job = wait_for_status(batch, job_id)
-    finally:
-        emu.faults.spot_reclaim_attempts = set()
+    job = _run_interrupted(emu, fargate_world, "interrupted-once", {1})
     assert job["status"] == "SUCCEEDED"
     first, second = job["attempts"]
     assert first["statusReason"] == "Your Spot Task was interrupted."
@@ -149,15 +154,8 @@ def test_fargate_spot_interruption_is_retried_with_its_own_status_reason(
 def test_every_attempt_interrupted_reads_as_spot_retries_exhausted(
     emu: BatchEmulator, fargate_world: tuple[str, str]
 ) -> None:
-    queue, definition = fargate_world
-    emu.faults.spot_reclaim_attempts = {1, 2, 3}
-    emu.faults.spot_reclaim_job_name_glob = "doomed*"
-    try:
-        batch = emu.client("batch")
-        job_id = batch.submit_job(jobName="doomed", jobQueue=queue, jobDefinition=definition)["jobId"]
-        job = wait_for_status(batch, job_id)
-    finally:
-        emu.faults.spot_reclaim_attempts = set()
+    job = _run_interrupted(emu, fargate_world, "doomed", {1, 2, 3})
+    job_id = job["jobId"]
     assert job["status"] == "FAILED" and len(job["attempts"]) == 3
     error = classify_failure(
         JobStatus(job_id=job_id, state=JobState.FAILED, status_reason=job["statusReason"], attempts=3), []
