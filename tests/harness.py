@@ -38,6 +38,14 @@ class Harness:
     client: Client
     adapter: AdapterProcess
 
+    work_dir: pathlib.Path
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[Harness]:
+        with self.variant(self.work_dir) as (client, adapter):
+            self.client, self.adapter = client, adapter
+            yield self
+
     def variant(
         self,
         work_dir: pathlib.Path,
@@ -58,6 +66,10 @@ class Harness:
     def stored_object_exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def job_processes(self) -> contextlib.AbstractContextManager[None]:
+        """Within this block every job is a real process (for tests of kills, timeouts, signals, sys.path)."""
+        return contextlib.nullcontext()
+
 
 class LocalHarness(Harness):
     name = "local"
@@ -69,12 +81,6 @@ class LocalHarness(Harness):
     def _args(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> list[str]:
         env_args = [item for key, value in (job_env or {}).items() for item in ("--job-env", f"{key}={value}")]
         return ["--backend", "local", "--work-dir", str(work_dir), *env_args]
-
-    @contextlib.contextmanager
-    def start(self) -> Iterator[LocalHarness]:
-        with scaler_with_adapter(self.work_dir, self._args(self.work_dir, None)) as (client, adapter):
-            self.client, self.adapter = client, adapter
-            yield self
 
     def variant(
         self,
@@ -102,7 +108,18 @@ class AwsHarness(Harness):
 
     def __init__(self, work_dir: pathlib.Path) -> None:
         self.work_dir = work_dir
-        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8))
+        # Jobs run the runner on a thread unless a test needs a process (see `job_processes`): no Python start-up
+        # per job, so the suite measures the adapter rather than process creation.
+        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8, execution="thread"))
+
+    @contextlib.contextmanager
+    def job_processes(self) -> Iterator[None]:
+        config = self.emulator.config
+        saved, config.execution = config.execution, "process"
+        try:
+            yield
+        finally:
+            config.execution = saved
 
     @contextlib.contextmanager
     def start(self) -> Iterator[AwsHarness]:
@@ -197,12 +214,6 @@ class SlurmHarness(Harness):
 
     def _args(self, work_dir: pathlib.Path) -> list[str]:
         return ["--backend", "slurm", "--work-dir", str(work_dir / "slurm"), "--vanish-after", "30"]
-
-    @contextlib.contextmanager
-    def start(self) -> Iterator[SlurmHarness]:
-        with self.variant(self.work_dir) as (client, adapter):
-            self.client, self.adapter = client, adapter
-            yield self
 
     def variant(
         self,

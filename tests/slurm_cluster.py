@@ -24,12 +24,12 @@ NODE: Final = "node1"
 PARTITIONS: Final = ("debug", "other")
 
 
-def _which(name: str) -> str | None:
+def which(name: str) -> str | None:
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"]))
 
 
 def missing_programs() -> list[str]:
-    return [name for name in REQUIRED_PROGRAMS if _which(name) is None]
+    return [name for name in REQUIRED_PROGRAMS if which(name) is None]
 
 
 def _free_port() -> int:
@@ -107,7 +107,7 @@ class SlurmCluster:
         log = (self.root / "log" / log_name).open("ab")
         self._daemons.append(
             subprocess.Popen(
-                [_which(argv[0]) or argv[0], *argv[1:]], stdout=log, stderr=subprocess.STDOUT, env=self._environ()
+                [which(argv[0]) or argv[0], *argv[1:]], stdout=log, stderr=subprocess.STDOUT, env=self._environ()
             )
         )
 
@@ -137,6 +137,13 @@ class SlurmCluster:
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, capture_output=True, text=True, env=self._environ(), timeout=60, check=False)
+
+    @staticmethod
+    def which(name: str) -> str:
+        found = which(name)
+        if found is None:
+            raise RuntimeError(f"{name} is not installed")
+        return found
 
     def _environ(self) -> dict[str, str]:
         return {**os.environ, **self.env}

@@ -15,6 +15,7 @@ from conftest import REPO, WAIT_SECONDS, scaler_with_adapter
 from scaler_aws_batch import cli, config, config_docs
 from scaler_aws_batch.backends.local.settings import LocalSettings
 from scaler_aws_batch.contracts import StackOutput
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 from scaler_aws_batch.worker_settings import WorkerSettings
 
 SAMPLE = REPO / "docs" / "worker.toml"
@@ -71,7 +72,7 @@ def test_command_line_beats_environment_beats_file_beats_default(tmp_path: pathl
     assert (worker.max_concurrent_jobs, worker.scheduler, worker.vanish_after) == (7, "tcp://env:1", 9.0)
     assert _load("-c", path, env=env)[0].max_concurrent_jobs == 50
     assert _load("-c", path)[0].max_concurrent_jobs == 100
-    assert _load()[0].max_concurrent_jobs == 1000
+    assert _load()[0].max_concurrent_jobs == MAX_ARRAY_SIZE
     assert _load(env={"SCALER_BATCH_CONFIG": path})[0].scheduler == "tcp://file:1"  # the file from the environment
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import pathlib
 import pickle
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -122,13 +123,17 @@ def test_engine_runs_each_transport_end_to_end(backend: LocalProcessBackend, sto
             }
             futures = {name: engine.submit(TaskWork(_blobs(name, len, data))) for name, data in blobs.items()}
             results = {name: _value(await asyncio.wait_for(future, 120)) for name, future in futures.items()}
+            # Results are consumed: once the outcomes are handed over, their objects are deleted (in one batch).
+            results_dir = pathlib.Path(urlparse(store.url).path) / "results"
+            deadline = time.monotonic() + 120
+            while list(results_dir.glob("*")) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not list(results_dir.glob("*"))
         finally:
             runner.cancel()
         assert results == {name: len(data) for name, data in blobs.items()}
         assert engine.stats["succeeded"] == 4
         assert engine.stats["jobs:array"] + engine.stats["jobs:single"] >= 1
-        # Results are consumed: nothing is left under results/ once the outcomes are handed over.
-        assert not list((pathlib.Path(urlparse(store.url).path) / "results").glob("*"))
 
     asyncio.run(scenario())
 

@@ -63,6 +63,8 @@ def build_worker(
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
+    from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
     from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -74,6 +76,7 @@ def build_worker(
             f"({config.where(WorkerSettings, 'job_timeout_seconds')}), got {worker.job_timeout_seconds}"
         )
     setup = kind.build(backend_settings, worker)
+    user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
     engine_settings = EngineSettings(
         adapter_id=uuid.uuid4().hex[:16],
         client_python=worker.client_python or python_version_tag(),
@@ -83,6 +86,7 @@ def build_worker(
         poll_interval_min_seconds=kind.poll_interval_min_seconds,
         poll_interval_max_seconds=kind.poll_interval_max_seconds,
         vanish_bound_seconds=worker.vanish_after,
+        user_tags=user_tags,
     )
     adapter = AdapterSettings(
         scheduler_address=worker.scheduler,
@@ -92,7 +96,7 @@ def build_worker(
         task_queue_size=worker.queue_size,
         routing=setup.routing,
     )
-    return adapter, JobEngine(setup.backend, setup.store, engine_settings)
+    return adapter, JobEngine(setup.backend, setup.store, engine_settings, UsageRecorder(worker.usage_log))
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -114,13 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch", description="Run Scaler tasks on AWS Batch or locally.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run a sample workload on the embedded local default")
+    demo = commands.add_parser("demo", help="run a sample workload (local jobs, or AWS Batch emulated locally)")
     demo.add_argument("--scheduler", default=None, help="use this running scheduler instead of an embedded one")
     demo.add_argument("--tasks", type=int, default=24, help="how many CPU-bound tasks to map (24)")
     demo.add_argument("--keep-work-dir", action="store_true", help="keep job logs and the store after the run")
+    demo.add_argument(
+        "--backend",
+        choices=("local", "aws-batch"),
+        default="local",
+        help="local job processes (default), or AWS Batch through the Batch emulator on this machine (no account)",
+    )
 
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
+
+    usage = commands.add_parser("usage", help="summarize a --usage-log file: tasks, resource-hours, estimated cost")
+    usage.add_argument("file", help="the JSON-lines file the worker's --usage-log wrote")
+    usage.add_argument("--prices", default=None, metavar="FILE.json", help="price table (default: built-in estimates)")
+    usage.add_argument("--chart", default=None, metavar="OUT.png", help="also write the run's cost over time (PNG)")
 
     commands.add_parser("scheduler", help="scaler_scheduler with the capability-forwarding fix", add_help=False)
     run_job = commands.add_parser("run-job", help="the runner a job executes", add_help=False)
@@ -141,10 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "worker":
         return run_worker(args, os.environ)
+    if args.command == "usage":
+        from scaler_aws_batch.usage import run_usage_report
+
+        try:
+            run_usage_report(args.file, prices_path=args.prices, chart_path=args.chart, out=sys.stdout)
+        except ValueError as exc:
+            print(f"scaler-batch usage: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo":
         from scaler_aws_batch.demo import run_demo
 
-        return run_demo(scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir)
+        return run_demo(
+            scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir, backend=args.backend
+        )
     raise AssertionError(args.command)
 
 

@@ -45,6 +45,12 @@ class Architecture:
     ARM64: Final = "arm64"
 
 
+# --- the Batch emulator's stand-alone entry point (``python -m batch_emulator``) -------------------------------------
+
+#: The line it prints once its endpoint serves, followed by the endpoint URL; the demo reads the URL from it.
+EMULATOR_ENDPOINT_LINE_PREFIX: Final = "batch emulator endpoint: "
+
+
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------
 
 

@@ -1,14 +1,16 @@
 """The shared job engine: everything a backend does not do.
 
-- **Packing.** Tasks that arrive within ``array_window_seconds`` and share serializer, resources, queue and timeout
-  become one array job (2..10,000 children) with one payload; a lone task becomes a single job.
+- **Packing.** Tasks that share serializer, resources, queue and timeout gather until none has arrived for
+  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, or 10,000 are there) and become one
+  array job (2..10,000 children) with one payload; a lone task becomes a single job.
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
 - **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
   parents are read through their status summary and children are described only once some have finished; the
   interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
-- **Outcomes.** A finished job's result object is read from the store and handed over as bytes. A FAILED job
+- **Outcomes.** A finished job's result object is read from the store and handed over as bytes; reads run
+  concurrently in the background and results are deleted in batches (:mod:`scaler_aws_batch.results`). A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
 """
@@ -21,10 +23,10 @@ import dataclasses
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import SPOT_INTERRUPTION_PREFIXES, StatusReason
+from scaler_aws_batch.contracts import SPOT_INTERRUPTION_PREFIXES, JobTag, StatusReason
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -39,7 +41,10 @@ from scaler_aws_batch.errors import (
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.stores import ObjectStore
+from scaler_aws_batch.tags import check_user_tags
+from scaler_aws_batch.usage import JobUsage, Outcome, UsageRecorder
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
     RESULTS_PREFIX,
@@ -65,6 +70,8 @@ class EngineSettings:
     cloudpickle_version: str
     job_timeout_seconds: int = 3600
     array_window_seconds: float = 0.05
+    #: A steady stream of tasks keeps extending the window; the first task waits at most this long.
+    array_max_wait_seconds: float = 2.0
     max_array_size: int = MAX_ARRAY_SIZE
     poll_interval_min_seconds: float = 0.05
     poll_interval_max_seconds: float = 2.0
@@ -76,6 +83,8 @@ class EngineSettings:
     delete_results: bool = True
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
+    #: User tags on every job (``cdk.json`` ``job_tags`` and ``--tag``), checked by :mod:`scaler_aws_batch.tags`.
+    user_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -84,6 +93,7 @@ class EngineSettings:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+        check_user_tags(self.user_tags, source="job tags")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,22 +218,57 @@ class _Job:
 
 
 class JobEngine:
-    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings) -> None:
+    def __init__(
+        self, backend: JobBackend, store: ObjectStore, settings: EngineSettings, usage: UsageRecorder | None = None
+    ) -> None:
         self._backend = backend
         self._store = store
         self._settings = settings
+        self._usage = usage if usage is not None else UsageRecorder(None)
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
+        self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
+        self._results = ResultIO(store)
+        self._resolving: set[asyncio.Task[None]] = set()  # results being read: the reconcile loop does not wait
         self.stats: collections.Counter[str] = collections.Counter()
 
     @property
     def backend(self) -> JobBackend:
         return self._backend
+
+    @property
+    def usage(self) -> UsageRecorder:
+        return self._usage
+
+    async def close_usage(self, timeout_seconds: float = 10.0) -> str:
+        """At exit: describe the array children still missing from the usage log (bounded), close the log and
+        return (and log) the one-line summary."""
+        deadline = time.monotonic() + timeout_seconds
+        while self._usage.deferred and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if left := self._usage.flush_unknown():
+            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
+        line = self._usage.summary.one_line()
+        logger.info(line)
+        self._usage.close()
+        return line
+
+    async def _settle_usage(self, *, final: bool = False) -> None:
+        if self._usage.deferred:
+            await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
+
+    async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
+        return {job_id: status.usage for job_id, status in (await self._describe(job_ids)).items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
@@ -233,6 +278,7 @@ class JobEngine:
         key = work.pack_key()
         self._pending.setdefault(key, []).append(work.task_id)
         self._pending_since.setdefault(key, time.monotonic())
+        self._pending_last[key] = time.monotonic()
         self._wake_packer.set()
         return future
 
@@ -260,7 +306,10 @@ class JobEngine:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
 
     async def run(self) -> None:
-        await asyncio.gather(self._packer(), self._reconciler())
+        try:
+            await asyncio.gather(self._packer(), self._reconciler())
+        finally:
+            await asyncio.to_thread(self._results.close)
 
     # --- packing and submission ---------------------------------------------------------------------------------
 
@@ -268,16 +317,17 @@ class JobEngine:
         while True:
             now = time.monotonic()
             due = [
-                key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds
+                key
+                for key in self._pending_since
+                if self._due_at(key) <= now or len(self._pending[key]) >= self._settings.max_array_size
             ]
             for key in due:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
-                del self._pending_since[key]
+                del self._pending_since[key], self._pending_last[key]
                 for start in range(0, len(ids), self._settings.max_array_size):
                     await self._submit_group(ids[start : start + self._settings.max_array_size])
             if self._pending_since:
-                earliest = min(self._pending_since.values())
-                delay = max(0.0, earliest + self._settings.array_window_seconds - time.monotonic())
+                delay = max(0.0, min(self._due_at(key) for key in self._pending_since) - time.monotonic())
                 try:
                     await asyncio.wait_for(self._wake_packer.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -286,6 +336,11 @@ class JobEngine:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
 
+    def _due_at(self, key: tuple[object, ...]) -> float:
+        window = self._settings.array_window_seconds
+        longest = max(window, self._settings.array_max_wait_seconds)
+        return min(self._pending_last[key] + window, self._pending_since[key] + longest)
+
     def _spec_for(self, work: TaskWork, count: int) -> JobSpec:
         first = work.task_id
         return JobSpec(
@@ -293,7 +348,7 @@ class JobEngine:
             payload="",
             resources=work.resources,
             timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
-            tags={"scaler-batch:adapter-id": self._settings.adapter_id, "scaler-batch:task-id": first},
+            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first},
             array_size=count if count > 1 else None,
             queue=work.queue,
         )
@@ -375,6 +430,7 @@ class JobEngine:
                 pass
             self._wake_reconciler.clear()
             changed = await self._reconcile_once()
+            self._results.flush()
             if changed:
                 interval = self._settings.poll_interval_min_seconds
             else:
@@ -413,10 +469,11 @@ class JobEngine:
                 if task is not None:
                     task.state = status.state
                 if status.state.is_final:
-                    await self._resolve(job.tasks[None], status)
+                    self._start_resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
+        await self._settle_usage()
         return changed
 
     async def _reconcile_array(
@@ -434,7 +491,7 @@ class JobEngine:
             present = await results_present()
             for index, task_id in list(job.tasks.items()):
                 if result_key(task_id) in present and index is not None:
-                    await self._resolve(task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED))
+                    self._start_resolve(task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED))
                     del job.tasks[index]
                     job.ok_resolved += 1
                     progressed = True
@@ -445,7 +502,7 @@ class JobEngine:
                 status = statuses.get(f"{job.job_id}:{index}")
                 if status is None or not status.state.is_final:
                     continue
-                await self._resolve(task_id, status)
+                self._start_resolve(task_id, status)
                 del job.tasks[index]
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
@@ -481,16 +538,29 @@ class JobEngine:
         except PayloadError as exc:
             return TaskOutcome(False, pickle.dumps(exc))
         if self._settings.delete_results:
-            self._store.delete(key)
+            self._results.discard(key)  # deleted with the next batch
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
+
+    def _start_resolve(self, task_id: str, status: JobStatus) -> None:
+        """Read the task's result in the background: concurrent with other reads and with the next round."""
+        resolving = asyncio.create_task(self._resolve(task_id, status), name=f"resolve-{task_id[:12]}")
+        self._resolving.add(resolving)
+        resolving.add_done_callback(self._resolved)
+
+    def _resolved(self, resolving: asyncio.Task[None]) -> None:
+        self._resolving.discard(resolving)
+        if not resolving.cancelled() and resolving.exception() is not None:
+            logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
+        if not self._resolving:
+            self._results.flush()  # the burst of reads is over: delete its results now, in as few calls as possible
 
     async def _resolve(self, task_id: str, status: JobStatus) -> None:
         if task_id not in self._tasks:
             return
         try:
-            outcome = await asyncio.to_thread(self._read_result, task_id, status)
+            outcome = await self._results.call(self._read_result, task_id, status)
         except StoreError as exc:
             outcome = TaskOutcome(False, pickle.dumps(exc))
         if outcome is None:
@@ -507,6 +577,10 @@ class JobEngine:
                 error = classify_failure(status, tail)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
+            kind = Outcome.JOB_FAILED
+        else:
+            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
+        self._usage.record(status.job_id, [task_id], kind, status.usage)
         self._finish(task_id, outcome)
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:

@@ -6,6 +6,8 @@ import dataclasses
 import re
 
 from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
+from scaler_aws_batch.tags import check_user_tags, parse_tag_pairs
 
 _PYTHON_TAG = re.compile(r"^\d+\.\d+$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -29,9 +31,10 @@ class WorkerSettings(Settings):
         default_text="the worker's Python",
     )
     max_concurrent_jobs: int = setting(
-        1000,
+        MAX_ARRAY_SIZE,
         "Tasks in flight at once (each task is one job or one array child). Tasks beyond it wait in the adapter, "
-        "highest Scaler priority first.",
+        "highest Scaler priority first. The default, one full array, lets a large `map` become a few large arrays; "
+        "jobs beyond the compute environment's capacity wait in RUNNABLE at no cost.",
     )
     job_timeout_seconds: int = setting(
         3600,
@@ -56,6 +59,19 @@ class WorkerSettings(Settings):
     log_level: str = setting(
         "INFO", "Log level. Logs carry job ids, states and timings, never task data.", choices=_LOG_LEVELS
     )
+    usage_log: str | None = setting(
+        None,
+        "Append one JSON line per finished job (task ids, queue, compute kind, resources, attempts, times, outcome) "
+        "to this file; see docs/usage-and-cost.md. The one-line usage summary is logged at exit either way.",
+        metavar="FILE",
+    )
+    tags: tuple[str, ...] = setting(
+        (),
+        "A user tag `KEY=VALUE` on every job (repeatable), next to the stack's `job_tags` and the adapter's own; "
+        "together at most 46 user tags (Batch allows 50 per job), checked at start-up.",
+        long="--tag",
+        metavar="KEY=VALUE",
+    )
 
     def __post_init__(self) -> None:
         if self.client_python is not None and not _PYTHON_TAG.match(self.client_python):
@@ -63,6 +79,7 @@ class WorkerSettings(Settings):
                 f"client_python takes major.minor like 3.11 ({where(WorkerSettings, 'client_python')}), "
                 f"got {self.client_python!r}"
             )
+        check_user_tags(parse_tag_pairs(self.tags), source=where(WorkerSettings, "tags"))
         check_whole(self, "max_concurrent_jobs", minimum=1)
         check_whole(self, "job_timeout_seconds", minimum=1)
         check_whole(self, "queue_size", minimum=0)

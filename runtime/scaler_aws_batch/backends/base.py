@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
 from scaler_aws_batch.limits import container_overrides_length, render_command
+from scaler_aws_batch.usage import JobUsage
 
 __all__ = ["PAYLOAD_PARAMETER", "RUNNER_COMMAND"]  # re-exported: backends import them from here
 
@@ -127,6 +128,8 @@ class JobStatus:
     array_summary: Mapping[JobState, int] | None = None
     #: Where the backend keeps this job's log, for operators (e.g. a CloudWatch stream name or a file path).
     log_location: str | None = None
+    #: What the job used and where it ran (for the usage log); None when the backend does not say.
+    usage: JobUsage | None = None
 
 
 def array_parent_status(job_id: str, children: Iterable[JobState]) -> JobStatus:

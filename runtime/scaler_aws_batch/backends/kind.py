@@ -29,6 +29,8 @@ class BackendSetup:
     backend: JobBackend
     store: ObjectStore
     routing: QueueRouting
+    #: User tags the backend's own configuration puts on every job (AWS: the stack's ``job_tags``).
+    job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +40,10 @@ class BackendKind(Generic[S]):
     name: str
     settings: type[S]
     build: Callable[[S, WorkerSettings], BackendSetup]
-    #: Reconcile interval bounds and the array window, in seconds.
-    poll_interval_min_seconds: float
-    poll_interval_max_seconds: float
-    array_window_seconds: float
+    #: Reconcile interval bounds and the array window, in seconds (defaults suit a remote scheduler).
+    poll_interval_min_seconds: float = 0.5
+    poll_interval_max_seconds: float = 5.0
+    array_window_seconds: float = 0.5
     #: The shortest job timeout the backend accepts.
     min_timeout_seconds: int = 1
     #: Reads the settings from flags, environment and the config file's table; backends with another source

@@ -34,6 +34,7 @@ from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.config import Settings, check_positive, setting, where
 from scaler_aws_batch.contracts import Architecture, StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
+from scaler_aws_batch.tags import check_user_tags
 from scaler_aws_batch.worker_settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -106,6 +107,13 @@ class AwsBatchSettings(Settings):
         DEFAULT_SUBMIT_TPS, "SubmitJob calls per second (AWS allows 50 per account and region)."
     )
     describe_tps: float = setting(DEFAULT_DESCRIBE_TPS, "DescribeJobs calls per second.")
+    job_tags: str = setting(
+        "",
+        'User tags on every job, a JSON object such as `{"team": "ml"}`: the stack\'s `job_tags` (`cdk.json`). '
+        "`--tag` adds to them.",
+        stack_output=StackOutput.JOB_TAGS,
+        metavar="JSON",
+    )
     image_python: str | None = setting(
         None,
         "Python `major.minor` of the job image; the worker refuses to start when the clients' (`client_python`) "
@@ -173,6 +181,20 @@ class AwsBatchSettings(Settings):
             )
         check_positive(self, "submit_tps", maximum=MAX_SUBMIT_TPS, why=", AWS's account limit")
         check_positive(self, "describe_tps")
+        check_user_tags(self.user_tags, source=f"job_tags ({_where('job_tags')})")
+
+    @property
+    def user_tags(self) -> dict[str, str]:
+        """``job_tags`` as a mapping; ValueError naming the setting when it is not a JSON object of strings."""
+        if not self.job_tags:
+            return {}
+        try:
+            tags = json.loads(self.job_tags)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"job_tags is not JSON ({_where('job_tags')}): {exc}") from exc
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise ValueError(f'job_tags must be a JSON object of strings, e.g. {{"team": "ml"}} ({_where("job_tags")})')
+        return {str(key): value for key, value in tags.items()}
 
 
 def _where(name: str) -> str:
@@ -281,16 +303,14 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
         )
 
     store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
-    return BackendSetup(backend, store, QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue))
+    routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
+    return BackendSetup(backend, store, routing, job_tags=aws.user_tags)
 
 
 KIND = BackendKind(
     name="aws-batch",
     settings=AwsBatchSettings,
     build=build_aws_batch,
-    poll_interval_min_seconds=0.5,
-    poll_interval_max_seconds=5.0,
-    array_window_seconds=0.5,
     min_timeout_seconds=MIN_TIMEOUT_SECONDS,
     load=load_aws_batch_settings,
 )

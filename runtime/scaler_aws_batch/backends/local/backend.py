@@ -28,6 +28,7 @@ from scaler_aws_batch.backends.base import (
     JobSpec,
     JobState,
     JobStatus,
+    Resources,
     array_parent_status,
     resource_requirements,
     runner_argv,
@@ -35,6 +36,7 @@ from scaler_aws_batch.backends.base import (
     tail_lines,
 )
 from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,25 @@ class _Job:
     exit_code: int | None = None
     status_reason: str | None = None
     children: list[str] | None = None  # array parents only
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    #: Wall-clock times (epoch seconds) for the usage log; ``started_at`` above is monotonic, for timeouts.
+    created_wall: float = dataclasses.field(default_factory=time.time)
+    started_wall: float | None = None
+    stopped_wall: float | None = None
+
+    def usage(self) -> JobUsage:
+        ran = self.started_wall is not None and self.stopped_wall is not None
+        return JobUsage(
+            compute=ComputeKind.LOCAL,
+            vcpus=float(self.resources.vcpus or 0),
+            memory_mib=self.resources.memory_mib or 0,
+            gpus=self.resources.gpus or 0,
+            attempts=1 if self.process is not None else 0,
+            created_at=self.created_wall,
+            started_at=self.started_wall,
+            stopped_at=self.stopped_wall,
+            run_seconds=(self.stopped_wall or 0.0) - (self.started_wall or 0.0) if ran else 0.0,
+        )
 
 
 class LocalProcessBackend(JobBackend):
@@ -119,13 +140,13 @@ class LocalProcessBackend(JobBackend):
         base_env = {**os.environ, **self._job_env, "AWS_BATCH_JOB_ATTEMPT": "1"}
         with self._lock:
             if spec.array_size is None:
-                self._add(job_id, argv, {**base_env, "AWS_BATCH_JOB_ID": job_id}, spec.timeout_seconds)
+                self._add(job_id, argv, {**base_env, "AWS_BATCH_JOB_ID": job_id}, spec.timeout_seconds, spec.resources)
             else:
                 children = []
                 for index in range(spec.array_size):
                     child_id = f"{job_id}:{index}"
                     env = {**base_env, "AWS_BATCH_JOB_ID": child_id, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}
-                    self._add(child_id, argv, env, spec.timeout_seconds)
+                    self._add(child_id, argv, env, spec.timeout_seconds, spec.resources)
                     children.append(child_id)
                 parent = _Job(job_id, [], {}, spec.timeout_seconds, self._dir / "logs" / f"{job_id}.log")
                 parent.state, parent.children = JobState.PENDING, children
@@ -168,8 +189,8 @@ class LocalProcessBackend(JobBackend):
 
     # --- internals ----------------------------------------------------------------------------------------------
 
-    def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int) -> None:
-        self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log")
+    def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int, resources: Resources) -> None:
+        self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log", resources=resources)
         self._runnable.append(job_id)
 
     def _status(self, job: _Job) -> JobStatus:
@@ -181,6 +202,7 @@ class LocalProcessBackend(JobBackend):
                 exit_code=job.exit_code,
                 attempts=1 if job.state.is_final and job.process is not None else 0,
                 log_location=str(job.log_path),
+                usage=job.usage() if job.state.is_final else None,
             )
         return array_parent_status(job.job_id, (self._jobs[child].state for child in job.children))
 
@@ -255,7 +277,7 @@ class LocalProcessBackend(JobBackend):
             job.state, job.status_reason = JobState.FAILED, f"CannotStartContainerError: {exc}"
             job.log_handle.close()
             return
-        job.state, job.started_at = JobState.RUNNING, time.monotonic()
+        job.state, job.started_at, job.started_wall = JobState.RUNNING, time.monotonic(), time.time()
         logger.debug("local job %s RUNNING as pid %d", job.job_id, job.process.pid)
 
     def _finish(self, job: _Job, code: int) -> None:
@@ -264,6 +286,7 @@ class LocalProcessBackend(JobBackend):
             job.log_handle = None
         # A signal death reports like Docker does: 128 + signal number.
         job.exit_code = code if code >= 0 else 128 - code
+        job.stopped_wall = time.time()
         if code == 0 and job.stop_reason != TIMEOUT_REASON:
             job.state = JobState.SUCCEEDED
         else:

@@ -75,7 +75,4 @@ KIND = BackendKind(
     name="slurm",
     settings=SlurmSettings,
     build=build_slurm,
-    poll_interval_min_seconds=0.5,
-    poll_interval_max_seconds=5.0,
-    array_window_seconds=0.5,
 )
