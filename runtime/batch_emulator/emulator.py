@@ -5,7 +5,7 @@ Design
 Two real HTTP servers on 127.0.0.1, random ports, both in this process:
 
 * moto's `ThreadedMotoServer` (the "moto endpoint"): plain moto, used by the emulator itself to read job queues and
-  job definitions, write job logs and delete S3 objects for fault injection.
+  job definitions and delete S3 objects for fault injection (job logs go through the front server).
 * the front server (the public `endpoint_url`, a threaded HTTP/1.1 server that keeps connections alive, see
   `front_server`): a WSGI app that serves the Batch *job* APIs itself (SubmitJob, DescribeJobs, ListJobs,
   CancelJob(s), TerminateJob(s), tagging of job ARNs) and hands every other request, unchanged, to moto's own
@@ -175,7 +175,8 @@ class BatchEmulator:
             job_env=self.job_env,
             endpoint_url=lambda: self._endpoint_url,
             batch=self._moto_client("batch"),
-            logs=self._moto_client("logs"),
+            # Job logs go through the front server, which keeps its connections: one or two calls per job.
+            logs=self._make_client("logs", self._endpoint_url, None),
             s3=self._moto_client("s3"),
             work_dir=work_dir,
         )
