@@ -17,7 +17,7 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import JobTag, StatusReason
 from scaler_aws_batch.errors import (
     JobTimeoutError,
     JobVanishedError,
@@ -249,5 +249,5 @@ def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
     (job,) = _new_jobs(aws, before)
     assert job["jobName"].startswith("scaler-")
-    assert set(job["tags"]) == {"scaler-batch:adapter-id", "scaler-batch:task-id"}
-    assert base64.b16decode(job["tags"]["scaler-batch:task-id"].upper())
+    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.TASK_ID}
+    assert base64.b16decode(job["tags"][JobTag.TASK_ID].upper())

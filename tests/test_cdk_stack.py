@@ -25,27 +25,16 @@ from cdk_support import (
     synth_to,
 )
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT, JobTag, StackOutput
 
 pytestmark = pytest.mark.cdk
 
 from aws_cdk.assertions import Match, Template  # noqa: E402  (after cdk_support, which quiets jsii's banner)
 
 CONTEXT = cdk_json_context(gpu_queue=True, python_version="3.12")
-EXPECTED_OUTPUTS = {
-    "JobQueueArn",
-    "OnDemandJobQueueArn",
-    "GpuJobQueueArn",
-    "JobDefinitionArn",
-    "BucketName",
-    "PayloadPrefix",
-    "Region",
-    "LogGroupName",
-    "AdapterPolicyArn",
-    "PythonVersion",
-    "Architecture",
-}
+EXPECTED_OUTPUTS = StackOutput.every() - {StackOutput.JOB_TAGS}  # JobTags only with user tags
 #: The tag key the runtime puts on every job it submits (scaler_aws_batch.engine); the stop permissions depend on it.
-ADAPTER_TAG = "scaler-batch:adapter-id"
+ADAPTER_TAG = JobTag.ADAPTER_ID
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +141,7 @@ def test_default_queue_is_spot_then_on_demand(template: Template, template_json:
 
 def test_on_demand_and_gpu_queues_use_only_their_environment(template_json: dict[str, Any]) -> None:
     ids = _environment_ids(template_json)
-    for output, role in (("OnDemandJobQueueArn", "on_demand"), ("GpuJobQueueArn", "gpu")):
+    for output, role in ((StackOutput.ON_DEMAND_JOB_QUEUE_ARN, "on_demand"), (StackOutput.GPU_JOB_QUEUE_ARN, "gpu")):
         queue = template_json["Resources"][_queue_id(template_json, output)]
         assert queue["Properties"]["ComputeEnvironmentOrder"] == [
             {"ComputeEnvironment": _arn_of(ids[role]), "Order": 1}
@@ -233,10 +222,10 @@ def test_retry_strategy_retries_lost_spot_capacity_and_exits_on_anything_else(te
         {
             "RetryStrategy": {
                 "Attempts": CONTEXT["retry_attempts"],
+                # CloudFormation spells the API's keys capitalised.
                 "EvaluateOnExit": [
-                    {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
-                    {"Action": "RETRY", "OnStatusReason": "Your Spot Task was interrupted*"},
-                    {"Action": "EXIT", "OnReason": "*"},
+                    {key[0].upper() + key[1:]: value for key, value in rule.items()}
+                    for rule in SPOT_RETRY_EVALUATE_ON_EXIT
                 ],
             }
         },
@@ -355,7 +344,7 @@ def test_adapter_can_submit_only_to_its_queues_with_its_job_definition(template_
     (job_definition_id,) = _resources(template_json, "AWS::Batch::JobDefinition")
     queue_arns = [
         {"Fn::GetAtt": [_queue_id(template_json, output), "JobQueueArn"]}
-        for output in ("JobQueueArn", "OnDemandJobQueueArn", "GpuJobQueueArn")
+        for output in (StackOutput.JOB_QUEUE_ARN, StackOutput.ON_DEMAND_JOB_QUEUE_ARN, StackOutput.GPU_JOB_QUEUE_ARN)
     ]
     resources = statement["Resource"]
     assert resources[:4] == [*queue_arns, {"Ref": job_definition_id}]
@@ -525,8 +514,8 @@ def test_spot_off_makes_an_on_demand_only_default_queue(on_demand_retain: dict[s
         assert queue["Properties"]["ComputeEnvironmentOrder"] == [
             {"ComputeEnvironment": _arn_of(ids["on_demand"]), "Order": 1}
         ]
-    assert "GpuJobQueueArn" not in on_demand_retain["Outputs"]
-    assert set(on_demand_retain["Outputs"]) == EXPECTED_OUTPUTS - {"GpuJobQueueArn"}
+    assert StackOutput.GPU_JOB_QUEUE_ARN not in on_demand_retain["Outputs"]
+    assert set(on_demand_retain["Outputs"]) == EXPECTED_OUTPUTS - {StackOutput.GPU_JOB_QUEUE_ARN}
 
 
 def test_retain_removal_policy_keeps_bucket_and_logs(on_demand_retain: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
 from batch_emulator.s3_requests import S3Requests
+from scaler_aws_batch.contracts import RUNNER_COMMAND
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -61,7 +62,7 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 DUMMY_KEY = "testing"
-DEFAULT_COMMAND = ("scaler-batch", "run-job", "--payload", "Ref::payload")
+DEFAULT_COMMAND = RUNNER_COMMAND
 
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
 # Operations the emulator serves itself; every other request goes to moto.

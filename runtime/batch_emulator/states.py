@@ -31,6 +31,7 @@ from batch_emulator.model import (
     now_ms,
 )
 from batch_emulator.render import job_arn
+from scaler_aws_batch.contracts import StatusReason
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -279,7 +280,7 @@ class JobStates:
             elif attempt.exit_code != 0:
                 attempt.status_reason = rules.MSG_ESSENTIAL_EXITED
         if cause is None and start_error is None and attempt.exit_code == 0:
-            self._finalize(job, SUCCEEDED, "Essential container in task exited")
+            self._finalize(job, SUCCEEDED, StatusReason.ESSENTIAL_CONTAINER_EXITED)
         elif cause in ("timeout", "terminate"):
             self._finalize(job, FAILED, attempt.status_reason)
         elif not self.stopping and rules.should_retry(

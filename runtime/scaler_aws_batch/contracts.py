@@ -36,6 +36,11 @@ class StackOutput:
     #: The job image's CPU architecture, ``x86_64`` or ``arm64`` (:class:`Architecture`).
     ARCHITECTURE: Final = "Architecture"
 
+    @classmethod
+    def every(cls) -> frozenset[str]:
+        """Every output key the stack can have (the GPU queue's only with a GPU queue, JobTags only with tags)."""
+        return frozenset(value for name, value in vars(cls).items() if name.isupper())
+
 
 class Architecture:
     """The job image's CPU architecture as the ``architecture`` context key and the ``Architecture`` output say it
