@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cdk_support import NO_ENV, REPO, STACK_NAME, cdk_json_context, checkov_failures, synth_to, tool
+from scaler_aws_batch.contracts import JobTag
 from test_cdk_cli import CDK_BIN, _offline_env
 from test_cdk_stack import CFN_LINT_ALLOWED, CHECKOV_SKIPS
 
@@ -278,4 +279,4 @@ def test_job_tags_output_and_the_adapter_may_set_only_allowed_keys(
     (policy,) = _resources(hardened, "AWS::IAM::ManagedPolicy").values()
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     allowed = statements["TagOwnJobsAtSubmit"]["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"]
-    assert sorted(allowed) == sorted(["scaler-batch:*", *JOB_TAGS, "project", "run-*"])
+    assert sorted(allowed) == sorted([f"{JobTag.PREFIX}*", *JOB_TAGS, "project", "run-*"])
