@@ -326,11 +326,13 @@ class BatchEmulator:
         log_group: str = "/aws/batch/job",
         image: str = "scaler-aws-batch:emulated",
         compute_type: str = "UNMANAGED",
+        fargate: bool = False,
     ) -> tuple[str, str]:
         """Create (in moto) a service role, a compute environment, a job queue, a job definition running
         `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
         `compute_type` UNMANAGED, or a managed environment's resource type: EC2, SPOT, FARGATE or FARGATE_SPOT
-        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does).
+        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does). ``fargate`` makes the job
+        definition a Fargate one (1 vCPU, 2048 MiB), whose jobs the emulator holds to Fargate's sizes.
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -391,6 +393,10 @@ class BatchEmulator:
             "containerProperties": container,
             "parameters": parameters or {},
         }
+        if fargate:
+            kwargs["platformCapabilities"] = [rules.FARGATE]
+            container["networkConfiguration"] = {"assignPublicIp": "DISABLED"}
+            container["executionRoleArn"] = role_arn
         if retry_strategy is not None:
             kwargs["retryStrategy"] = retry_strategy
         if timeout_seconds is not None:
@@ -575,6 +581,8 @@ def _validate_job_definition(body: bytes) -> None:
     req = _parse_json(body)
     rules.validate_timeout(req.get("timeout"))
     rules.validate_retry_strategy(req.get("retryStrategy"))
+    if rules.is_fargate(req):
+        rules.validate_fargate_resources((req.get("containerProperties") or {}).get("resourceRequirements") or [])
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

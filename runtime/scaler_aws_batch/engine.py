@@ -28,7 +28,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND, JobTag, RunnerExit, StatusReason
+from scaler_aws_batch.contracts import (
+    SPOT_INTERRUPTION_PREFIXES,
+    SPOT_RECLAIMS_BEFORE_ON_DEMAND,
+    JobTag,
+    RunnerExit,
+    StatusReason,
+)
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -203,10 +209,10 @@ def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedErr
         )
     if reason.startswith(StatusReason.TIMEOUT):
         return JobTimeoutError(f"the task ran past its timeout and was stopped; {detail}{logs}", status.job_id, 143)
-    if reason.startswith(StatusReason.SPOT_RECLAIM_PREFIX):
+    if reason.startswith(SPOT_INTERRUPTION_PREFIXES):
         return SpotRetriesExhaustedError(
-            f"every attempt lost its Spot instance; raise the retry attempts or use the On-Demand queue "
-            f"(capability on_demand=1); {detail}{logs}",
+            "every attempt lost its Spot capacity (EC2 Spot or Fargate Spot); raise the retry attempts or use the "
+            f"On-Demand queue (capability on_demand=1); {detail}{logs}",
             status.job_id,
             status.exit_code,
         )
@@ -693,7 +699,7 @@ class JobEngine:
         """After enough Spot reclaims, queue the task again for the On-Demand queue instead of failing it."""
         task.spot_reclaims += status.spot_reclaims
         on_demand = self._settings.on_demand_queue
-        reclaimed = (status.status_reason or "").startswith(StatusReason.SPOT_RECLAIM_PREFIX)
+        reclaimed = (status.status_reason or "").startswith(SPOT_INTERRUPTION_PREFIXES)
         if (
             on_demand is None
             or not reclaimed

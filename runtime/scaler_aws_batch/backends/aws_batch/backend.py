@@ -24,6 +24,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch import fargate
 from scaler_aws_batch.aws_calls import (
     DEFAULT_OTHER_TPS,
     AwsCalls,
@@ -45,7 +46,7 @@ from scaler_aws_batch.backends.base import (
 )
 from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
 from scaler_aws_batch.capabilities import ComputeCapacity
-from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, StatusReason
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_INTERRUPTION_PREFIXES
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ class _JobDefinitionInfo:
     default_parameters: Mapping[str, str]
     status: str = "ACTIVE"
     environment_names: frozenset[str] = frozenset()
+    #: Fargate job definitions accept only Fargate's vCPU/memory combinations and no GPUs.
+    fargate: bool = False
+    default_vcpus: float | None = None
+    default_memory_mib: int | None = None
 
 
 def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
@@ -214,6 +219,7 @@ class AwsBatchBackend(JobBackend):
         return "aws-batch"
 
     def submit(self, spec: JobSpec) -> str:
+        self._check_platform(spec)
         queue = spec.queue or self.job_queue
         request: SubmitJobRequestTypeDef = {
             "jobName": spec.name,
@@ -437,6 +443,17 @@ class AwsBatchBackend(JobBackend):
         """The token bucket that paces ``operation``."""
         return self.calls.limiter(operation)
 
+    def _check_platform(self, spec: JobSpec) -> None:
+        """Refuse, before SubmitJob, a size a Fargate job definition cannot run (AWS would fail the job later)."""
+        info = self._job_definition()
+        if not info.fargate:
+            return
+        vcpus = spec.resources.vcpus if spec.resources.vcpus is not None else info.default_vcpus
+        memory = spec.resources.memory_mib if spec.resources.memory_mib is not None else info.default_memory_mib
+        problem = fargate.check(vcpus or 0.0, memory or 0, gpus=spec.resources.gpus or 0)
+        if problem is not None:
+            raise JobRejectedError(f"job {spec.name!r}: {problem}")
+
     def _job_definition(self) -> _JobDefinitionInfo:
         with self._job_definition_lock:
             if self._job_definition_info is None:
@@ -490,9 +507,16 @@ class AwsBatchBackend(JobBackend):
             definition.get("revision"),
             len(command),
         )
+        container = definition.get("containerProperties", {})
+        defaults = {item["type"]: item["value"] for item in container.get("resourceRequirements", [])}
+        vcpus = defaults.get("VCPU", container.get("vcpus"))
+        memory = defaults.get("MEMORY", container.get("memory"))
         return _JobDefinitionInfo(
             command=command,
             default_parameters=dict(definition.get("parameters", {})),
+            fargate="FARGATE" in definition.get("platformCapabilities", []),
+            default_vcpus=float(vcpus) if vcpus is not None else None,
+            default_memory_mib=int(memory) if memory is not None else None,
             status=str(definition.get("status", "ACTIVE")),
             environment_names=frozenset(
                 str(item.get("name")) for item in definition.get("containerProperties", {}).get("environment", [])
@@ -530,6 +554,6 @@ class AwsBatchBackend(JobBackend):
             spot_reclaims=sum(
                 1
                 for attempt in job.get("attempts", [])
-                if str(attempt.get("statusReason", "")).startswith(StatusReason.SPOT_RECLAIM_PREFIX)
+                if str(attempt.get("statusReason", "")).startswith(SPOT_INTERRUPTION_PREFIXES)
             ),
         )
