@@ -303,6 +303,7 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
     from scaler_aws_batch.signing import read_secret
     from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
 
+    check_image_python(aws, worker)
     if aws.signing_secret is None:
         raise ValueError(
             f"no signing secret: pass {_where('signing_secret')} (the stack output SigningSecretArn) or point at "
@@ -314,7 +315,6 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
         keys = read_secret(aws.signing_secret, region=secret_region, endpoint_url=aws.endpoint_url)
     except SigningKeyError as exc:
         raise ValueError(str(exc)) from exc
-    check_image_python(aws, worker)
     logger.info(
         "job image: Python %s, %s (stack outputs PythonVersion, Architecture)",
         aws.image_python or "unknown",
