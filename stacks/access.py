@@ -11,10 +11,11 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-#: The runtime tags every job it submits with these keys; TerminateJob and CancelJob are allowed only on jobs that
-#: carry the adapter tag, so the adapter cannot stop other people's jobs.
-ADAPTER_TAG_KEY = "scaler-batch:adapter-id"
-TASK_TAG_KEY = "scaler-batch:task-id"
+from scaler_aws_batch.contracts import JobTag
+
+#: The runtime tags every job it submits with the JobTag keys; TerminateJob and CancelJob are allowed only on jobs
+#: that carry the adapter tag, so the adapter cannot stop other people's jobs.
+ADAPTER_TAG_KEY = JobTag.ADAPTER_ID
 TAG_KEY_PATTERN = "scaler-batch:*"
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import pathlib
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -57,6 +56,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--queue-size", type=int, default=None, help="tasks the scheduler may hand over (2x jobs)")
     common.add_argument("--vanish-after", type=float, default=None, help="fail a job unseen this long (60 s)")
     common.add_argument("--name", default="", help="worker name shown by the scheduler")
+    common.add_argument("--adapter-id", default=None, help="names and tags every job (default: see reliability.md)")
+    common.add_argument("--reattach-grace", type=float, default=None, help="wait for re-sent tasks (180 s)")
+    common.add_argument("--submit-deadline", type=float, default=None, help="retry submits through outages (600 s)")
+    common.add_argument("--shutdown-timeout", type=float, default=None, help="bound on stopping jobs at exit (60 s)")
+    common.add_argument("--keep-jobs-on-exit", action="store_true", help="leave jobs running for a re-attach")
     common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     local = parser.add_argument_group("local backend")
     local.add_argument("--work-dir", default=None, help=f"job logs, specs and the store ({DEFAULT_WORK_DIR})")
@@ -74,6 +78,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.backends.base import JobBackend
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.reattach import default_adapter_id
     from scaler_aws_batch.stores.base import ObjectStore
     from scaler_aws_batch.wire import python_version_tag
 
@@ -84,7 +89,6 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
     client_python = args.client_python or env.get("SCALER_BATCH_CLIENT_PYTHON") or python_version_tag()
     if not client_python.replace(".", "").isdigit() or client_python.count(".") != 1:
         raise ValueError(f"--client-python takes major.minor like 3.11, got {client_python!r}")
-    adapter_id = uuid.uuid4().hex[:16]
     backend: JobBackend
     store: ObjectStore
 
@@ -109,6 +113,7 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         max_jobs, timeout = aws.max_concurrent_jobs, aws.job_timeout_seconds
         routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
         poll_min, poll_max, window = 0.5, 5.0, 0.5
+        deployment = aws.job_queue
     elif backend_name == "local":
         from scaler_aws_batch.backends.local import LocalProcessBackend
         from scaler_aws_batch.stores import open_store
@@ -116,12 +121,29 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         work_dir = pathlib.Path(args.work_dir or env.get("SCALER_BATCH_WORK_DIR") or DEFAULT_WORK_DIR).resolve()
         store = open_store(args.store or (work_dir / "store").as_uri())
         max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
-        backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env))
+        backend = LocalProcessBackend(
+            work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env),
+            keep_running_on_close=args.keep_jobs_on_exit,
+        )  # fmt: skip
+        deployment = str(work_dir)
         max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 1000)
         timeout = _positive_int("--job-timeout", args.job_timeout_seconds, 3600)
         routing, poll_min, poll_max, window = QueueRouting(), 0.02, 0.5, 0.02
     else:
         raise ValueError(f"unknown backend {backend_name!r}: use local or aws-batch")
+
+    adapter_id = (
+        args.adapter_id
+        or env.get("SCALER_BATCH_ADAPTER_ID")
+        or default_adapter_id(scheduler=scheduler, backend=backend_name, queue=deployment, name=args.name)
+    )
+
+    def seconds(flag: str, value: float | None, default: float) -> float:
+        if value is None:
+            return default
+        if value < 0:
+            raise ValueError(f"{flag} takes seconds, zero or more, got {value}")
+        return value
 
     engine_settings = EngineSettings(
         adapter_id=adapter_id,
@@ -132,6 +154,9 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         poll_interval_min_seconds=poll_min,
         poll_interval_max_seconds=poll_max,
         vanish_bound_seconds=args.vanish_after if args.vanish_after is not None else 60.0,
+        reattach_grace_seconds=seconds("--reattach-grace", args.reattach_grace, 180.0),
+        submit_deadline_seconds=seconds("--submit-deadline", args.submit_deadline, 600.0),
+        queues=tuple(dict.fromkeys((None, routing.on_demand, routing.gpu))),
     )
     adapter = AdapterSettings(
         scheduler_address=scheduler,
@@ -140,6 +165,8 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         max_concurrent_jobs=max_jobs,
         task_queue_size=args.queue_size or 0,
         routing=routing,
+        keep_jobs_on_exit=args.keep_jobs_on_exit,
+        shutdown_timeout_seconds=seconds("--shutdown-timeout", args.shutdown_timeout, 60.0),
     )
     return adapter, JobEngine(backend, store, engine_settings)
 

@@ -49,3 +49,22 @@ SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
     {"onStatusReason": f"{StatusReason.SPOT_RECLAIM_PREFIX}*", "action": "RETRY"},
     {"onReason": "*", "action": "EXIT"},
 )
+
+
+# --- how jobs are named and tagged, so that a restarted adapter (and an operator) finds them in AWS alone ------------
+
+
+class JobTag:
+    """Tag keys on every job the adapter submits."""
+
+    ADAPTER_ID: Final = "scaler-batch:adapter-id"
+    FIRST_TASK_ID: Final = "scaler-batch:task-id"
+    TASK_COUNT: Final = "scaler-batch:task-count"
+
+
+#: Every job name starts with ``<JOB_NAME_PREFIX>-<adapter id>-``; ListJobs finds an adapter's jobs by that prefix.
+JOB_NAME_PREFIX: Final = "scaler"
+
+
+def job_name_prefix(adapter_id: str) -> str:
+    return f"{JOB_NAME_PREFIX}-{adapter_id}-"

@@ -7,7 +7,15 @@
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
 - **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
   parents are read through their status summary and children are described only once some have finished; the
-  interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
+  interval adapts; a job that DescribeJobs *answered without* for ``vanish_bound_seconds`` fails its tasks and is
+  stopped (failed describe calls pause that clock: an outage is not a vanish).
+- **Outages.** A submission that meets throttling, server errors or expired credentials is requeued with backoff
+  until ``submit_deadline_seconds``; only then does it fail, with the hint of its error class.
+- **Re-attachment** (:mod:`scaler_aws_batch.reattach`). Job names start with the adapter id, so a restarted adapter
+  finds its live jobs and their task tables in the backend alone. A task sent again attaches to its live job, or
+  gets its stored result with no job at all; jobs whose tasks are not sent again within the grace period stop.
+- **Shutdown.** :meth:`JobEngine.shutdown` stops intake, lets submissions in flight settle, then stops every live
+  job within a bound (or leaves them running for a later re-attach).
 - **Outcomes.** A finished job's result object is read from the store and handed over as bytes. A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
@@ -19,12 +27,22 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import pickle
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.backends.base import (
+    BackendError,
+    BackendUnavailableError,
+    JobBackend,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Resources,
+)
+from scaler_aws_batch.contracts import JobTag, StatusReason, job_name_prefix
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -36,9 +54,16 @@ from scaler_aws_batch.errors import (
     ResultMissingError,
     SpotRetriesExhaustedError,
     StoreError,
+    StoreUnavailableError,
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.reattach import (
+    FoundJob,
+    ShutdownReport,
+    Stock,
+    take_stock,
+)
 from scaler_aws_batch.stores import ObjectStore
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
@@ -72,8 +97,14 @@ class EngineSettings:
     store_threshold_bytes: int = 2048
     overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
     log_tail_lines: int = 20
-    job_name_prefix: str = "scaler"
     delete_results: bool = True
+    #: How long a job found at start (or kept over a scheduler restart) waits for Scaler to send its task again
+    #: before it is stopped. Longer than the scheduler's worker timeout (Scaler: 60 s), which delays the re-send.
+    reattach_grace_seconds: float = 180.0
+    #: How long a submission keeps being retried through throttling, server errors and expired credentials.
+    submit_deadline_seconds: float = 600.0
+    #: Queues searched for this adapter's jobs at start (None: the backend's default queue).
+    queues: tuple[str | None, ...] = (None,)
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
 
@@ -84,6 +115,10 @@ class EngineSettings:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+        if self.vanish_bound_seconds <= 0 or self.reattach_grace_seconds < 0 or self.submit_deadline_seconds < 0:
+            raise ValueError("the vanish bound must be positive; the re-attach grace and submit deadline not negative")
+        if not self.adapter_id or not self.adapter_id.replace("-", "").isalnum() or len(self.adapter_id) > 40:
+            raise ValueError(f"the adapter id must be 1-40 letters, digits or '-', got {self.adapter_id!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,13 +230,15 @@ class _Task:
     future: asyncio.Future[TaskOutcome]
     job_id: str | None = None  # the single job, or the array child ``parent:index``
     state: JobState | None = None
+    submit_deadline: float | None = None  # set at the first submission attempt
 
 
 @dataclasses.dataclass
 class _Job:
     job_id: str
     tasks: dict[int | None, str]  # array index (None for a single job) -> task id
-    last_seen: float
+    checked_at: float  # when describe last answered (with or without this job)
+    missing_seconds: float = 0.0  # answered-without time since the job was last reported
     state: JobState | None = None
     ok_resolved: int = 0  # array children resolved with a result
     failed_resolved: int = 0  # array children resolved as failures, or cancelled (Batch counts those FAILED)
@@ -217,6 +254,12 @@ class JobEngine:
         self._pending_since: dict[tuple[object, ...], float] = {}
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
+        self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
+        self._stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
+        self._intake_open = True
+        self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -229,7 +272,12 @@ class JobEngine:
 
     def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:
         future: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
-        self._tasks[work.task_id] = _Task(work=work, future=future)
+        task = self._tasks[work.task_id] = _Task(work=work, future=future)
+        if self._attach(task):
+            return future
+        if self._stored.pop(work.task_id, None) is not None:
+            asyncio.get_running_loop().create_task(self._deliver_stored(work))
+            return future
         key = work.pack_key()
         self._pending.setdefault(key, []).append(work.task_id)
         self._pending_since.setdefault(key, time.monotonic())
@@ -252,9 +300,11 @@ class JobEngine:
         self.stats["cancelled"] += 1
         return True
 
-    async def _cancel_job(self, task_id: str, job_id: str, state: JobState | None) -> None:
+    async def _cancel_job(
+        self, task_id: str, job_id: str, state: JobState | None, reason: str = "Cancelled by the Scaler client"
+    ) -> None:
         try:
-            await asyncio.to_thread(self._backend.cancel, job_id, state, "Cancelled by the Scaler client")
+            await asyncio.to_thread(self._backend.cancel, job_id, state, reason)
             logger.info("task %s: cancelled job %s (last state %s)", task_id, job_id, state.value if state else "-")
         except BackendError as exc:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
@@ -262,10 +312,176 @@ class JobEngine:
     async def run(self) -> None:
         await asyncio.gather(self._packer(), self._reconciler())
 
+    # --- re-attachment ------------------------------------------------------------------------------------------
+
+    async def take_stock(self) -> Stock:
+        """Find this adapter's live jobs and stored results (before the adapter takes any task). Their tasks wait
+        ``reattach_grace_seconds`` for Scaler to send them again."""
+        try:
+            stock = await asyncio.to_thread(
+                take_stock, self._backend, self._store, job_name_prefix(self._settings.adapter_id),
+                self._settings.queues,
+            )  # fmt: skip
+        except (BackendError, StoreError) as exc:
+            # Serving beats refusing: tasks sent again will run again, and their old jobs are not stopped.
+            logger.error("taking stock of adapter %s's jobs failed; continuing without re-attach: %s",
+                         self._settings.adapter_id, exc)  # fmt: skip
+            return Stock(live_jobs=(), stored_results=frozenset())
+        self.adopt(stock.live_jobs)
+        for listed in stock.unreadable:  # ours by name, but nobody can ever claim it
+            await self._cancel_job("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
+        # Results in the store are delivered when their task comes again, but never deleted unclaimed: the prefix
+        # may be shared with other adapters whose results these are (the bucket's lifecycle rule expires them).
+        self._stored.update(dict.fromkeys(stock.stored_results, math.inf))
+        logger.info("took stock for adapter id %s: %d live job(s) with %d task(s), %d stored result(s)",
+                    self._settings.adapter_id, len(stock.live_jobs), sum(len(job.task_ids) for job in stock.live_jobs),
+                    len(stock.stored_results))  # fmt: skip
+        return stock
+
+    def adopt(self, jobs: Sequence[FoundJob]) -> None:
+        deadline = time.monotonic() + self._settings.reattach_grace_seconds
+        for found in jobs:
+            job = self._jobs.get(found.job_id)
+            if job is None:
+                job = self._jobs[found.job_id] = _Job(found.job_id, {}, checked_at=time.monotonic(), state=found.state)
+            is_array = found.array_size is not None
+            for index, task_id in enumerate(found.task_ids):
+                job.tasks[index if is_array else None] = task_id
+                if task_id not in self._tasks:
+                    self._awaiting[task_id] = deadline
+        if jobs:
+            self._wake_reconciler.set()
+
+    def detach_all(self) -> None:
+        """The scheduler went away: keep every submitted job, waiting for its task to be sent again (grace period);
+        forget tasks not yet submitted (nobody waits for their results any more)."""
+        deadline = time.monotonic() + self._settings.reattach_grace_seconds
+        for task_id, task in list(self._tasks.items()):
+            del self._tasks[task_id]
+            if task.job_id is not None:
+                self._awaiting[task_id] = deadline
+            task.future.cancel()
+        for ids in self._pending.values():
+            ids.clear()
+
+    def _attach(self, task: _Task) -> bool:
+        if self._awaiting.pop(task.work.task_id, None) is None:
+            return False
+        for job in self._jobs.values():
+            for index, task_id in job.tasks.items():
+                if task_id == task.work.task_id:
+                    task.job_id = job.job_id if index is None else f"{job.job_id}:{index}"
+                    task.state = job.state
+                    logger.info("task %s: attached to its live job %s", task_id, task.job_id)
+                    self.stats["attached"] += 1
+                    self._wake_reconciler.set()
+                    return True
+        return False
+
+    async def _deliver_stored(self, work: TaskWork) -> None:
+        status = JobStatus(job_id="(stored result)", state=JobState.SUCCEEDED)
+        try:
+            outcome = await asyncio.to_thread(self._read_result, work.task_id, status)
+        except StoreError as exc:
+            logger.warning("task %s: reading its stored result failed, running it: %s", work.task_id, exc)
+            outcome = None
+        if outcome is None:  # gone meanwhile: run the task after all
+            key = work.pack_key()
+            self._pending.setdefault(key, []).append(work.task_id)
+            self._pending_since.setdefault(key, time.monotonic())
+            self._wake_packer.set()
+            return
+        logger.info("task %s: delivered its stored result, no job submitted", work.task_id)
+        self.stats["stored-delivered"] += 1
+        self._finish(work.task_id, outcome)
+
+    async def _expire_awaiting(self, now: float) -> None:
+        """Stop the jobs (or array children) of tasks that were not sent again within the grace period."""
+        unclaimed = {task_id for task_id, deadline in self._stored.items() if deadline <= now}
+        for task_id in unclaimed:
+            del self._stored[task_id]
+        expired = {task_id for task_id, deadline in self._awaiting.items() if deadline <= now}
+        if self._settings.delete_results and unclaimed:
+            await asyncio.to_thread(self._delete_results, unclaimed)
+        if not expired:
+            return
+        for job in list(self._jobs.values()):
+            mine = {index: task_id for index, task_id in job.tasks.items() if task_id in expired}
+            if not mine:
+                continue
+            whole = len(mine) == len(job.tasks)
+            targets = [job.job_id] if whole or None in mine else [f"{job.job_id}:{index}" for index in mine]
+            for target in targets:
+                await self._cancel_job("(not sent again)", target, job.state, "Its Scaler task was not sent again")
+            for index in mine:
+                del job.tasks[index]
+            if not job.tasks:
+                del self._jobs[job.job_id]
+            self.stats["grace-stopped"] += len(mine)
+        for task_id in expired:
+            del self._awaiting[task_id]
+        if self._settings.delete_results:
+            await asyncio.to_thread(self._delete_results, expired)
+
+    def _delete_results(self, task_ids: set[str]) -> None:
+        for task_id in task_ids:
+            try:
+                self._store.delete(result_key(task_id))
+            except StoreError as exc:
+                logger.warning("deleting the unclaimed result of task %s failed: %s", task_id, exc)
+
+    # --- shutdown -----------------------------------------------------------------------------------------------
+
+    def close_intake(self) -> None:
+        """Submit nothing new; tasks not yet submitted stay unsubmitted."""
+        self._intake_open = False
+        self._wake_packer.set()
+
+    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float, parallel: int = 4) -> ShutdownReport:
+        """Close intake, let submissions in flight settle, then stop every live job (paced by the backend's rate
+        limits, ``parallel`` calls at a time) within ``timeout_seconds``; or, without ``stop_jobs``, leave them
+        running for a later re-attach."""
+        self.close_intake()
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout=timeout_seconds)
+        except asyncio.TimeoutError:
+            logger.error("shutdown: %d submission(s) still in flight after %.0fs", self._submitting, timeout_seconds)
+        jobs = {job_id: job.state for job_id, job in self._jobs.items()}
+        report = ShutdownReport(kept=[] if stop_jobs else sorted(jobs))
+        if not stop_jobs:
+            logger.info(
+                "shutdown: left %d job(s) running for a later re-attach: %s", len(jobs), ", ".join(sorted(jobs))
+            )
+            return report
+        queue: asyncio.Queue[tuple[str, JobState | None]] = asyncio.Queue()
+        for item in jobs.items():
+            queue.put_nowait(item)
+
+        async def stopper() -> None:
+            while not queue.empty():
+                job_id, state = queue.get_nowait()
+                if time.monotonic() > deadline:
+                    report.failed.append(job_id)
+                    continue
+                try:
+                    await asyncio.to_thread(self._backend.cancel, job_id, state, "The Scaler adapter shut down")
+                    report.stopped.append(job_id)
+                except BackendError as exc:
+                    logger.error("shutdown: stopping job %s failed: %s", job_id, exc)
+                    report.failed.append(job_id)
+
+        await asyncio.gather(*(stopper() for _ in range(parallel)))
+        logger.info("shutdown: stopped %d job(s)%s%s", len(report.stopped),
+                    f": {', '.join(sorted(report.stopped))}" if report.stopped else "",
+                    f"; could NOT stop {len(report.failed)}: {', '.join(sorted(report.failed))}" if report.failed
+                    else "")  # fmt: skip
+        return report
+
     # --- packing and submission ---------------------------------------------------------------------------------
 
     async def _packer(self) -> None:
-        while True:
+        while self._intake_open:
             now = time.monotonic()
             due = [
                 key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds
@@ -274,6 +490,8 @@ class JobEngine:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key]
                 for start in range(0, len(ids), self._settings.max_array_size):
+                    if not self._intake_open:
+                        break
                     await self._submit_group(ids[start : start + self._settings.max_array_size])
             if self._pending_since:
                 earliest = min(self._pending_since.values())
@@ -286,21 +504,25 @@ class JobEngine:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
 
-    def _spec_for(self, work: TaskWork, count: int) -> JobSpec:
-        first = work.task_id
+    def _spec_for(self, works: Sequence[TaskWork]) -> JobSpec:
+        # The name is decided by the tasks, before SubmitJob: a job whose SubmitJob was in flight when the adapter
+        # died is still found by its name prefix, and mapped to its tasks by its payload.
+        first, count = works[0].task_id, len(works)
         return JobSpec(
-            name=f"{self._settings.job_name_prefix}-{first[:32]}" + (f"-x{count}" if count > 1 else ""),
+            name=f"{job_name_prefix(self._settings.adapter_id)}{first[:32]}" + (f"-x{count}" if count > 1 else ""),
             payload="",
-            resources=work.resources,
-            timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
-            tags={"scaler-batch:adapter-id": self._settings.adapter_id, "scaler-batch:task-id": first},
+            resources=works[0].resources,
+            timeout_seconds=works[0].timeout_seconds or self._settings.job_timeout_seconds,
+            tags={JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.FIRST_TASK_ID: first,
+                  JobTag.TASK_COUNT: str(count)},
             array_size=count if count > 1 else None,
-            queue=work.queue,
-        )
+            queue=works[0].queue,
+            task_ids=tuple(work.task_id for work in works),
+        )  # fmt: skip
 
     def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, str]:
         """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread."""
-        spec = self._spec_for(works[0], len(works))
+        spec = self._spec_for(works)
         plan = plan_payload(
             [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
             settings=self._settings,
@@ -319,18 +541,31 @@ class JobEngine:
     async def _submit_group(self, task_ids: list[str]) -> None:
         works = [self._tasks[task_id].work for task_id in task_ids]
         started = time.monotonic()
+        for task_id in task_ids:
+            first_try = self._tasks[task_id]
+            if first_try.submit_deadline is None:
+                first_try.submit_deadline = started + self._settings.submit_deadline_seconds
+        self._submitting += 1
+        self._settled.clear()
         try:
             job_id, transport = await asyncio.to_thread(self._prepare_and_submit, works)
+        except (BackendUnavailableError, StoreUnavailableError) as exc:
+            self._requeue_or_fail(task_ids, exc)
+            return
         except (BackendError, StoreError, ValueError) as exc:
             logger.error("submitting %d task(s) failed: %s", len(works), exc)
             error = SubmitError(f"{self._backend.name} refused the job: {exc}")
             for task_id in task_ids:
                 self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
             return
+        finally:
+            self._submitting -= 1
+            if self._submitting == 0:
+                self._settled.set()
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        job = _Job(job_id=job_id, tasks={}, last_seen=now)
+        job = _Job(job_id=job_id, tasks={}, checked_at=now)
         for index, task_id in enumerate(task_ids):
             position = None if len(task_ids) == 1 else index
             task_job_id = job_id if position is None else f"{job_id}:{position}"
@@ -349,31 +584,68 @@ class JobEngine:
         )  # fmt: skip
         self._wake_reconciler.set()
 
+    def _requeue_or_fail(self, task_ids: list[str], exc: BackendUnavailableError | StoreUnavailableError) -> None:
+        """A transient failure: put the tasks back with backoff until their submit deadline, then fail them with the
+        hint of the error class (throttling says "lower the rate", a 5xx says "AWS's side, retry later")."""
+        now = time.monotonic()
+        live = [task_id for task_id in task_ids if task_id in self._tasks]
+        due = [task_id for task_id in live if (self._tasks[task_id].submit_deadline or now) <= now]
+        retry = [task_id for task_id in live if task_id not in due]
+        hint = exc.hint if isinstance(exc, BackendUnavailableError) else ""
+        for task_id in due:
+            error = SubmitError(
+                f"{self._backend.name} could not accept the job for {self._settings.submit_deadline_seconds:.0f}s: "
+                f"{exc}" + (f" ({hint})" if hint and hint not in str(exc) else "")
+            )
+            self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
+        if not retry:
+            logger.error("submitting %d task(s) failed for good: %s", len(due), exc)
+            return
+        attempt = self.stats["submit:requeued"] = self.stats["submit:requeued"] + 1
+        delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)  # jittered
+        key = self._tasks[retry[0]].work.pack_key()
+        self._pending.setdefault(key, []).extend(retry)
+        # The packer submits a key once it is array_window old: date it so that it comes due after the delay.
+        self._pending_since[key] = min(
+            self._pending_since.get(key, now), now + delay - self._settings.array_window_seconds
+        )
+        self._wake_packer.set()
+        logger.warning("submitting %d task(s) met a transient error; retrying in %.1fs: %s", len(retry), delay, exc)
+
     # --- reconcile loop -----------------------------------------------------------------------------------------
 
-    async def _describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+    async def _describe(self, job_ids: Sequence[str]) -> tuple[dict[str, JobStatus], set[str]]:
+        """Statuses, and the ids whose describe call was answered (a job missing from an answered call is unknown
+        to the backend; one whose call failed is merely unseen)."""
         statuses: dict[str, JobStatus] = {}
+        answered: set[str] = set()
         for chunk in _chunks(job_ids, self._backend.max_describe_batch):
             try:
                 statuses.update(await asyncio.to_thread(self._backend.describe, chunk))
+                answered.update(chunk)
             except BackendError as exc:
-                # Throttled past the backend's own retries: skip this round; the next one catches up.
+                # Throttled past the call layer's retries, expired credentials, an outage: skip this round.
                 logger.warning("describe of %d job(s) failed, will retry: %s", len(chunk), exc)
                 self.stats["describe:failed"] += 1
-        return statuses
+        return statuses, answered
 
     async def _reconciler(self) -> None:
         interval = self._settings.poll_interval_min_seconds
         while True:
             if not self._jobs:
                 self._wake_reconciler.clear()
-                await self._wake_reconciler.wait()
+                try:  # unclaimed stored results still expire while no job runs
+                    await asyncio.wait_for(self._wake_reconciler.wait(), timeout=self._settings.reattach_grace_seconds)
+                except asyncio.TimeoutError:
+                    await self._expire_awaiting(time.monotonic())
+                    continue
                 interval = self._settings.poll_interval_min_seconds
             try:
                 await asyncio.wait_for(self._wake_reconciler.wait(), timeout=interval)
             except asyncio.TimeoutError:
                 pass
             self._wake_reconciler.clear()
+            await self._expire_awaiting(time.monotonic())
             changed = await self._reconcile_once()
             if changed:
                 interval = self._settings.poll_interval_min_seconds
@@ -382,7 +654,7 @@ class JobEngine:
 
     async def _reconcile_once(self) -> bool:
         now = time.monotonic()
-        statuses = await self._describe(list(self._jobs))
+        statuses, answered = await self._describe(list(self._jobs))
         listing: set[str] | None = None
 
         async def results_present() -> set[str]:
@@ -399,12 +671,17 @@ class JobEngine:
         changed = False
         for job in list(self._jobs.values()):
             status = statuses.get(job.job_id)
+            if job.job_id not in answered:  # the call failed: the vanish clock pauses
+                job.checked_at = now
+                continue
             if status is None:
-                if now - job.last_seen > self._settings.vanish_bound_seconds:
-                    self._vanish(job, now)
+                job.missing_seconds += now - job.checked_at
+                job.checked_at = now
+                if job.missing_seconds > self._settings.vanish_bound_seconds:
+                    await self._vanish(job)
                     changed = True
                 continue
-            job.last_seen = now
+            job.checked_at, job.missing_seconds = now, 0.0
             if status.state is not job.state:
                 logger.info("job %s: %s -> %s", job.job_id, job.state.value if job.state else "-", status.state.value)
                 job.state, changed = status.state, True
@@ -413,7 +690,10 @@ class JobEngine:
                 if task is not None:
                     task.state = status.state
                 if status.state.is_final:
-                    await self._resolve(job.tasks[None], status)
+                    if job.tasks[None] in self._awaiting:  # nobody asked yet: keep the result for the re-send
+                        self._keep_stored(job.tasks[None])
+                    elif not await self._resolve(job.tasks[None], status):
+                        continue  # the store did not answer: try again next round
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
@@ -427,25 +707,33 @@ class JobEngine:
         summary = parent.array_summary or {}
         progressed = False
         for index, task_id in list(job.tasks.items()):
-            if task_id not in self._tasks:  # cancelled meanwhile; Batch will count the child FAILED
+            if task_id not in self._tasks and task_id not in self._awaiting:  # cancelled; Batch counts it FAILED
                 del job.tasks[index]
                 job.failed_resolved += 1
         if summary.get(JobState.SUCCEEDED, 0) > job.ok_resolved:
             present = await results_present()
             for index, task_id in list(job.tasks.items()):
                 if result_key(task_id) in present and index is not None:
-                    await self._resolve(task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED))
+                    if task_id in self._awaiting:
+                        self._keep_stored(task_id)
+                    elif not await self._resolve(
+                        task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
+                    ):
+                        continue
                     del job.tasks[index]
                     job.ok_resolved += 1
                     progressed = True
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
-            statuses = await self._describe(child_ids)
+            statuses, _ = await self._describe(child_ids)
             for index, task_id in list(job.tasks.items()):
                 status = statuses.get(f"{job.job_id}:{index}")
                 if status is None or not status.state.is_final:
                     continue
-                await self._resolve(task_id, status)
+                if task_id in self._awaiting:
+                    self._keep_stored(task_id)
+                elif not await self._resolve(task_id, status):
+                    continue
                 del job.tasks[index]
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
@@ -456,18 +744,26 @@ class JobEngine:
             del self._jobs[job.job_id]
         return progressed
 
-    def _vanish(self, job: _Job, now: float) -> None:
-        logger.error("job %s vanished from %s for %.0fs; failing its tasks", job.job_id, self._backend.name,
-                     now - job.last_seen)  # fmt: skip
+    def _keep_stored(self, task_id: str) -> None:
+        """A task waiting to be sent again finished: its result stays stored for the re-send, within the grace."""
+        self._stored[task_id] = self._awaiting.pop(task_id)
+
+    async def _vanish(self, job: _Job) -> None:
+        logger.error("job %s: %s answered without it for %.0fs; failing its tasks and stopping it", job.job_id,
+                     self._backend.name, job.missing_seconds)  # fmt: skip
+        del self._jobs[job.job_id]
         for index, task_id in job.tasks.items():
             job_id = job.job_id if index is None else f"{job.job_id}:{index}"
             error = JobVanishedError(
-                f"job {job_id} is no longer reported by {self._backend.name} (not seen for "
-                f"{self._settings.vanish_bound_seconds:.0f}s); its result can never arrive. Resubmit the task.",
+                f"job {job_id} is no longer reported by {self._backend.name}: its describe calls answered without it "
+                f"for {self._settings.vanish_bound_seconds:.0f}s (failed calls do not count), so its result can "
+                "never arrive. The job was also asked to stop. Resubmit the task.",
                 job_id,
             )
+            self._awaiting.pop(task_id, None)
             self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
-        del self._jobs[job.job_id]
+        # Stop it anyway, in case it still runs somewhere the backend no longer reports.
+        await self._cancel_job("(vanished)", job.job_id, None, "Vanished from the adapter's view")
 
     def _read_result(self, task_id: str, status: JobStatus) -> TaskOutcome | None:
         """Blocking: fetch and check the result object; None when there is none."""
@@ -481,16 +777,24 @@ class JobEngine:
         except PayloadError as exc:
             return TaskOutcome(False, pickle.dumps(exc))
         if self._settings.delete_results:
-            self._store.delete(key)
+            try:
+                self._store.delete(key)
+            except StoreError as exc:  # the result was read; a leftover object is harmless
+                logger.warning("task %s: deleting its result failed: %s", task_id, exc)
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
 
-    async def _resolve(self, task_id: str, status: JobStatus) -> None:
+    async def _resolve(self, task_id: str, status: JobStatus) -> bool:
+        """Hand the task its outcome. False when the store did not answer (throttled, credentials): try later."""
         if task_id not in self._tasks:
-            return
+            return True
         try:
             outcome = await asyncio.to_thread(self._read_result, task_id, status)
+        except StoreUnavailableError as exc:
+            logger.warning("task %s: reading its result failed, will retry: %s", task_id, exc)
+            self.stats["result:retried"] += 1
+            return False
         except StoreError as exc:
             outcome = TaskOutcome(False, pickle.dumps(exc))
         if outcome is None:
@@ -508,6 +812,7 @@ class JobEngine:
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
         self._finish(task_id, outcome)
+        return True
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:
         task = self._tasks.pop(task_id, None)

@@ -80,6 +80,8 @@ class JobSpec:
     tags: Mapping[str, str]
     array_size: int | None = None
     queue: str | None = None  # None: the backend's default queue
+    #: The task ids in array-index order (the payload carries them too); backends may record them for re-attach.
+    task_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,18 @@ class JobStatus:
     array_summary: Mapping[JobState, int] | None = None
     #: Where the backend keeps this job's log, for operators (e.g. a CloudWatch stream name or a file path).
     log_location: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedJob:
+    """A job found by name: enough to learn its tasks, from ``task_ids`` or from its ``payload`` parameter."""
+
+    job_id: str
+    name: str
+    state: JobState
+    array_size: int | None
+    task_ids: tuple[str, ...] | None = None
+    payload: str | None = None
 
 
 class JobBackend(abc.ABC):
@@ -128,6 +142,13 @@ class JobBackend(abc.ABC):
         whether a payload can travel inline. Backends that have no such limit still report the same figure so
         that both paths behave alike.
         """
+
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        """Every job the backend still reports whose name starts with ``name_prefix`` (``None`` in ``queues`` is the
+        default queue). A restarted adapter takes stock of its jobs with this; backends that cannot search their
+        jobs report none."""
+        del name_prefix, queues
+        return []
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
         """The job's last log lines, for error messages. Backends without logs return nothing."""
