@@ -16,6 +16,7 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.contracts import JobTag, job_name_prefix
 from scaler_aws_batch.errors import (
     JobTimeoutError,
     JobVanishedError,
@@ -173,8 +174,13 @@ def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None
 def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
     aws.emulator.faults.vanish_job_name_glob = "scaler-*"
     # The adapter runs with --vanish-after 5: the error arrives instead of a wait that never ends.
-    with pytest.raises(JobVanishedError, match=r"not seen for 5s"):
+    with pytest.raises(JobVanishedError, match=r"answered without it for 5s") as caught:
         aws.client.submit(lambda: 1).result(timeout=WAIT_SECONDS)
+    assert "asked to stop" in str(caught.value)
+    # The adapter also asked Batch to stop the vanished job (which answers that it does not know it).
+    job_id = caught.value.job_id
+    wait_for(lambda: f"stop job {job_id} " in aws.adapter.log_text() or f"job {job_id} is unknown before" in
+             aws.adapter.log_text(), "the vanished job to be stopped")  # fmt: skip
 
 
 def test_timeout_is_not_retried(aws: AwsHarness) -> None:
@@ -228,6 +234,7 @@ def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     before = len(aws.job_records())
     assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
     (job,) = _new_jobs(aws, before)
-    assert job["jobName"].startswith("scaler-")
-    assert set(job["tags"]) == {"scaler-batch:adapter-id", "scaler-batch:task-id"}
-    assert base64.b16decode(job["tags"]["scaler-batch:task-id"].upper())
+    assert job["jobName"].startswith(job_name_prefix(job["tags"][JobTag.ADAPTER_ID]))
+    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.FIRST_TASK_ID, JobTag.TASK_COUNT}
+    assert base64.b16decode(job["tags"][JobTag.FIRST_TASK_ID].upper())
+    assert job["tags"][JobTag.TASK_COUNT] == "1"
