@@ -13,10 +13,9 @@ from constructs import Construct
 
 from scaler_aws_batch.contracts import JobTag
 
-#: The runtime tags every job it submits with the JobTag keys; TerminateJob and CancelJob are allowed only on jobs
-#: that carry the adapter tag, so the adapter cannot stop other people's jobs.
-ADAPTER_TAG_KEY = JobTag.ADAPTER_ID
-TAG_KEY_PATTERN = "scaler-batch:*"
+#: The runtime tags every job it submits with keys under this prefix; TerminateJob and CancelJob are allowed only on
+#: jobs that carry the adapter tag, so the adapter cannot stop other people's jobs.
+TAG_KEY_PATTERN = f"{JobTag.PREFIX}*"
 
 
 class AdapterAccess(Construct):
@@ -37,6 +36,7 @@ class AdapterAccess(Construct):
         bucket: s3.IBucket,
         prefix: str,
         log_group: logs.ILogGroup,
+        user_tag_keys: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -65,13 +65,13 @@ class AdapterAccess(Construct):
                     sid="TagOwnJobsAtSubmit",
                     actions=["batch:TagResource"],
                     resources=[jobs_arn],
-                    conditions={"ForAllValues:StringLike": {"aws:TagKeys": [TAG_KEY_PATTERN]}},
+                    conditions={"ForAllValues:StringLike": {"aws:TagKeys": [TAG_KEY_PATTERN, *user_tag_keys]}},
                 ),
                 iam.PolicyStatement(
                     sid="StopOnlyJobsTaggedByAnAdapter",
                     actions=["batch:TerminateJob", "batch:CancelJob"],
                     resources=[jobs_arn],
-                    conditions={"StringLike": {f"aws:ResourceTag/{ADAPTER_TAG_KEY}": "*"}},
+                    conditions={"StringLike": {f"aws:ResourceTag/{JobTag.ADAPTER_ID}": "*"}},
                 ),
                 iam.PolicyStatement(
                     sid="WatchJobs",

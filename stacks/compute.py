@@ -19,6 +19,22 @@ STANDARD_IMAGE = batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_
 GPU_IMAGE = batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023_NVIDIA)
 #: Containers must not reach the instance role through IMDS: one hop keeps IMDS on the host only.
 IMDS_HOP_LIMIT = 1
+#: Where the ECS agent on a container instance reads its settings at boot.
+ECS_CONFIG_FILE = "/etc/ecs/ecs.config"
+
+
+def ecs_agent_user_data(image_pull_behavior: str) -> ec2.MultipartUserData | None:
+    """Launch-template user data setting ``ECS_IMAGE_PULL_BEHAVIOR``; None keeps the agent's default (no user data).
+
+    Batch merges a launch template's user data with its own only in MIME multi-part form, hence MultipartUserData.
+    """
+    if image_pull_behavior == "default":
+        return None
+    shell = ec2.UserData.for_linux()
+    shell.add_commands(f"echo ECS_IMAGE_PULL_BEHAVIOR={image_pull_behavior} >> {ECS_CONFIG_FILE}")
+    user_data = ec2.MultipartUserData()
+    user_data.add_user_data_part(shell, ec2.MultipartBody.SHELL_SCRIPT, True)
+    return user_data
 
 
 def instance_class(family: str) -> ec2.InstanceClass:
@@ -30,7 +46,8 @@ def instance_class(family: str) -> ec2.InstanceClass:
 
 
 class Compute(Construct):
-    """Managed EC2 compute environments (minimum 0 vCPUs, so an idle stack runs no instance) and three queues:
+    """Managed EC2 compute environments (minimum 0 vCPUs unless ``min_vcpus`` asks for warm capacity, so an idle
+    stack runs no instance) and three queues:
 
     * ``default_queue``: Spot first, then On-Demand (each one optional, per the config);
     * ``on_demand_queue``: On-Demand only, for work that must not be interrupted;
@@ -63,6 +80,8 @@ class Compute(Construct):
         gpu_instance_types: Sequence[str],
         gpu_max_vcpus: int,
         runnable_timeout: Duration,
+        min_vcpus: int = 0,
+        image_pull_behavior: str = "default",
     ) -> None:
         super().__init__(scope, construct_id)
         self._vpc = vpc
@@ -75,7 +94,12 @@ class Compute(Construct):
             require_imdsv2=True,
             http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
             http_put_response_hop_limit=IMDS_HOP_LIMIT,
+            user_data=ecs_agent_user_data(image_pull_behavior),
         )
+        # Warm starts: only the first environment of the default queue keeps min_vcpus running; the others (and a
+        # default of 0) scale to zero.
+        warm_spot = min_vcpus if spot else 0
+        warm_on_demand = 0 if spot else min_vcpus
 
         self.spot_environment = (
             self._environment(
@@ -84,6 +108,7 @@ class Compute(Construct):
                 allocation=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
                 max_vcpus=max_vcpus,
                 instance_types=instance_types,
+                min_vcpus=warm_spot,
             )
             if spot
             else None
@@ -94,6 +119,7 @@ class Compute(Construct):
             allocation=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
             max_vcpus=max_vcpus,
             instance_types=instance_types,
+            min_vcpus=warm_on_demand,
         )
         default_order: list[batch.IComputeEnvironment] = []
         if self.spot_environment is not None:
@@ -133,6 +159,7 @@ class Compute(Construct):
         max_vcpus: int,
         instance_types: Sequence[str],
         images: Sequence[batch.EcsMachineImage] | None = None,
+        min_vcpus: int = 0,
     ) -> batch.ManagedEc2EcsComputeEnvironment:
         optimal = list(instance_types) == ["optimal"]
         return batch.ManagedEc2EcsComputeEnvironment(
@@ -144,7 +171,7 @@ class Compute(Construct):
             launch_template=self.launch_template,
             spot=spot,
             allocation_strategy=allocation,
-            minv_cpus=0,
+            minv_cpus=min_vcpus,
             maxv_cpus=max_vcpus,
             use_optimal_instance_classes=optimal,
             instance_types=[ec2.InstanceType(name) for name in instance_types if "." in name],

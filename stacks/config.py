@@ -15,9 +15,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from scaler_aws_batch.contracts import JobTag
+from scaler_aws_batch.tags import MAX_USER_TAGS, check_user_tags
+
 T = TypeVar("T")
 
-#: The job-level settings AWS enforces (see shared AWS_LIMITS.md).
+#: The job-level settings AWS enforces (docs/aws-limits.md gives their public sources).
 MIN_JOB_TIMEOUT_SECONDS = 60
 MIN_RETRY_ATTEMPTS = 2
 MAX_RETRY_ATTEMPTS = 10
@@ -38,6 +41,26 @@ _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _INSTANCE_TYPE = re.compile(r"^(?P<family>[a-z]+(?P<generation>[0-9]+)(?P<suffix>[a-z-]*))(?:\.[a-z0-9]+)?$")
 _PYTHON_VERSION = re.compile(r"^3\.(?P<minor>[0-9]{1,2})$")
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(?:/[A-Za-z0-9!_.*'()-]+)*/$")
+#: A POSIX environment variable name, as ECS accepts it for container secrets.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+#: A Secrets Manager secret's complete ARN (its 6-character suffix included, so the grant names exactly one
+#: secret), optionally followed by ECS's ``:json-key:version-stage:version-id`` selector.
+_SECRET_ARN = re.compile(
+    r"^(?P<arn>arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6})"
+    r"(?::[^:]*:[^:]*:[^:]*)?$"
+)
+_PARAMETER_ARN = re.compile(r"^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[A-Za-z0-9_.\-/]{1,2048}$")
+#: Environment variables the runner or ECS set themselves: a secret must not shadow them.
+RESERVED_ENV_PREFIXES = ("AWS_", "ECS_", "SCALER_BATCH_")
+#: What ECS_IMAGE_PULL_BEHAVIOR accepts (the ECS agent's configuration).
+IMAGE_PULL_BEHAVIORS = ("default", "always", "once", "prefer-cached")
+
+
+def secret_resource_arn(reference: str) -> str:
+    """The IAM resource to grant for a ``job_secrets`` value: the secret's ARN without an ECS JSON-key selector, or
+    the parameter's ARN."""
+    match = _SECRET_ARN.match(reference)
+    return match["arn"] if match is not None else reference
 
 
 class RemovalChoice(enum.Enum):
@@ -73,6 +96,16 @@ class StackConfig:
     log_retention_days: int = 30
     removal_policy: RemovalChoice = RemovalChoice.DESTROY
     python_version: str = "3.11"
+    #: Environment variable name -> Secrets Manager secret ARN or SSM parameter ARN, injected into every job.
+    job_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: vCPUs the first compute environment of the default queue keeps running while idle (warm starts).
+    min_vcpus: int = 0
+    #: ECS_IMAGE_PULL_BEHAVIOR for the container instances: ``prefer-cached`` reuses an image already on the host.
+    image_pull_behavior: str = "default"
+    #: User tags every job carries (the worker reads them from the stack's outputs) next to the adapter's own.
+    job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Tag keys (IAM patterns, ``*`` allowed) the worker may add with ``--tag``, besides the ``job_tags`` keys.
+    worker_tag_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(
@@ -93,15 +126,33 @@ class StackConfig:
             0 <= self.nat_gateways <= self.max_azs,
             "nat_gateways",
             self.nat_gateways,
-            f"0 to max_azs ({self.max_azs}) NAT gateways; private subnets need at least 1 to reach ECR and S3 APIs",
-        )
-        _check(
-            self.nat_gateways >= 1 or self.vpc_id is not None,
-            "nat_gateways",
-            self.nat_gateways,
-            "at least 1: the new VPC's private subnets need a NAT gateway to pull the image",
+            f"0 to max_azs ({self.max_azs}) NAT gateways; 0 runs jobs in isolated subnets with VPC endpoints",
         )
         _check(self.max_vcpus >= 1, "max_vcpus", self.max_vcpus, "a positive number of vCPUs")
+        _check(
+            0 <= self.min_vcpus <= self.max_vcpus,
+            "min_vcpus",
+            self.min_vcpus,
+            f"0 (scale to zero when idle) up to max_vcpus ({self.max_vcpus}) vCPUs kept running",
+        )
+        _check(
+            self.image_pull_behavior in IMAGE_PULL_BEHAVIORS,
+            "image_pull_behavior",
+            self.image_pull_behavior,
+            f"one of the ECS agent's ECS_IMAGE_PULL_BEHAVIOR values: {', '.join(IMAGE_PULL_BEHAVIORS)}",
+        )
+        _check_job_secrets(self.job_secrets)
+        try:
+            check_user_tags(self.job_tags, source="cdk.json context 'job_tags'")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; set job_tags to at most {MAX_USER_TAGS} tags AWS accepts") from exc
+        for pattern in self.worker_tag_keys:
+            _check(
+                1 <= len(pattern) <= 128 and not pattern.startswith(("aws:", JobTag.PREFIX)),
+                "worker_tag_keys",
+                pattern,
+                f"tag keys or patterns such as 'team' or 'cost-center*', not starting with 'aws:' or {JobTag.PREFIX!r}",
+            )
         _check_instance_types("instance_types", self.instance_types)
         _check(
             self.spot or self.on_demand_fallback,
@@ -191,6 +242,23 @@ def _check(ok: bool, key: str, value: object, expected: str) -> None:
         raise ValueError(f"cdk.json context '{key}' is {value!r}: set it to {expected}")
 
 
+def _check_job_secrets(secrets: Mapping[str, str]) -> None:
+    for name, reference in secrets.items():
+        _check(
+            bool(_ENV_NAME.match(name)) and not name.startswith(RESERVED_ENV_PREFIXES),
+            "job_secrets",
+            name,
+            f"environment variable names (letters, digits, '_'; not starting with {', '.join(RESERVED_ENV_PREFIXES)})",
+        )
+        _check(
+            isinstance(reference, str) and bool(_SECRET_ARN.match(reference) or _PARAMETER_ARN.match(reference)),
+            "job_secrets",
+            f"{name}=<not shown>",  # a value pasted here by mistake must not reach a terminal or CI log
+            "a Secrets Manager secret's complete ARN (with its 6-character suffix, optionally ':json-key::') or an SSM"
+            " parameter ARN ('arn:aws:ssm:REGION:ACCOUNT:parameter/NAME'); never the secret's value",
+        )
+
+
 def _check_instance_types(key: str, types: Sequence[str]) -> None:
     _check(len(types) > 0, key, list(types), f"a non-empty list of x86_64 instance types or families, or ['{OPTIMAL}']")
     if OPTIMAL in types:
@@ -264,6 +332,23 @@ def _parse_removal(key: str, raw: object) -> RemovalChoice:
     return RemovalChoice(raw.strip().lower())
 
 
+def _parse_str_map(key: str, raw: object) -> dict[str, str]:
+    items: object = raw
+    if isinstance(raw, str):
+        try:
+            items = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"cdk.json context '{key}' is not JSON: set it to a JSON object of strings") from exc
+    _check(
+        isinstance(items, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in items.items()),
+        key,
+        "<not shown>" if key == "job_secrets" else raw,
+        'a JSON object of strings, e.g. {"NAME": "value"}',
+    )
+    assert isinstance(items, dict)
+    return {str(k): str(v) for k, v in items.items()}
+
+
 def _parse_optional_str(key: str, raw: object) -> str | None:
     if raw == "":
         return None
@@ -292,4 +377,9 @@ _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "log_retention_days": _parse_int,
     "removal_policy": _parse_removal,
     "python_version": _parse_str,
+    "job_secrets": _parse_str_map,
+    "min_vcpus": _parse_int,
+    "image_pull_behavior": _parse_str,
+    "job_tags": _parse_str_map,
+    "worker_tag_keys": _parse_str_list,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk import Aws, CfnOutput, Duration, Stack
@@ -13,6 +14,7 @@ from stacks.access import AdapterAccess
 from stacks.compute import Compute
 from stacks.config import StackConfig
 from stacks.job_definition import JobDefinition
+from stacks.job_secrets import JobSecrets
 from stacks.nag import acknowledge_findings
 from stacks.network import Network
 from stacks.task_bucket import TaskBucket
@@ -29,6 +31,7 @@ class ScalerBatchStack(Stack):
     compute: Compute
     job: JobDefinition
     access: AdapterAccess
+    job_secrets: JobSecrets
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -56,6 +59,8 @@ class ScalerBatchStack(Stack):
             gpu_instance_types=config.gpu_instance_types,
             gpu_max_vcpus=config.gpu_max_vcpus,
             runnable_timeout=Duration.seconds(config.runnable_timeout_seconds),
+            min_vcpus=config.min_vcpus,
+            image_pull_behavior=config.image_pull_behavior,
         )
         self.job = JobDefinition(
             self,
@@ -70,6 +75,8 @@ class ScalerBatchStack(Stack):
             log_retention=retention_days(config.log_retention_days),
             destroy_on_delete=config.destroy_on_delete,
         )
+        self.job_secrets = JobSecrets(self.job.job_definition, self.job.execution_role)
+        self.job_secrets.add(config.job_secrets)
         self.access = AdapterAccess(
             self,
             "AdapterAccess",
@@ -78,15 +85,16 @@ class ScalerBatchStack(Stack):
             bucket=self.task_bucket.bucket,
             prefix=config.payload_prefix,
             log_group=self.job.log_group,
+            user_tag_keys=[*config.job_tags, *config.worker_tag_keys],
         )
 
         # Grants: the task code reads its payload and writes its result under the prefix, nothing more.
         self.task_bucket.bucket.grant_read_write(self.job.job_role, f"{config.payload_prefix}*")
 
-        self._outputs()
+        self._outputs(config)
         acknowledge_findings(self)
 
-    def _outputs(self) -> None:
+    def _outputs(self, config: StackConfig) -> None:
         compute = self.compute
         CfnOutput(
             self, StackOutput.JOB_QUEUE_ARN, value=compute.default_queue.job_queue_arn, description="Default job queue"
@@ -113,6 +121,13 @@ class ScalerBatchStack(Stack):
             description="Attach to the role or user that runs the Scaler adapter",
             export_name=f"{self.stack_name}-{StackOutput.ADAPTER_POLICY_ARN}",
         )
+        if config.job_tags:
+            CfnOutput(
+                self,
+                StackOutput.JOB_TAGS,
+                value=json.dumps(dict(config.job_tags), sort_keys=True, separators=(",", ":")),
+                description="User tags (JSON) the worker puts on every job",
+            )
 
 
 _RETENTION: dict[int, logs.RetentionDays] = {

@@ -38,7 +38,7 @@ from scaler_aws_batch.aws_calls import (
     BackoffPolicy,
     TokenBucket,
 )
-from scaler_aws_batch.backends.aws_batch import AwsBatchBackend
+from scaler_aws_batch.backends.aws_batch.backend import AwsBatchBackend
 from scaler_aws_batch.backends.base import RUNNER_COMMAND, JobRejectedError, JobSpec, JobState, Resources
 
 REGION = "us-east-1"

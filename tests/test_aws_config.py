@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from scaler_aws_batch.aws_config import (
+from scaler_aws_batch.backends.aws_batch.settings import (
     AwsBatchSettings,
     add_aws_batch_arguments,
     build_aws_batch_backend,

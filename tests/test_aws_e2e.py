@@ -235,6 +235,6 @@ def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
     (job,) = _new_jobs(aws, before)
     assert job["jobName"].startswith(job_name_prefix(job["tags"][JobTag.ADAPTER_ID]))
-    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.FIRST_TASK_ID, JobTag.TASK_COUNT}
-    assert base64.b16decode(job["tags"][JobTag.FIRST_TASK_ID].upper())
+    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.TASK_ID, JobTag.TASK_COUNT}
+    assert base64.b16decode(job["tags"][JobTag.TASK_ID].upper())
     assert job["tags"][JobTag.TASK_COUNT] == "1"

@@ -86,7 +86,17 @@ def test_config_is_frozen() -> None:
         ("python_version", "3.9", "3.10 to 3.14"),
         ("python_version", 3.11, "non-empty string"),
         ("nat_gateways", 3, "0 to max_azs"),
-        ("nat_gateways", 0, "at least 1"),
+        ("min_vcpus", -1, "0 (scale to zero when idle)"),
+        ("min_vcpus", 512, "up to max_vcpus (256)"),
+        ("image_pull_behavior", "never", "prefer-cached"),
+        ("job_secrets", {"1BAD": "arn:aws:ssm:us-east-1:123456789012:parameter/x"}, "environment variable names"),
+        ("job_secrets", {"AWS_REGION": "arn:aws:ssm:us-east-1:123456789012:parameter/x"}, "not starting with AWS_"),
+        ("job_secrets", {"TOKEN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"}, "6-character suffix"),
+        ("job_secrets", "not json", "JSON object"),
+        ("job_tags", {"aws:owner": "me"}, "reserves"),
+        ("job_tags", {"scaler-batch:x": "y"}, "the adapter reserves"),
+        ("job_tags", {f"k{i}": "v" for i in range(47)}, "drop 1 of them"),
+        ("worker_tag_keys", ["scaler-batch:*"], "not starting with"),
     ],
 )
 def test_bad_context_raises_value_error_naming_the_key(key: str, value: object, hint: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
-from scaler_aws_batch.backends.local import LocalProcessBackend
+from scaler_aws_batch.backends.local.backend import LocalProcessBackend
 from scaler_aws_batch.engine import EngineSettings, JobEngine, TaskOutcome, TaskWork, classify_failure, plan_payload
 from scaler_aws_batch.errors import (
     JobFailedError,
@@ -79,7 +79,7 @@ def test_inline_threshold_is_computed_from_the_rendered_overrides(
     at, above = low, low + 1
     assert _plan_for(at, backend, store, seed) == "inline"
     assert _plan_for(above, backend, store, seed) != "inline"
-    # base64 costs 4/3, so the raw budget is well under the 8,192 characters, as AWS_LIMITS.md warns.
+    # base64 costs 4/3, so the raw budget is well under the 8,192 characters, as docs/aws-limits.md explains.
     assert 4_000 < at < 6_144
     blob = (seed * 2)[:at]
     plan = plan_payload([_blobs("t", len, blob)], spec=SPEC, backend=backend, store_url=store.url, settings=SETTINGS)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import wait_for
 from scaler_aws_batch.backends.base import JobSpec, JobState, Resources
-from scaler_aws_batch.backends.local import TIMEOUT_REASON, LocalProcessBackend
+from scaler_aws_batch.backends.local.backend import TIMEOUT_REASON, LocalProcessBackend
 
 #: A job command that records its Batch variables, then does what its payload says.
 SCRIPT = """

@@ -15,7 +15,7 @@ evaluateOnExit, Spot-reclaim reasons, CancelJob/TerminateJob semantics, array st
 HTTP 429 TooManyRequestsException.
 
 Approximations (each a documented choice, since AWS does not document it or it cannot be observed here):
-* Error messages not quoted in AWS_LIMITS.md are paraphrases; callers must branch on the code (ClientException).
+* Error messages not quoted in docs/aws-limits.md are paraphrases; callers must branch on the code (ClientException).
 * `describe_jobs(jobs=[])` returns no jobs (moto returns all of them).
 * `Ref::name` is substituted only when it is a whole command element; a placeholder without a value stays literal.
 * A Spot reclaim kills the attempt's process group with SIGKILL and reports no exit code.

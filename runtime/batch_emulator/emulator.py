@@ -6,10 +6,10 @@ Two real HTTP servers on 127.0.0.1, random ports, both in this process:
 
 * moto's `ThreadedMotoServer` (the "moto endpoint"): plain moto, used by the emulator itself to read job queues and
   job definitions, write job logs and delete S3 objects for fault injection.
-* the front server (the public `endpoint_url`, a threaded werkzeug server): a WSGI app that serves the Batch *job*
-  APIs itself (SubmitJob, DescribeJobs, ListJobs, CancelJob(s), TerminateJob(s), tagging of job ARNs) and hands
-  every other request, unchanged, to moto's own WSGI dispatcher (`DomainDispatcherApplication`, the app that
-  `ThreadedMotoServer` runs) in-process.
+* the front server (the public `endpoint_url`, a threaded HTTP/1.1 server that keeps connections alive, see
+  `front_server`): a WSGI app that serves the Batch *job* APIs itself (SubmitJob, DescribeJobs, ListJobs,
+  CancelJob(s), TerminateJob(s), tagging of job ARNs) and hands every other request, unchanged, to moto's own
+  WSGI dispatcher (`DomainDispatcherApplication`, the app that `ThreadedMotoServer` runs) in-process.
 
 Handing the WSGI environ to moto's app in-process, rather than re-sending it over a second HTTP hop, preserves
 request bodies, headers (including SigV4 `Authorization`, which moto routes on), streaming S3 bodies, chunked
@@ -139,9 +139,10 @@ class BatchEmulator:
         self.close()
 
     def start(self) -> BatchEmulator:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from moto.server import ThreadedMotoServer
-        from werkzeug.serving import make_server
+
+        from batch_emulator.front_server import make_front_server
 
         werkzeug_logger = logging.getLogger("werkzeug")
         if werkzeug_logger.level == logging.NOTSET:
@@ -154,14 +155,8 @@ class BatchEmulator:
         if self.config.reset_moto_on_start:
             self._reset_moto()
 
-        class _QuietHandler(MotoRequestHandler):  # type: ignore[misc]
-            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-                return
-
         moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
-        self._front = make_server(
-            self.config.host, 0, _FrontApp(self, moto_app), threaded=True, request_handler=_QuietHandler
-        )
+        self._front = make_front_server(self.config.host, _FrontApp(self, moto_app))
         self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
         self._front_thread = threading.Thread(
             target=self._front.serve_forever, kwargs={"poll_interval": 0.05}, name="batch-emulator-front", daemon=True

@@ -8,49 +8,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pathlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import JobEngine
 
-DEFAULT_WORK_DIR = ".scaler-batch"
-
-
-def _positive_int(flag: str, value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{flag} must be a whole number, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{flag} must be positive, got {number}")
-    return number
-
-
-def _parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--job-env takes KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
-
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    from scaler_aws_batch.aws_config import add_aws_batch_arguments
+    from scaler_aws_batch.backends.registry import BACKEND_KINDS, DEFAULT_BACKEND
 
     common = parser.add_argument_group("adapter")
     common.add_argument("--scheduler", default=None, help="scheduler address, e.g. tcp://127.0.0.1:2345")
     common.add_argument("--object-storage", default=None, help="object storage address (default: from scheduler)")
-    common.add_argument("--backend", choices=("local", "aws-batch"), default=None, help="where jobs run (local)")
+    common.add_argument(
+        "--backend", choices=tuple(BACKEND_KINDS), default=None, help=f"where jobs run ({DEFAULT_BACKEND})"
+    )
     common.add_argument("--client-python", default=None, help="clients' Python major.minor (default: this one)")
     common.add_argument("--array-window", type=float, default=None, help="seconds to gather tasks into arrays")
     common.add_argument("--queue-size", type=int, default=None, help="tasks the scheduler may hand over (2x jobs)")
@@ -62,80 +37,36 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--shutdown-timeout", type=float, default=None, help="bound on stopping jobs at exit (60 s)")
     common.add_argument("--keep-jobs-on-exit", action="store_true", help="leave jobs running for a re-attach")
     common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
-    local = parser.add_argument_group("local backend")
-    local.add_argument("--work-dir", default=None, help=f"job logs, specs and the store ({DEFAULT_WORK_DIR})")
-    local.add_argument("--store", default=None, help="object store URL (default file://<work-dir>/store)")
-    local.add_argument("--max-parallel", default=None, help="jobs running at once (default: CPU count)")
-    local.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE", help="extra job environment")
-    add_aws_batch_arguments(parser)
+    for kind in BACKEND_KINDS.values():
+        kind.add_arguments(parser)
 
 
 def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[AdapterSettings, JobEngine]:
     """Turn flags (and SCALER_BATCH_* variables) into the adapter settings and its engine. ValueError on bad input."""
     import cloudpickle
 
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.adapter.worker import AdapterSettings
-    from scaler_aws_batch.backends.base import JobBackend
+    from scaler_aws_batch.backends.registry import BACKEND_KINDS, DEFAULT_BACKEND
     from scaler_aws_batch.engine import EngineSettings, JobEngine
     from scaler_aws_batch.reattach import default_adapter_id
-    from scaler_aws_batch.stores.base import ObjectStore
     from scaler_aws_batch.wire import python_version_tag
 
     scheduler = args.scheduler or env.get("SCALER_BATCH_SCHEDULER")
     if not scheduler:
         raise ValueError("no scheduler address: pass --scheduler tcp://host:port or set SCALER_BATCH_SCHEDULER")
-    backend_name = args.backend or env.get("SCALER_BATCH_BACKEND", "local")
+    backend_name = args.backend or env.get("SCALER_BATCH_BACKEND", DEFAULT_BACKEND)
     client_python = args.client_python or env.get("SCALER_BATCH_CLIENT_PYTHON") or python_version_tag()
     if not client_python.replace(".", "").isdigit() or client_python.count(".") != 1:
         raise ValueError(f"--client-python takes major.minor like 3.11, got {client_python!r}")
-    backend: JobBackend
-    store: ObjectStore
-
-    if backend_name == "aws-batch":
-        import boto3
-
-        from scaler_aws_batch.aws_config import build_aws_batch_backend, load_aws_batch_settings
-        from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
-
-        aws = load_aws_batch_settings(args, env)
-        # No fixed session: the backend and the store build theirs from the default credential chain, and build
-        # them again when AWS refuses the credentials (see aws_calls).
-        backend = build_aws_batch_backend(aws)
-        region, endpoint_url = aws.region, aws.endpoint_url
-
-        def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
-            return boto3.Session(region_name=region).client(
-                "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
-            )
-
-        store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
-        max_jobs, timeout = aws.max_concurrent_jobs, aws.job_timeout_seconds
-        routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
-        poll_min, poll_max, window = 0.5, 5.0, 0.5
-        deployment = aws.job_queue
-    elif backend_name == "local":
-        from scaler_aws_batch.backends.local import LocalProcessBackend
-        from scaler_aws_batch.stores import open_store
-
-        work_dir = pathlib.Path(args.work_dir or env.get("SCALER_BATCH_WORK_DIR") or DEFAULT_WORK_DIR).resolve()
-        store = open_store(args.store or (work_dir / "store").as_uri())
-        max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
-        backend = LocalProcessBackend(
-            work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env),
-            keep_running_on_close=args.keep_jobs_on_exit,
-        )  # fmt: skip
-        deployment = str(work_dir)
-        max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 1000)
-        timeout = _positive_int("--job-timeout", args.job_timeout_seconds, 3600)
-        routing, poll_min, poll_max, window = QueueRouting(), 0.02, 0.5, 0.02
-    else:
-        raise ValueError(f"unknown backend {backend_name!r}: use local or aws-batch")
+    kind = BACKEND_KINDS.get(backend_name)
+    if kind is None:
+        raise ValueError(f"unknown backend {backend_name!r}: use {' or '.join(BACKEND_KINDS)}")
+    setup = kind.build(args, env)
 
     adapter_id = (
         args.adapter_id
         or env.get("SCALER_BATCH_ADAPTER_ID")
-        or default_adapter_id(scheduler=scheduler, backend=backend_name, queue=deployment, name=args.name)
+        or default_adapter_id(scheduler=scheduler, backend=backend_name, queue=setup.deployment, name=args.name)
     )
 
     def seconds(flag: str, value: float | None, default: float) -> float:
@@ -149,26 +80,26 @@ def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Adap
         adapter_id=adapter_id,
         client_python=client_python,
         cloudpickle_version=cloudpickle.__version__,
-        job_timeout_seconds=timeout,
-        array_window_seconds=args.array_window if args.array_window is not None else window,
-        poll_interval_min_seconds=poll_min,
-        poll_interval_max_seconds=poll_max,
+        job_timeout_seconds=setup.job_timeout_seconds,
+        array_window_seconds=args.array_window if args.array_window is not None else setup.array_window_seconds,
+        poll_interval_min_seconds=setup.poll_interval_min_seconds,
+        poll_interval_max_seconds=setup.poll_interval_max_seconds,
         vanish_bound_seconds=args.vanish_after if args.vanish_after is not None else 60.0,
         reattach_grace_seconds=seconds("--reattach-grace", args.reattach_grace, 180.0),
         submit_deadline_seconds=seconds("--submit-deadline", args.submit_deadline, 600.0),
-        queues=tuple(dict.fromkeys((None, routing.on_demand, routing.gpu))),
+        queues=tuple(dict.fromkeys((None, setup.routing.on_demand, setup.routing.gpu))),
     )
     adapter = AdapterSettings(
         scheduler_address=scheduler,
         object_storage_address=args.object_storage,
         name=args.name,
-        max_concurrent_jobs=max_jobs,
+        max_concurrent_jobs=setup.max_concurrent_jobs,
         task_queue_size=args.queue_size or 0,
-        routing=routing,
+        routing=setup.routing,
         keep_jobs_on_exit=args.keep_jobs_on_exit,
         shutdown_timeout_seconds=seconds("--shutdown-timeout", args.shutdown_timeout, 60.0),
     )
-    return adapter, JobEngine(backend, store, engine_settings)
+    return adapter, JobEngine(setup.backend, setup.store, engine_settings)
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -29,6 +29,8 @@ class StackOutput:
     REGION: Final = "Region"
     LOG_GROUP_NAME: Final = "LogGroupName"
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
+    #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
+    JOB_TAGS: Final = "JobTags"
 
 
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------
@@ -51,16 +53,23 @@ SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
 )
 
 
-# --- how jobs are named and tagged, so that a restarted adapter (and an operator) finds them in AWS alone ------------
+# --- job tags and names: a restarted adapter (and an operator) finds every job in AWS alone -----------------------
 
 
 class JobTag:
-    """Tag keys on every job the adapter submits."""
+    """Tag keys the adapter puts on every job. The stack's adapter policy lets it stop only jobs carrying
+    ``ADAPTER_ID`` and tag jobs only with keys under ``PREFIX`` (plus the user tag keys the stack allows)."""
 
+    PREFIX: Final = "scaler-batch:"
     ADAPTER_ID: Final = "scaler-batch:adapter-id"
-    FIRST_TASK_ID: Final = "scaler-batch:task-id"
+    TASK_ID: Final = "scaler-batch:task-id"  # the first task of the job
     TASK_COUNT: Final = "scaler-batch:task-count"
 
+
+#: AWS Batch accepts at most 50 tags on a resource, the adapter's own included.
+MAX_JOB_TAGS: Final = 50
+#: How many of those the adapter keeps for its own keys (``JobTag``; room for more to come).
+ADAPTER_TAG_BUDGET: Final = 4
 
 #: Every job name starts with ``<JOB_NAME_PREFIX>-<adapter id>-``; ListJobs finds an adapter's jobs by that prefix.
 JOB_NAME_PREFIX: Final = "scaler"

@@ -513,7 +513,7 @@ class JobEngine:
             payload="",
             resources=works[0].resources,
             timeout_seconds=works[0].timeout_seconds or self._settings.job_timeout_seconds,
-            tags={JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.FIRST_TASK_ID: first,
+            tags={JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first,
                   JobTag.TASK_COUNT: str(count)},
             array_size=count if count > 1 else None,
             queue=works[0].queue,

@@ -1,4 +1,6 @@
-"""AWS Batch limits the runtime must respect (see shared AWS_LIMITS.md). One place, so code and docs agree."""
+"""AWS Batch limits the runtime must respect (docs/aws-limits.md gives their public sources).
+
+One place, so code and docs agree."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ class JobBackend(abc.ABC):
     def overrides_length(self, spec: JobSpec) -> int:
         """Characters the container overrides of ``spec`` take once ``Ref::`` parameters are substituted.
 
-        AWS fails a job at start when this exceeds 8,192 (see AWS_LIMITS.md); the shared code uses it to decide
+        AWS fails a job at start when this exceeds 8,192 (see docs/aws-limits.md); the shared code uses it to decide
         whether a payload can travel inline. Backends that have no such limit still report the same figure so
         that both paths behave alike.
         """

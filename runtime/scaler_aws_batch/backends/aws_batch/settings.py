@@ -27,18 +27,20 @@ import botocore.config
 import botocore.exceptions
 
 from scaler_aws_batch.aws_calls import AwsCalls, error_code
-from scaler_aws_batch.backends.aws_batch import (
+from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
 from scaler_aws_batch.backends.base import BackendError
+from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.client import CloudFormationClient
+    from mypy_boto3_s3 import S3Client
 
 #: AWS's account-wide SubmitJob limit per region.
 MAX_SUBMIT_TPS: Final = 50.0
@@ -388,3 +390,29 @@ def _stack_values(outputs: Mapping[str, Any]) -> dict[str, Any]:
             value = value.strip("/")
         values[field_name] = value
     return values
+
+
+def build_aws_batch(args: argparse.Namespace, env: Mapping[str, str]) -> BackendSetup:
+    """The worker's AWS Batch backend and S3 store from flags, environment, config file and stack outputs."""
+    from scaler_aws_batch.adapter.task_manager import QueueRouting
+    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
+
+    aws = load_aws_batch_settings(args, env)
+    # No fixed session: the backend and the store build theirs from the default credential chain, and build
+    # them again when AWS refuses the credentials (see aws_calls).
+    backend = build_aws_batch_backend(aws)
+    region, endpoint_url = aws.region, aws.endpoint_url
+
+    def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
+        return boto3.Session(region_name=region).client(
+            "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
+        )
+
+    store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
+    routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
+    return BackendSetup(
+        backend, store, aws.max_concurrent_jobs, aws.job_timeout_seconds, routing, 0.5, 5.0, 0.5, aws.job_queue
+    )
+
+
+KIND = BackendKind(name="aws-batch", add_arguments=add_aws_batch_arguments, build=build_aws_batch)
