@@ -41,6 +41,7 @@ ADAPTER_ENV = {"AWS_ACCESS_KEY_ID": "adapter", "AWS_SECRET_ACCESS_KEY": "adapter
 WORKER_TIMEOUT_SECONDS = 5
 LIVE_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 _DELIVERED = re.compile(r"task ([0-9a-f]+): (?:success|failure) after")
+_STOPPED_AT_SHUTDOWN = re.compile(r"shutdown: stopped \d+ job\(s\): ([^;\n]+)")
 
 
 def _make_work() -> Callable[[str, int, float], int]:
@@ -145,8 +146,11 @@ class Trial:
         self.futures: list[Future[Any]] = []
         self.exit_codes: list[int | None] = []
 
-    def start_adapter(self, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> AdapterProcess:
-        args = self.world.adapter_args(self.adapter_id, extra)
+    def start_adapter(
+        self, extra: Sequence[str] = (), env: dict[str, str] | None = None, *, args: Sequence[str] | None = None
+    ) -> AdapterProcess:
+        """An adapter on the emulator with ``extra`` flags, or with ``args`` instead (another backend)."""
+        args = self.world.adapter_args(self.adapter_id, extra) if args is None else args
         work_dir = self.dir / f"adapter-{len(self.adapters)}"
         adapter = AdapterProcess(self.cluster.addresses.scheduler, work_dir, args, {**ADAPTER_ENV, **(env or {})})
         self.adapters.append(adapter)
@@ -183,7 +187,15 @@ class Trial:
             match.group(1) for adapter in self.adapters for match in _DELIVERED.finditer(adapter.log_text())
         )
         row.duplicate_results += sum(count > 1 for count in delivered.values())
-        row.orphans += len(self.world.live_jobs(self.adapter_id))
+        # Right after the last adapter left: a job still live that no adapter stopped is tracked by nobody. (Jobs
+        # being stopped may still show RUNNING for the emulator's kill grace.)
+        stopped = {
+            job_id.strip()
+            for adapter in self.adapters
+            for match in _STOPPED_AT_SHUTDOWN.finditer(adapter.log_text())
+            for job_id in match.group(1).split(",")
+        }
+        row.orphans += len(set(self.world.live_jobs(self.adapter_id)) - stopped)
 
 
 @contextlib.contextmanager
@@ -225,3 +237,208 @@ def test_kill_9_then_restart_reattaches_without_running_anything_twice(world: Wo
                 run.settle(row)
     row.record()
     row.assert_clean()
+
+
+# --- shutdown ------------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_during_submission_stops_every_job_and_a_new_adapter_finishes_the_tasks(world: World) -> None:
+    row = Row("SIGTERM while jobs are being submitted (jobs stopped), then a new adapter")
+    with trial(world, "sigterm") as run:
+        first = run.start_adapter(["--array-window", "0.05"])  # many small jobs: submissions are in flight
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            world.emulator.reset_api_calls()
+            run.submit(client, 20, seconds=1.0)
+            wait_for(lambda: world.emulator.api_calls["SubmitJob"] >= 1, "the first SubmitJob", interval=0.01)
+            first.stop()
+            assert first.process.returncode == 0, "every job was stopped, so the adapter exits 0"
+            log = first.log_text()
+            assert "shutdown: stopped" in log and "could NOT stop" not in log
+            assert not world.live_jobs(run.adapter_id) or set(world.live_jobs(run.adapter_id)) <= {
+                job_id.strip() for match in _STOPPED_AT_SHUTDOWN.finditer(log) for job_id in match.group(1).split(",")
+            }
+            run.start_adapter()
+            run.settle(row)
+    row.record()
+    # Tasks whose job was stopped mid-run run again on the next adapter: that is what stopping means.
+    row.assert_clean(run_twice_allowed=True)
+
+
+def test_rolling_restart_keeps_jobs_running_and_reattaches(world: World) -> None:
+    row = Row("SIGTERM with --keep-jobs-on-exit (rolling restart), restart with the same id")
+    with trial(world, "rolling") as run:
+        first = run.start_adapter(["--keep-jobs-on-exit"])
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            world.emulator.reset_api_calls()
+            run.submit(client, 8, seconds=1.0)
+            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING job", interval=0.01)
+            first.stop()
+            assert first.process.returncode == 0 and "left" in first.log_text()
+            run.start_adapter()
+            run.settle(row)
+    row.record()
+    row.assert_clean()
+
+
+def test_scheduler_restart_the_adapter_reconnects_and_serves_again(world: World) -> None:
+    row = Row("scheduler restart: the adapter reconnects, keeps its jobs, resumes")
+    with trial(world, "schedrestart") as run:
+        adapter = run.start_adapter(["--reattach-grace", "5"])
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            assert client.submit(abs, -1).result(timeout=WAIT_SECONDS) == 1
+        run.cluster.restart_scheduler()
+        wait_for(lambda: "reconnecting" in adapter.log_text(), "the adapter to notice the restart")
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 8, seconds=0.5)
+            run.settle(row)
+        assert adapter.process.returncode == 0
+    row.record()
+    row.assert_clean()
+
+
+# --- AWS faults --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _faults(world: World, **settings: Any) -> Iterator[None]:
+    faults = world.emulator.faults
+    saved = {name: getattr(faults, name) for name in settings}
+    for name, value in settings.items():
+        setattr(faults, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(faults, name, value)
+
+
+def test_half_the_batch_calls_throttled(world: World) -> None:
+    row = Row("50% of Batch calls throttled (429)")
+    with trial(world, "throttle") as run, _faults(world, throttle_rate=0.5):
+        run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 30, seconds=0.2)
+            run.settle(row)
+    row.record()
+    row.assert_clean()
+
+
+def test_bursts_of_server_errors(world: World) -> None:
+    row = Row("three 4 s bursts of HTTP 500 on every Batch call")
+    with trial(world, "5xx") as run:
+        run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 30, seconds=0.2)
+            for _ in range(3):
+                world.emulator.faults.burst_server_errors(4)
+                time.sleep(5)  # a 4 s burst, then 1 s of service: the bursts' rhythm is the fault, not an assertion
+            run.settle(row)
+    row.record()
+    row.assert_clean()
+
+
+def test_spot_reclaim_on_every_first_attempt(world: World) -> None:
+    row = Row("Spot reclaim on every first attempt (Batch retries)")
+    with trial(world, "spot") as run, _faults(world, spot_reclaim_attempts={1}, spot_reclaim_after_seconds=0.3):
+        run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 8, seconds=1.0)
+            run.settle(row)
+    row.record()
+    # A reclaimed attempt had started the function: Batch's retry runs it again (at-least-once).
+    row.assert_clean(run_twice_allowed=True)
+
+
+def test_vanished_jobs_fail_clearly_and_are_stopped(world: World) -> None:
+    row = Row("jobs vanish from DescribeJobs (--vanish-after 3)")
+    with trial(world, "vanish") as run:
+        with _faults(world, vanish_job_name_glob=f"{job_name_prefix(run.adapter_id)}*"):
+            adapter = run.start_adapter(["--vanish-after", "3"])
+            with Client(address=run.cluster.addresses.scheduler) as client:
+                run.submit(client, 4, seconds=0.5)
+                run.settle(row)
+        assert "Vanished from the adapter's view" in adapter.log_text() or "vanished" in adapter.log_text()
+    row.record()
+    assert set(row.errors) and all(error.startswith("JobVanishedError") for error in row.errors)
+    row.assert_clean(errors_allowed=True)
+
+
+def test_a_client_that_exits_leaves_no_job_running(world: World) -> None:
+    row = Row("the client exits with tasks running")
+    with trial(world, "clientexit") as run:
+        adapter = run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            futures = [client.submit(work, str(run.marks), key, 60.0) for key in range(6)]
+            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING job", interval=0.02)
+        # The client left: the scheduler cancels its tasks and the adapter stops their jobs.
+        wait_for(lambda: not world.live_jobs(run.adapter_id), "the client's jobs to be stopped")
+        run.settle(row)
+        row.tasks += len(futures)  # nobody waits for these results any more: none can be lost
+        assert "cancelled job" in adapter.log_text()
+    row.record()
+    row.assert_clean()
+
+
+@pytest.mark.parametrize(
+    ("outage", "bound", "label"),
+    # The issue's 20 s outage at --vanish-after 10 and 75 s at the default 60 s, scaled down to keep the suite
+    # quick; in both the outage outlasts the vanish bound, which is what made every task fail before.
+    [(4.0, 2.0, "20 s at --vanish-after 10, scaled 1/5"), (7.5, 6.0, "75 s at --vanish-after 60, scaled 1/10")],
+)
+def test_expired_credentials_pause_the_adapter_instead_of_failing_tasks(
+    world: World, outage: float, bound: float, label: str
+) -> None:
+    row = Row(f"the adapter's credentials expire for {outage:g} s, vanish bound {bound:g} s ({label})")
+    with trial(world, "creds") as run:
+        adapter = run.start_adapter(["--vanish-after", str(bound)])
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 8, seconds=1.0)
+            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING job", interval=0.02)
+            world.emulator.faults.expire_credentials(ADAPTER_ENV["AWS_ACCESS_KEY_ID"], outage)
+            run.settle(row)
+        assert "AWS refused the credentials" in adapter.log_text(), "the outage reached the adapter"
+    row.record()
+    row.assert_clean()
+
+
+def test_s3_slow_down(world: World) -> None:
+    row = Row("30% of S3 requests answered 503 SlowDown (adapter and jobs)")
+    with trial(world, "slowdown") as run, _faults(world, s3_slow_down_rate=0.3):
+        world.emulator.reset_api_calls()
+        run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            run.submit(client, 20, seconds=0.2)
+            run.settle(row)
+        assert world.emulator.api_calls.s3_slow_downs > 0
+    row.record()
+    row.assert_clean()
+
+
+def test_kill_9_on_the_local_backend_reattaches_through_its_jobs_directory(world: World) -> None:
+    row = Row("local backend: kill -9 with jobs RUNNING, restart on the same work directory")
+    for number in range(2):
+        with trial(world, f"localkill{number}") as run:
+            local = ["--backend", "local", "--work-dir", str(run.dir / "work"), "--max-parallel", "2",
+                     "--adapter-id", run.adapter_id, "--reattach-grace", "30"]  # fmt: skip
+            first = run.start_adapter(args=local)
+            with Client(address=run.cluster.addresses.scheduler) as client:
+                run.submit(client, 6, seconds=1.5)
+                wait_for(lambda: len(list(run.marks.iterdir())) >= 1, "a job to start", interval=0.01)
+                first.process.send_signal(signal.SIGKILL)
+                first.process.wait()
+                run.start_adapter(args=local)
+                run.settle(row)
+            # Every job process the killed adapter started ended: none is left running untracked.
+            row.orphans += sum(
+                1 for path in (run.dir / "work" / "jobs").glob("*.pid") if _process_alive(int(path.read_text()))
+            )
+    row.record()
+    row.assert_clean()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

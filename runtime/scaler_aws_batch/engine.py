@@ -255,6 +255,7 @@ class JobEngine:
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
+        self._awaiting_job: dict[str, tuple[str, int | None]] = {}  # ... -> (job id, array index)
         self._stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
         self._intake_open = True
         self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
@@ -349,6 +350,7 @@ class JobEngine:
                 job.tasks[index if is_array else None] = task_id
                 if task_id not in self._tasks:
                     self._awaiting[task_id] = deadline
+                    self._awaiting_job[task_id] = (found.job_id, index if is_array else None)
         if jobs:
             self._wake_reconciler.set()
 
@@ -356,27 +358,30 @@ class JobEngine:
         """The scheduler went away: keep every submitted job, waiting for its task to be sent again (grace period);
         forget tasks not yet submitted (nobody waits for their results any more)."""
         deadline = time.monotonic() + self._settings.reattach_grace_seconds
+        placed = {task_id: (job.job_id, index) for job in self._jobs.values() for index, task_id in job.tasks.items()}
         for task_id, task in list(self._tasks.items()):
             del self._tasks[task_id]
-            if task.job_id is not None:
+            if task_id in placed:
                 self._awaiting[task_id] = deadline
+                self._awaiting_job[task_id] = placed[task_id]
             task.future.cancel()
         for ids in self._pending.values():
             ids.clear()
 
     def _attach(self, task: _Task) -> bool:
-        if self._awaiting.pop(task.work.task_id, None) is None:
+        task_id = task.work.task_id
+        if self._awaiting.pop(task_id, None) is None:
             return False
-        for job in self._jobs.values():
-            for index, task_id in job.tasks.items():
-                if task_id == task.work.task_id:
-                    task.job_id = job.job_id if index is None else f"{job.job_id}:{index}"
-                    task.state = job.state
-                    logger.info("task %s: attached to its live job %s", task_id, task.job_id)
-                    self.stats["attached"] += 1
-                    self._wake_reconciler.set()
-                    return True
-        return False
+        job_id, index = self._awaiting_job.pop(task_id)
+        job = self._jobs.get(job_id)
+        if job is None or job.tasks.get(index) != task_id:
+            return False
+        task.job_id = job.job_id if index is None else f"{job.job_id}:{index}"
+        task.state = job.state
+        logger.info("task %s: attached to its live job %s", task_id, task.job_id)
+        self.stats["attached"] += 1
+        self._wake_reconciler.set()
+        return True
 
     async def _deliver_stored(self, work: TaskWork) -> None:
         status = JobStatus(job_id="(stored result)", state=JobState.SUCCEEDED)
@@ -420,6 +425,7 @@ class JobEngine:
             self.stats["grace-stopped"] += len(mine)
         for task_id in expired:
             del self._awaiting[task_id]
+            self._awaiting_job.pop(task_id, None)
         if self._settings.delete_results:
             await asyncio.to_thread(self._delete_results, expired)
 
@@ -747,6 +753,7 @@ class JobEngine:
     def _keep_stored(self, task_id: str) -> None:
         """A task waiting to be sent again finished: its result stays stored for the re-send, within the grace."""
         self._stored[task_id] = self._awaiting.pop(task_id)
+        self._awaiting_job.pop(task_id, None)
 
     async def _vanish(self, job: _Job) -> None:
         logger.error("job %s: %s answered without it for %.0fs; failing its tasks and stopping it", job.job_id,
@@ -761,6 +768,7 @@ class JobEngine:
                 job_id,
             )
             self._awaiting.pop(task_id, None)
+            self._awaiting_job.pop(task_id, None)
             self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
         # Stop it anyway, in case it still runs somewhere the backend no longer reports.
         await self._cancel_job("(vanished)", job.job_id, None, "Vanished from the adapter's view")

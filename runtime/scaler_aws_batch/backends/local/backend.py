@@ -63,6 +63,7 @@ class _Job:
     status_reason: str | None = None
     children: list[str] | None = None  # array parents only
     pid: int | None = None  # a process started by an earlier adapter, followed by pid (no Popen)
+    forgotten_children: collections.Counter[JobState] = dataclasses.field(default_factory=collections.Counter)
 
 
 def _resolve_executable(argv: list[str]) -> list[str]:
@@ -249,9 +250,10 @@ class LocalProcessBackend(JobBackend):
                 attempts=1 if job.state.is_final and job.process is not None else 0,
                 log_location=str(job.log_path),
             )
-        summary = {state: 0 for state in JobState}
+        summary = {state: job.forgotten_children[state] for state in JobState}
         for child in job.children:
-            summary[self._jobs[child].state] += 1
+            if child in self._jobs:
+                summary[self._jobs[child].state] += 1
         done = summary[JobState.SUCCEEDED] + summary[JobState.FAILED]
         if done < len(job.children):
             state = JobState.PENDING
@@ -318,9 +320,11 @@ class LocalProcessBackend(JobBackend):
             self._forget(self._finished.popleft()[1])
 
     def _forget(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
+        forgotten = self._jobs.pop(job_id, None)
         parent_id, _, index = job_id.rpartition(":")
         parent = self._jobs.get(parent_id) if index else None
+        if parent is not None and forgotten is not None:  # the parent's summary still counts it
+            parent.forgotten_children[forgotten.state] += 1
         if parent is not None and parent.children and not any(child in self._jobs for child in parent.children):
             del self._jobs[parent_id]
 
