@@ -98,6 +98,9 @@ class EngineSettings:
     overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
     log_tail_lines: int = 20
     delete_results: bool = True
+    #: A result read is deleted this long after it was handed over, not at once: an adapter killed in between leaves
+    #: it in the store, and the next adapter delivers it when Scaler sends the task again instead of running it.
+    result_delete_delay_seconds: float = 1.0
     #: How long a job found at start (or kept over a scheduler restart) waits for Scaler to send its task again
     #: before it is stopped. Longer than the scheduler's worker timeout (Scaler: 60 s), which delays the re-send.
     reattach_grace_seconds: float = 180.0
@@ -231,6 +234,7 @@ class _Task:
     job_id: str | None = None  # the single job, or the array child ``parent:index``
     state: JobState | None = None
     submit_deadline: float | None = None  # set at the first submission attempt
+    maybe_submitted: bool = False  # an earlier attempt failed in a way that may have created the job
 
 
 @dataclasses.dataclass
@@ -256,6 +260,7 @@ class JobEngine:
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
         self._awaiting_job: dict[str, tuple[str, int | None]] = {}  # ... -> (job id, array index)
+        self._read_results: collections.deque[tuple[float, str]] = collections.deque()  # (read at, task id)
         self._stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
         self._intake_open = True
         self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
@@ -400,8 +405,17 @@ class JobEngine:
         self.stats["stored-delivered"] += 1
         self._finish(work.task_id, outcome)
 
+    async def _delete_read_results(self, now: float) -> None:
+        due: set[str] = set()
+        while self._read_results and now - self._read_results[0][0] >= self._settings.result_delete_delay_seconds:
+            due.add(self._read_results.popleft()[1])
+        if due:
+            await asyncio.to_thread(self._delete_results, due)
+
     async def _expire_awaiting(self, now: float) -> None:
-        """Stop the jobs (or array children) of tasks that were not sent again within the grace period."""
+        """Stop the jobs (or array children) of tasks that were not sent again within the grace period; delete the
+        results read a while ago."""
+        await self._delete_read_results(now)
         unclaimed = {task_id for task_id, deadline in self._stored.items() if deadline <= now}
         for task_id in unclaimed:
             del self._stored[task_id]
@@ -434,7 +448,7 @@ class JobEngine:
             try:
                 self._store.delete(result_key(task_id))
             except StoreError as exc:
-                logger.warning("deleting the unclaimed result of task %s failed: %s", task_id, exc)
+                logger.warning("deleting the result of task %s failed: %s", task_id, exc)
 
     # --- shutdown -----------------------------------------------------------------------------------------------
 
@@ -453,6 +467,7 @@ class JobEngine:
             await asyncio.wait_for(self._settled.wait(), timeout=timeout_seconds)
         except asyncio.TimeoutError:
             logger.error("shutdown: %d submission(s) still in flight after %.0fs", self._submitting, timeout_seconds)
+        await self._delete_read_results(math.inf)
         jobs = {job_id: job.state for job_id, job in self._jobs.items()}
         report = ShutdownReport(kept=[] if stop_jobs else sorted(jobs))
         if not stop_jobs:
@@ -526,9 +541,16 @@ class JobEngine:
             task_ids=tuple(work.task_id for work in works),
         )  # fmt: skip
 
-    def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, str]:
-        """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread."""
+    def _prepare_and_submit(self, works: list[TaskWork], maybe_submitted: bool = False) -> tuple[str, str]:
+        """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread. After an
+        ambiguous failure (``maybe_submitted``: a 5xx or a lost connection), a live job of the same name is the
+        earlier submission, and is taken instead of submitting a second one."""
         spec = self._spec_for(works)
+        if maybe_submitted:
+            for listed in self._backend.find_jobs(spec.name, (spec.queue,)):
+                if listed.name == spec.name and not listed.state.is_final:
+                    logger.info("job %s (%s) was submitted despite the error; using it", listed.job_id, spec.name)
+                    return listed.job_id, "earlier submission"
         plan = plan_payload(
             [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
             settings=self._settings,
@@ -546,6 +568,7 @@ class JobEngine:
 
     async def _submit_group(self, task_ids: list[str]) -> None:
         works = [self._tasks[task_id].work for task_id in task_ids]
+        maybe_submitted = any(self._tasks[task_id].maybe_submitted for task_id in task_ids)
         started = time.monotonic()
         for task_id in task_ids:
             first_try = self._tasks[task_id]
@@ -554,7 +577,7 @@ class JobEngine:
         self._submitting += 1
         self._settled.clear()
         try:
-            job_id, transport = await asyncio.to_thread(self._prepare_and_submit, works)
+            job_id, transport = await asyncio.to_thread(self._prepare_and_submit, works, maybe_submitted)
         except (BackendUnavailableError, StoreUnavailableError) as exc:
             self._requeue_or_fail(task_ids, exc)
             return
@@ -598,6 +621,9 @@ class JobEngine:
         due = [task_id for task_id in live if (self._tasks[task_id].submit_deadline or now) <= now]
         retry = [task_id for task_id in live if task_id not in due]
         hint = exc.hint if isinstance(exc, BackendUnavailableError) else ""
+        ambiguous = isinstance(exc, BackendUnavailableError) and exc.maybe_applied
+        for task_id in live:
+            self._tasks[task_id].maybe_submitted |= ambiguous
         for task_id in due:
             error = SubmitError(
                 f"{self._backend.name} could not accept the job for {self._settings.submit_deadline_seconds:.0f}s: "
@@ -640,8 +666,12 @@ class JobEngine:
         while True:
             if not self._jobs:
                 self._wake_reconciler.clear()
-                try:  # unclaimed stored results still expire while no job runs
-                    await asyncio.wait_for(self._wake_reconciler.wait(), timeout=self._settings.reattach_grace_seconds)
+                # Read results are still deleted and unclaimed ones still expire while no job runs.
+                idle = self._settings.result_delete_delay_seconds if self._read_results else None
+                try:
+                    await asyncio.wait_for(
+                        self._wake_reconciler.wait(), timeout=idle or self._settings.reattach_grace_seconds
+                    )
                 except asyncio.TimeoutError:
                     await self._expire_awaiting(time.monotonic())
                     continue
@@ -785,10 +815,7 @@ class JobEngine:
         except PayloadError as exc:
             return TaskOutcome(False, pickle.dumps(exc))
         if self._settings.delete_results:
-            try:
-                self._store.delete(key)
-            except StoreError as exc:  # the result was read; a leftover object is harmless
-                logger.warning("task %s: deleting its result failed: %s", task_id, exc)
+            self._read_results.append((time.monotonic(), task_id))  # deleted once handed over (see settings)
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)

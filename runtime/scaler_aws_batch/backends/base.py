@@ -170,8 +170,10 @@ class JobRejectedError(BackendError):
 class BackendUnavailableError(BackendError):
     """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
     connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
-    can do about this class of error."""
+    can do about this class of error. ``maybe_applied``: the call may have taken effect all the same (a server error
+    or a lost connection, unlike throttling or refused credentials)."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", maybe_applied: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.maybe_applied = maybe_applied
