@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from scaler import Client
 
 from batch_emulator import BatchEmulator
-from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, RequestCounter
+from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster
 from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
@@ -36,7 +36,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib.Path) -> Iterator[Cluster]:
+def cluster(emulator: BatchEmulator, work_dir: pathlib.Path, name: str = NAME) -> Iterator[Cluster]:
     """A fresh scheduler and one adapter process on ``emulator``; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
     # The job definition the CDK stack registers: `scaler-batch run-job --payload Ref::payload`.
@@ -57,7 +57,7 @@ def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib
         try:
             with Client(address=scheduler.addresses.scheduler) as client:
                 if client.submit(abs, -1).result(timeout=READY_TIMEOUT_SECONDS) != 1:
-                    raise RuntimeError(f"{NAME}: the adapter answered the probe task wrongly")
-                yield Cluster(NAME, client, emulator, requests, [adapter_log, scheduler_log])
+                    raise RuntimeError(f"{name}: the adapter answered the probe task wrongly")
+                yield Cluster(name, client, emulator, process.pid, [adapter_log, scheduler_log])
         finally:
             _stop(process)

@@ -1,13 +1,20 @@
-"""``python -m bench.run [--quick] [--scenarios ...] [--adapters ...] [--json out.json]``.
+"""``python -m bench.run [--quick] [--setups ...] [--json out.json]``: every workload on every setup.
 
-Every scenario runs once per adapter, each on a fresh Batch emulator (same settings) with a fresh scheduler, the
-adapters alternating so that both see similar machine load.
+Setups (each step gets a fresh scheduler, and a fresh Batch emulator where there is one):
+
+- ``ours``: this project's adapter (``scaler-batch worker --backend aws-batch``) on the emulator, whose jobs run the
+  runner in-process (``execution="thread"``) so that the adapter's costs show rather than Python start-ups.
+- ``stock``: Scaler 2.9's own ``aws_batch`` worker on the emulator. Its job runner sets signal handlers and reads
+  ``os.environ``, so it cannot run on a thread: its jobs are processes, and its workloads are smaller.
+- ``native``: Scaler with two native local workers, no Batch: the ceiling.
+- ``ceiling``: ours on an emulator with no state delays and 64 jobs at once: what the adapter alone can do.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import functools
 import json
@@ -19,142 +26,169 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
 from typing import Any
 
 from batch_emulator import BatchEmulator
-from bench import ours, scaler_native, scenarios
-from bench.common import Cluster, EmulatorSettings, RequestCounter, describe_error, load_average
+from bench import native, ours, scenarios, stock
+from bench.common import Cluster, EmulatorSettings, describe_error, load_average
 
-ClusterFactory = Callable[[BatchEmulator, RequestCounter, pathlib.Path], contextlib.AbstractContextManager[Cluster]]
-ADAPTERS: dict[str, ClusterFactory] = {ours.NAME: ours.cluster, scaler_native.NAME: scaler_native.cluster}
-SCENARIOS = ("throughput", "latency", "payload", "throttled")
-Step = tuple[str, Callable[[Cluster], dict[str, Any]]]
+Scenario = Callable[[Cluster], dict[str, Any]]
 
 
-def _throughput(cluster: Cluster, tasks: int, timeout: float) -> dict[str, Any]:
-    return scenarios.throughput(cluster, tasks, timeout)
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    name: str
+    emulator: EmulatorSettings | None
+    start: Callable[[BatchEmulator | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]
 
 
-def plan(selected: Sequence[str], quick: bool) -> list[Step]:
-    """(label, scenario) pairs in run order."""
-    steps: list[Step] = []
-    if "throughput" in selected:
-        for tasks in (200,) if quick else (200, 1000):
-            timeout = 120.0 + 0.6 * tasks
-            steps.append((f"throughput N={tasks}", functools.partial(_throughput, tasks=tasks, timeout=timeout)))
-    if "latency" in selected:
-        repeats = 5 if quick else 10
-        steps.append((f"latency x{repeats}", lambda c: scenarios.latency(c, repeats, timeout=60.0)))
-    if "payload" in selected:
-        steps.append(("payload", lambda c: scenarios.payloads(c, timeout=120.0)))
-    if "throttled" in selected:
-        tasks = 50 if quick else 100
-        steps.append((f"throttled 30% N={tasks}", lambda c: scenarios.throughput(c, tasks, 240.0, throttle_rate=0.3)))
+def _on_emulator(
+    factory: Callable[[BatchEmulator, pathlib.Path], contextlib.AbstractContextManager[Cluster]],
+) -> Callable[[BatchEmulator | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]:
+    def start(emulator: BatchEmulator | None, work_dir: pathlib.Path) -> contextlib.AbstractContextManager[Cluster]:
+        assert emulator is not None
+        return factory(emulator, work_dir)
+
+    return start
+
+
+SETUPS: dict[str, Setup] = {
+    "ours": Setup("ours", EmulatorSettings(execution="thread"), _on_emulator(ours.cluster)),
+    "stock": Setup("stock", EmulatorSettings(execution="process"), _on_emulator(stock.cluster)),
+    "native": Setup("native", None, lambda _emulator, work_dir: native.cluster(work_dir)),
+    "ceiling": Setup(
+        "ceiling",
+        EmulatorSettings(0.0, 0.0, 0.0, 0.0, max_running_jobs=64, execution="thread"),
+        _on_emulator(functools.partial(ours.cluster, name="ceiling")),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    small: int  # throughput N for ours and native
+    big: int  # the largest N: ours, native and the adapter-only ceiling
+    stock: int  # throughput N for stock (each of its jobs is a process)
+    stream: int  # latency stream length
+    throttled: int
+    payloads: tuple[int, ...] = scenarios.PAYLOAD_SIZES
+
+
+FULL = Sizes(small=1_000, big=10_000, stock=200, stream=200, throttled=200)
+QUICK = Sizes(small=1_000, big=2_000, stock=100, stream=50, throttled=100)
+#: Seconds, not minutes: checks that every setup and scenario runs (tests/test_bench.py).
+SMOKE = Sizes(small=20, big=40, stock=5, stream=5, throttled=10, payloads=(0, 6 * 1024, 1024 * 1024))
+
+
+def plan(sizes: Sizes) -> list[tuple[str, str, Scenario]]:
+    """(label, setup, scenario) in run order."""
+    big, stream = sizes.big, sizes.stream
+    steps: list[tuple[str, str, Scenario]] = []
+
+    def throughput(tasks: int, setups: Sequence[str], throttle: float = 0.0) -> None:
+        kind = "throttled 30%" if throttle else "throughput"
+        for setup in setups:
+            timeout = 60.0 + (0.5 if setup == "stock" else 0.03) * tasks
+            scenario = functools.partial(scenarios.throughput, tasks=tasks, timeout=timeout, throttle_rate=throttle)
+            steps.append((f"{kind} N={tasks}", setup, scenario))
+
+    throughput(sizes.small, ("ours", "native"))
+    throughput(sizes.stock, ("stock",))
+    throughput(big, ("ours", "native", "ceiling"))
+    for setup, tasks in (("ours", stream), ("native", stream), ("stock", max(1, stream // 2))):
+        latency = functools.partial(scenarios.latency_stream, tasks=tasks, interval=0.05, timeout=180.0)
+        steps.append((f"latency stream of {tasks}", setup, latency))
+    for setup in ("ours", "stock", "native"):
+        sweep = functools.partial(scenarios.payloads, timeout=120.0, sizes=sizes.payloads)
+        steps.append(("payload sweep", setup, sweep))
+    throughput(sizes.throttled, ("ours", "stock"), throttle=0.3)
     return steps
 
 
 @contextlib.contextmanager
-def _session(
-    factory: ClusterFactory, settings: EmulatorSettings, work_dir: pathlib.Path
-) -> Iterator[tuple[Cluster, BatchEmulator]]:
-    with BatchEmulator(settings.config()) as emulator:
-        requests = RequestCounter(emulator)
-        with factory(emulator, requests, work_dir) as cluster:
-            yield cluster, emulator
+def _session(setup: Setup, work_dir: pathlib.Path) -> Iterator[Cluster]:
+    if setup.emulator is None:
+        with setup.start(None, work_dir) as cluster:
+            yield cluster
+        return
+    with BatchEmulator(setup.emulator.config()) as emulator, setup.start(emulator, work_dir) as cluster:
+        yield cluster
 
 
-def run_step(
-    label: str, step: Callable[[Cluster], dict[str, Any]], adapter: str, settings: EmulatorSettings, root: pathlib.Path
-) -> dict[str, Any]:
-    work_dir = root / f"{label.replace(' ', '_').replace('%', 'pct').replace('=', '')}-{adapter}"
+def run_step(label: str, setup: Setup, scenario: Scenario, root: pathlib.Path) -> dict[str, Any]:
+    slug = "".join(char if char.isalnum() else "_" for char in label)
+    work_dir = root / f"{slug}-{setup.name}"
     started = time.monotonic()
     try:
-        with _session(ADAPTERS[adapter], settings, work_dir) as (cluster, _):
-            record = step(cluster)
+        with _session(setup, work_dir) as cluster:
+            record = scenario(cluster)
     except (RuntimeError, OSError, TimeoutError, ValueError) as exc:  # setup failed: record it and go on
-        record = {"adapter": adapter, "outcome": "setup-error", "error": describe_error(exc)}
-    record.update(label=label, work_dir=str(work_dir), step_seconds=round(time.monotonic() - started, 1))
+        record = {"setup": setup.name, "outcome": "setup-error", "error": describe_error(exc)}
+    record.update(
+        label=label,
+        emulator=dataclasses.asdict(setup.emulator) if setup.emulator else None,
+        work_dir=str(work_dir),
+        step_seconds=round(time.monotonic() - started, 1),
+    )
     return record
 
 
-def _cell(record: dict[str, Any]) -> str:
-    return str(_cell_text(record))
+def _versions() -> dict[str, str]:
+    names = ("opengris-scaler", "boto3", "moto", "cloudpickle", "scaler-aws-batch")
+    found: dict[str, str] = {}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
 
 
-def _cell_text(record: dict[str, Any]) -> Any:
-    if record["outcome"] == "setup-error":
-        return f"setup failed: {record['error']}"
-    scenario = record["scenario"]
-    if scenario in ("throughput", "throttled"):
-        if record["outcome"] != "ok":
-            return record["error"]
-        api = record["batch_per_task"]
-        calls = ", ".join(f"{name} {value:g}" for name, value in api.items())
-        throttled = sum(record["api"]["batch_throttled"].values())
-        extra = f", throttled {throttled}" if throttled else ""
-        return f"{record['wall_seconds']:.1f} s, {record['tasks_per_second']:.1f} tasks/s ({calls}/task{extra})"
-    if scenario == "latency":
-        if record["median_seconds"] is None:
-            return record["error"]
-        low, high = record["min_seconds"], record["max_seconds"]
-        return f"median {record['median_seconds']:.2f} s (min {low:.2f}, max {high:.2f})"
-    if scenario == "payload":
-        return "; ".join(
-            f"{case['bytes'] // 1024} KiB {'ok' if case['outcome'] == 'ok' else case['error'][:80]}"
-            for case in record["cases"]
-        )
-    return record["outcome"]
-
-
-def print_table(results: list[dict[str, Any]], adapters: Sequence[str]) -> None:
-    by_label: dict[str, dict[str, dict[str, Any]]] = {}
-    for record in results:
-        by_label.setdefault(record["label"], {})[record["adapter"]] = record
-    width = max((len(label) for label in by_label), default=10)
-    print()
-    for label, row in by_label.items():
-        for adapter in adapters:
-            if adapter in row:
-                print(f"{label:<{width}}  {adapter:<7} {_cell(row[adapter])}")
-    print()
+def _memory_gib() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="N=200 only, 5 latency samples, 50 throttled tasks")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    parser.add_argument("--adapters", nargs="+", choices=list(ADAPTERS), default=list(ADAPTERS))
+    parser.add_argument("--quick", action="store_true", help="2,000 tasks instead of 10,000, a stream of 50")
+    parser.add_argument("--smoke", action="store_true", help="tiny workloads: checks that everything runs")
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the results here")
     parser.add_argument("--work-dir", type=pathlib.Path, default=None, help="logs of each run (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    settings = EmulatorSettings()
     root = args.work_dir or pathlib.Path(tempfile.mkdtemp(prefix="scaler-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
-        "command": shlex.join([pathlib.Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "versions": _versions(),
         "load_average_start": load_average(),
-        "emulator": settings.__dict__,
         "work_dir": str(root),
     }
     print(f"bench: logs under {root}; load average {meta['load_average_start']}", flush=True)
     results: list[dict[str, Any]] = []
     started = time.monotonic()
-    for label, step in plan(args.scenarios, args.quick):
-        for adapter in args.adapters:
-            print(f"bench: {label} / {adapter} ...", end=" ", flush=True)
-            record = run_step(label, step, adapter, settings, root)
-            results.append(record)
-            print(f"{record['outcome']} ({record['step_seconds']} s) {_cell(record)}", flush=True)
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
+    for label, setup_name, scenario in plan(sizes):
+        if setup_name not in args.setups:
+            continue
+        print(f"bench: {label} / {setup_name} ...", end=" ", flush=True)
+        record = run_step(label, SETUPS[setup_name], scenario, root)
+        results.append(record)
+        print(f"{record['outcome']} ({record['step_seconds']} s)", flush=True)
     meta["load_average_end"] = load_average()
     meta["total_seconds"] = round(time.monotonic() - started, 1)
-    print_table(results, args.adapters)
     print(f"bench: total {meta['total_seconds']} s; load average at the end {meta['load_average_end']}")
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
         print(f"bench: wrote {args.json}")
     return 0

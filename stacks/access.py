@@ -75,7 +75,12 @@ class AdapterAccess(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="WatchJobs",
-                    actions=["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"],
+                    actions=[
+                        "batch:DescribeJobs",
+                        "batch:ListJobs",
+                        "batch:DescribeJobDefinitions",
+                        "batch:DescribeComputeEnvironments",  # usage records: Spot, On-Demand or Fargate
+                    ],
                     resources=["*"],
                 ),
                 iam.PolicyStatement(

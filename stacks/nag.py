@@ -84,8 +84,9 @@ def acknowledge_findings(stack: ScalerBatchStack) -> None:
     acknowledge(
         policy,
         ["AwsSolutions-IAM5[Resource::*]"],
-        "batch:DescribeJobs, batch:ListJobs and batch:DescribeJobDefinitions have no resource-level permissions and"
-        " need Resource '*'; they only read job status and the job definition's command. Every write action in this"
+        "batch:DescribeJobs, batch:ListJobs, batch:DescribeJobDefinitions and batch:DescribeComputeEnvironments have"
+        " no resource-level permissions and need Resource '*'; they only read job status, the job definition's command"
+        " and the compute environments' types. Every write action in this"
         " policy is scoped to ARNs.",
     )
     acknowledge(

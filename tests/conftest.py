@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import pytest
 from scaler import Client
 
 from scaler_aws_batch.embedded import EmbeddedScheduler
+from slurm_cluster import SlurmCluster, missing_programs
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 #: Generous bound for things to happen in tests; tests never assert on durations.
@@ -78,3 +80,24 @@ def scaler_with_adapter(
                 yield client, adapter
         finally:
             adapter.stop()
+
+
+#: Set (CI does, in .ci/run) to make a missing Slurm a test failure instead of a skip.
+REQUIRE_SLURM_ENV = "SCALER_BATCH_REQUIRE_SLURM"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A one-node Slurm cluster for the session (see tests/slurm_cluster.py), stopped at the end."""
+    missing = missing_programs()
+    if missing:
+        message = f"Slurm is not installed (missing {', '.join(missing)}): run make slurm-install as root"
+        if os.environ.get(REQUIRE_SLURM_ENV) or os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

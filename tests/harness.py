@@ -17,6 +17,7 @@ from scaler import Client
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import AdapterProcess, scaler_with_adapter
 from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
+from slurm_cluster import SlurmCluster
 
 BUCKET = "scaler-e2e-bucket"
 PREFIX = "scaler-tasks"
@@ -36,6 +37,14 @@ class Harness:
     short_timeout: int
     client: Client
     adapter: AdapterProcess
+
+    work_dir: pathlib.Path
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[Harness]:
+        with self.variant(self.work_dir) as (client, adapter):
+            self.client, self.adapter = client, adapter
+            yield self
 
     def variant(
         self,
@@ -57,6 +66,10 @@ class Harness:
     def stored_object_exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def job_processes(self) -> contextlib.AbstractContextManager[None]:
+        """Within this block every job is a real process (for tests of kills, timeouts, signals, sys.path)."""
+        return contextlib.nullcontext()
+
 
 class LocalHarness(Harness):
     name = "local"
@@ -68,12 +81,6 @@ class LocalHarness(Harness):
     def _args(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> list[str]:
         env_args = [item for key, value in (job_env or {}).items() for item in ("--job-env", f"{key}={value}")]
         return ["--backend", "local", "--work-dir", str(work_dir), *env_args]
-
-    @contextlib.contextmanager
-    def start(self) -> Iterator[LocalHarness]:
-        with scaler_with_adapter(self.work_dir, self._args(self.work_dir, None)) as (client, adapter):
-            self.client, self.adapter = client, adapter
-            yield self
 
     def variant(
         self,
@@ -101,7 +108,18 @@ class AwsHarness(Harness):
 
     def __init__(self, work_dir: pathlib.Path) -> None:
         self.work_dir = work_dir
-        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8))
+        # Jobs run the runner on a thread unless a test needs a process (see `job_processes`): no Python start-up
+        # per job, so the suite measures the adapter rather than process creation.
+        self.emulator = BatchEmulator(EmulatorConfig(time_scale=TIME_SCALE, max_running_jobs=8, execution="thread"))
+
+    @contextlib.contextmanager
+    def job_processes(self) -> Iterator[None]:
+        config = self.emulator.config
+        saved, config.execution = config.execution, "process"
+        try:
+            yield
+        finally:
+            config.execution = saved
 
     @contextlib.contextmanager
     def start(self) -> Iterator[AwsHarness]:
@@ -182,3 +200,50 @@ class AwsHarness(Harness):
     def stored_object_exists(self, key: str) -> bool:
         listing = self.emulator.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{key}")
         return listing.get("KeyCount", 0) > 0
+
+
+class SlurmHarness(Harness):
+    """The Slurm backend on the session's one-node cluster; the store is a directory, as on a shared filesystem."""
+
+    name = "slurm"
+    short_timeout = 60  # Slurm's time limits are whole minutes
+
+    def __init__(self, work_dir: pathlib.Path, cluster: SlurmCluster) -> None:
+        self.work_dir = work_dir
+        self.cluster = cluster
+
+    def _args(self, work_dir: pathlib.Path) -> list[str]:
+        return ["--backend", "slurm", "--work-dir", str(work_dir / "slurm"), "--vanish-after", "30"]
+
+    def variant(
+        self,
+        work_dir: pathlib.Path,
+        extra_args: Sequence[str] = (),
+        job_env: dict[str, str] | None = None,
+        probe: bool = True,
+    ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
+        # sbatch passes the worker's environment on to its jobs (--export=ALL, Slurm's default).
+        env = {**self.cluster.env, **(job_env or {})}
+        return scaler_with_adapter(work_dir, [*self._args(work_dir), *extra_args], env=env, probe=probe)
+
+    def job_records(self) -> list[dict[str, Any]]:
+        """From Slurm itself: one record per job or array job, in submission order."""
+        fields = "ArrayJobID:|,ArrayTaskID:|,Name:|,cpus-per-task:|,MinMemory:|"
+        listing = self.cluster.run("squeue", "--me", "--noheader", "--array", "--states=all", "-O", fields)
+        records: dict[int, dict[str, Any]] = {}
+        for line in listing.stdout.splitlines():
+            array_id, task, name, cpus, memory = line.split("|")[:5]
+            record = records.setdefault(int(array_id), {"jobId": array_id, "jobName": name, "arraySize": None})
+            if task != "N/A":
+                record["arraySize"] = (record["arraySize"] or 0) + 1
+            mebibytes = int(float(memory[:-1]) * 1024 ** "MGT".index(memory[-1])) if memory[-1:] in "MGT" else 0
+            record["resourceRequirements"] = [{"type": "VCPU", "value": cpus}] + (
+                [{"type": "MEMORY", "value": str(mebibytes)}] if mebibytes else []
+            )
+        return [records[key] for key in sorted(records)]
+
+    def job_logs(self) -> list[str]:
+        return [path.read_text(errors="replace") for path in (self.work_dir / "slurm" / "logs").glob("*.log")]
+
+    def stored_object_exists(self, key: str) -> bool:
+        return (self.work_dir / "slurm" / "store" / key).is_file()

@@ -16,12 +16,13 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from scaler_aws_batch import config
 from scaler_aws_batch.backends.aws_batch.settings import (
     AwsBatchSettings,
-    add_aws_batch_arguments,
     build_aws_batch_backend,
     load_aws_batch_settings,
 )
+from scaler_aws_batch.contracts import StackOutput
 
 REGION = "eu-west-1"
 QUEUE_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/spot-queue"
@@ -29,15 +30,15 @@ ON_DEMAND_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/on-demand-queue"
 GPU_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/gpu-queue"
 JOB_DEFINITION_ARN = "arn:aws:batch:eu-west-1:123456789012:job-definition/runner:4"
 STACK_OUTPUTS = {
-    "JobQueueArn": QUEUE_ARN,
-    "OnDemandJobQueueArn": ON_DEMAND_ARN,
-    "GpuJobQueueArn": GPU_ARN,
-    "JobDefinitionArn": JOB_DEFINITION_ARN,
-    "BucketName": "stack-bucket",
-    "PayloadPrefix": "stack-prefix",
-    "Region": REGION,
-    "LogGroupName": "/aws/batch/stack",
-    "AdapterPolicyArn": "arn:aws:iam::123456789012:policy/adapter",
+    StackOutput.JOB_QUEUE_ARN: QUEUE_ARN,
+    StackOutput.ON_DEMAND_JOB_QUEUE_ARN: ON_DEMAND_ARN,
+    StackOutput.GPU_JOB_QUEUE_ARN: GPU_ARN,
+    StackOutput.JOB_DEFINITION_ARN: JOB_DEFINITION_ARN,
+    StackOutput.BUCKET_NAME: "stack-bucket",
+    StackOutput.PAYLOAD_PREFIX: "stack-prefix",
+    StackOutput.REGION: REGION,
+    StackOutput.LOG_GROUP_NAME: "/aws/batch/stack",
+    StackOutput.ADAPTER_POLICY_ARN: "arn:aws:iam::123456789012:policy/adapter",
 }
 
 
@@ -49,8 +50,19 @@ def _no_ambient_aws_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_aws_batch_arguments(parser)
+    config.add_arguments(AwsBatchSettings, parser, "aws")
     return parser.parse_args(list(argv))
+
+
+def _load_toml(path: str, args: argparse.Namespace, env: dict[str, str]) -> AwsBatchSettings:
+    section = config.file_section(config.read_config_file(path), AwsBatchSettings, path)
+    return load_aws_batch_settings(args, env, section)
+
+
+def _write_toml(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
 
 
 def _write(tmp_path: Path, name: str, data: Any) -> str:
@@ -65,8 +77,8 @@ REQUIRED_FLAGS = ("--job-queue", "q1", "--job-definition", "jd", "--bucket", "my
 # ---------------------------------------------------------------------------------------------------- sources
 
 
-def test_every_flag_defaults_to_none() -> None:
-    assert all(value is None for value in vars(_parse()).values())
+def test_flags_not_given_are_absent_so_lower_layers_apply() -> None:
+    assert vars(_parse()) == {}
 
 
 def test_flags_only_with_defaults() -> None:
@@ -74,7 +86,6 @@ def test_flags_only_with_defaults() -> None:
     assert settings == AwsBatchSettings(job_queue="q1", job_definition="jd", bucket="my-bucket", region="us-east-1")
     assert settings.prefix == "scaler-tasks"
     assert settings.log_group == "/aws/batch/job"
-    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (1000, 3600)
     assert (settings.submit_tps, settings.describe_tps) == (40.0, 10.0)
     assert settings.on_demand_queue is None and settings.gpu_queue is None and settings.endpoint_url is None
 
@@ -83,7 +94,7 @@ def test_every_flag_is_read() -> None:
     args = _parse(
         *REQUIRED_FLAGS,
         *("--on-demand-queue", "od", "--gpu-queue", "gpu", "--prefix", "a/b", "--log-group", "/g"),
-        *("--endpoint-url", "http://127.0.0.1:5000", "--max-concurrent-jobs", "7", "--job-timeout", "120"),
+        *("--endpoint-url", "http://127.0.0.1:5000"),
         *("--submit-tps", "12.5", "--describe-tps", "3"),
     )
     settings = load_aws_batch_settings(args, {})
@@ -94,7 +105,6 @@ def test_every_flag_is_read() -> None:
         "/g",
     )
     assert settings.endpoint_url == "http://127.0.0.1:5000"
-    assert (settings.max_concurrent_jobs, settings.job_timeout_seconds) == (7, 120)
     assert (settings.submit_tps, settings.describe_tps) == (12.5, 3.0)
 
 
@@ -109,8 +119,6 @@ def test_environment_only() -> None:
         "SCALER_BATCH_REGION": "ap-southeast-2",
         "SCALER_BATCH_LOG_GROUP": "/env/group",
         "SCALER_BATCH_ENDPOINT_URL": "https://batch.example.internal",
-        "SCALER_BATCH_MAX_CONCURRENT_JOBS": "9",
-        "SCALER_BATCH_JOB_TIMEOUT": "61",
         "SCALER_BATCH_SUBMIT_TPS": "50",
         "SCALER_BATCH_DESCRIBE_TPS": "2.5",
     }
@@ -125,8 +133,6 @@ def test_environment_only() -> None:
         region="ap-southeast-2",
         log_group="/env/group",
         endpoint_url="https://batch.example.internal",
-        max_concurrent_jobs=9,
-        job_timeout_seconds=61,
         submit_tps=50.0,
         describe_tps=2.5,
     )
@@ -134,20 +140,20 @@ def test_environment_only() -> None:
 
 def test_precedence_flags_then_env_then_config_file_then_stack_outputs(tmp_path: Path) -> None:
     outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": STACK_OUTPUTS})
-    config = _write(
+    config_file = _write_toml(
         tmp_path,
-        "settings.json",
-        {"job_queue": "file-queue", "bucket": "file-bucket", "prefix": "file-prefix", "max_concurrent_jobs": 5},
+        "worker.toml",
+        '[aws_batch]\njob_queue = "file-queue"\nbucket = "file-bucket"\nprefix = "file-prefix"\nsubmit-tps = 5\n',
     )
-    args = _parse("--job-queue", "flag-queue", "--config", config, "--stack-outputs", outputs)
+    args = _parse("--job-queue", "flag-queue", "--stack-outputs", outputs)
     env = {"SCALER_BATCH_JOB_QUEUE": "env-queue", "SCALER_BATCH_BUCKET": "env-bucket", "AWS_REGION": "us-west-2"}
 
-    settings = load_aws_batch_settings(args, env)
+    settings = _load_toml(config_file, args, env)
 
     assert settings.job_queue == "flag-queue"  # flag beats env, file and stack
     assert settings.bucket == "env-bucket"  # env beats file and stack
     assert settings.prefix == "file-prefix"  # file beats stack
-    assert settings.max_concurrent_jobs == 5
+    assert settings.submit_tps == 5.0  # TOML keys take hyphens or underscores, as in Scaler
     assert settings.job_definition == JOB_DEFINITION_ARN  # only the stack has it
     assert settings.on_demand_queue == ON_DEMAND_ARN
     assert settings.gpu_queue == GPU_ARN
@@ -164,24 +170,24 @@ def test_aws_region_is_the_last_fallback() -> None:
 
 
 def test_config_file_rejects_unknown_keys(tmp_path: Path) -> None:
-    config = _write(tmp_path, "settings.json", {"job_queue": "q", "job_qeueu": "typo"})
-    with pytest.raises(ValueError, match=r"unknown key.*'job_qeueu'"):
-        load_aws_batch_settings(_parse("--config", config), {})
+    config_file = _write_toml(tmp_path, "worker.toml", '[aws_batch]\njob_queue = "q"\njob_qeueu = "typo"\n')
+    with pytest.raises(ValueError, match=r"unknown key 'job_qeueu' in \[aws_batch\]"):
+        _load_toml(config_file, _parse(), {})
 
 
 def test_config_file_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        load_aws_batch_settings(_parse("--config", str(tmp_path / "missing.json")), {})
-    broken = tmp_path / "broken.json"
-    broken.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_aws_batch_settings(_parse("--config", str(broken)), {})
-    with pytest.raises(ValueError, match="JSON object"):
-        load_aws_batch_settings(_parse("--config", _write(tmp_path, "list.json", [1, 2])), {})
+        _load_toml(str(tmp_path / "missing.toml"), _parse(), {})
+    with pytest.raises(ValueError, match="not valid TOML"):
+        _load_toml(_write_toml(tmp_path, "broken.toml", "[aws_batch\n"), _parse(), {})
+    with pytest.raises(ValueError, match=r"\[aws_batch\] must be a table"):
+        _load_toml(_write_toml(tmp_path, "flat.toml", 'aws_batch = "q"\n'), _parse(), {})
 
 
 def test_cdk_outputs_file_with_one_stack(tmp_path: Path) -> None:
-    outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": {**STACK_OUTPUTS, "PayloadPrefix": "tasks/"}})
+    outputs = _write(
+        tmp_path, "cdk-outputs.json", {"ScalerBatch": {**STACK_OUTPUTS, StackOutput.PAYLOAD_PREFIX: "tasks/"}}
+    )
     settings = load_aws_batch_settings(_parse("--stack-outputs", outputs), {})
     assert settings.job_queue == QUEUE_ARN
     assert settings.job_definition == JOB_DEFINITION_ARN
@@ -191,8 +197,8 @@ def test_cdk_outputs_file_with_one_stack(tmp_path: Path) -> None:
 
 
 def test_cdk_outputs_file_with_several_stacks_needs_stack(tmp_path: Path) -> None:
-    other = {**STACK_OUTPUTS, "BucketName": "other-bucket"}
-    del other["GpuJobQueueArn"]  # optional output
+    other = {**STACK_OUTPUTS, StackOutput.BUCKET_NAME: "other-bucket"}
+    del other[StackOutput.GPU_JOB_QUEUE_ARN]  # optional output
     outputs = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": STACK_OUTPUTS, "ScalerBatchDev": other})
     with pytest.raises(ValueError, match=r"2 stacks \(ScalerBatch, ScalerBatchDev\).*--stack NAME"):
         load_aws_batch_settings(_parse("--stack-outputs", outputs), {})
@@ -218,10 +224,6 @@ def test_missing_required_settings_are_listed() -> None:
 @pytest.mark.parametrize(
     ("extra", "env", "message"),
     [
-        (("--max-concurrent-jobs", "lots"), {}, r"--max-concurrent-jobs / SCALER_BATCH_MAX_CONCURRENT_JOBS.*'lots'"),
-        ((), {"SCALER_BATCH_MAX_CONCURRENT_JOBS": "0"}, r"at least 1 \(--max-concurrent-jobs / SCALER_BATCH_MAX"),
-        (("--job-timeout", "30"), {}, r"at least 60 \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"),
-        (("--job-timeout", "1.5"), {}, r"whole number \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"),
         (("--submit-tps", "60"), {}, r"at most 50.*--submit-tps / SCALER_BATCH_SUBMIT_TPS"),
         (("--submit-tps", "0"), {}, r"greater than 0 \(--submit-tps / SCALER_BATCH_SUBMIT_TPS\)"),
         ((), {"SCALER_BATCH_DESCRIBE_TPS": "fast"}, r"number \(--describe-tps / SCALER_BATCH_DESCRIBE_TPS\)"),
@@ -239,24 +241,19 @@ def test_bad_values_name_the_flag_and_the_env_var(extra: tuple[str, ...], env: d
 
 
 def test_bad_config_file_types_are_rejected(tmp_path: Path) -> None:
-    config = _write(tmp_path, "settings.json", {"job_timeout_seconds": True})
-    with pytest.raises(ValueError, match=r"whole number \(--job-timeout / SCALER_BATCH_JOB_TIMEOUT\)"):
-        load_aws_batch_settings(_parse(*REQUIRED_FLAGS, "--config", config), {})
-    config = _write(tmp_path, "settings2.json", {"bucket": 42})
+    config_file = _write_toml(tmp_path, "worker.toml", "[aws_batch]\nsubmit_tps = true\n")
+    with pytest.raises(ValueError, match=r"number \(--submit-tps / SCALER_BATCH_SUBMIT_TPS\)"):
+        _load_toml(config_file, _parse(*REQUIRED_FLAGS), {})
+    config_file = _write_toml(tmp_path, "worker2.toml", "[aws_batch]\nbucket = 42\n")
     with pytest.raises(ValueError, match=r"bucket must be a string"):
-        load_aws_batch_settings(_parse("--job-queue", "q", "--region", "us-east-1", "--config", config), {})
+        _load_toml(config_file, _parse("--job-queue", "q", "--region", "us-east-1"), {})
 
 
 def test_settings_validate_on_direct_construction() -> None:
     with pytest.raises(ValueError, match="job_queue is required"):
         AwsBatchSettings(job_queue="", job_definition="jd", bucket="b-1", region="us-east-1")
-    with pytest.raises(ValueError, match="max_concurrent_jobs must be a whole number"):
-        AwsBatchSettings(job_queue="q", job_definition="jd", bucket="b-1", region="us-east-1", max_concurrent_jobs=2.5)  # type: ignore[arg-type]
-
-
-def test_settings_region_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
-    assert AwsBatchSettings(job_queue="q", job_definition="jd", bucket="b-1").region == "eu-north-1"
+    with pytest.raises(ValueError, match="submit_tps must be a number"):
+        AwsBatchSettings(job_queue="q", job_definition="jd", bucket="b-1", region="us-east-1", submit_tps="2")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------- DescribeStacks
@@ -301,7 +298,7 @@ def test_stack_outputs_from_describe_stacks(moto_url: str, monkeypatch: pytest.M
 
 
 def test_describe_stacks_uses_the_injected_factory_and_env_region(moto_url: str) -> None:
-    stack = _create_stack(moto_url, {k: v for k, v in STACK_OUTPUTS.items() if k != "GpuJobQueueArn"})
+    stack = _create_stack(moto_url, {k: v for k, v in STACK_OUTPUTS.items() if k != StackOutput.GPU_JOB_QUEUE_ARN})
     seen: list[tuple[str | None, str | None]] = []
 
     def factory(region: str | None, endpoint_url: str | None) -> Any:

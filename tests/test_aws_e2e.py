@@ -4,6 +4,7 @@ real Scaler scheduler and client. Faults are injected in the emulator; nothing i
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import pathlib
@@ -16,7 +17,7 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
-from scaler_aws_batch.contracts import JobTag, job_name_prefix
+from scaler_aws_batch.contracts import JobTag, StatusReason, job_name_prefix
 from scaler_aws_batch.errors import (
     JobTimeoutError,
     JobVanishedError,
@@ -50,6 +51,14 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsHarness]:
 
 
 @pytest.fixture(autouse=True)
+def job_execution(request: pytest.FixtureRequest, aws: AwsHarness) -> Iterator[None]:
+    """Jobs of tests marked ``job_processes`` are real processes; the others run on the emulator's threads."""
+    processes = request.node.get_closest_marker("job_processes") is not None
+    with aws.job_processes() if processes else contextlib.nullcontext():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def clean_faults(aws: AwsHarness) -> Iterator[None]:
     yield
     faults = aws.emulator.faults
@@ -75,7 +84,13 @@ def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
     assert sum(job["arraySize"] or 1 for job in jobs) == 1000
     assert calls["SubmitJob"] == len(jobs) < 100, "1,000 tasks become a handful of array jobs"
     assert 0 < calls.max_describe_ids <= 100
+    # Results are read once each and deleted in DeleteObjects batches, never one DeleteObject per result.
+    wait_for(lambda: not aws.stored_object_exists("results/"), "every result object to be deleted")
+    s3 = aws.emulator.s3_requests.snapshot()
+    assert s3["clients"].get("GetObject", 0) == 1000 and s3["jobs"].get("PutObject", 0) >= 1000
+    assert s3["clients"].get("DeleteObject", 0) == 0 and s3["clients"].get("DeleteObjects", 0) >= 1
     print(f"\nBatch API calls for 1,000 tasks: {dict(calls)}; max ids per DescribeJobs {calls.max_describe_ids}")
+    print(f"S3 requests for 1,000 tasks: {s3}")
 
 
 def _all_inline_fits(aws: AwsHarness, envelope: bytes) -> bool:
@@ -138,6 +153,7 @@ def test_every_task_completes_under_30_percent_throttling(aws: AwsHarness) -> No
     assert sum(aws.emulator.api_calls.throttled.values()) > 0, "the emulator really did throttle"
 
 
+@pytest.mark.job_processes
 def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -163,6 +179,7 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
     wait_for(lambda: not aws.stored_object_exists("results/"), "the consumed result to be deleted")
 
 
+@pytest.mark.job_processes
 def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None:
     aws.emulator.faults.spot_reclaim_attempts.update({1, 2})  # the job definition allows 2 attempts
     aws.emulator.faults.spot_reclaim_after_seconds = 0.2
@@ -184,6 +201,7 @@ def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
              aws.adapter.log_text(), "the vanished job to be stopped")  # fmt: skip
 
 
+@pytest.mark.job_processes
 def test_timeout_is_not_retried(aws: AwsHarness) -> None:
     before = len(aws.job_records())
     future = aws.client.submit_verbose(lambda: time.sleep(600), args=(), kwargs={}, capabilities={"timeout": 60})
@@ -191,7 +209,7 @@ def test_timeout_is_not_retried(aws: AwsHarness) -> None:
         future.result(timeout=WAIT_SECONDS)
     (job,) = _new_jobs(aws, before)
     assert job["status"] == "FAILED" and job["attempts"] == 1, "Batch does not retry a timed-out job"
-    assert job["statusReason"].startswith("Job attempt duration exceeded timeout")
+    assert job["statusReason"].startswith(StatusReason.TIMEOUT)
 
 
 def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
@@ -200,6 +218,7 @@ def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
         aws.client.submit(lambda: "lost").result(timeout=WAIT_SECONDS)
 
 
+@pytest.mark.job_processes
 def test_cancel_in_runnable_and_in_running(aws: AwsHarness, tmp_path: pathlib.Path) -> None:
     def sleeper(seconds: float) -> float:
         import time

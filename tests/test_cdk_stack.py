@@ -399,7 +399,12 @@ def test_adapter_can_stop_only_jobs_carrying_the_adapter_tag(template: Template)
 
 def test_adapter_wildcard_resource_is_only_describe_and_list(template_json: dict[str, Any]) -> None:
     statements = _adapter_statements(template_json)
-    assert statements["WatchJobs"]["Action"] == ["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"]
+    assert statements["WatchJobs"]["Action"] == [
+        "batch:DescribeJobs",
+        "batch:ListJobs",
+        "batch:DescribeJobDefinitions",
+        "batch:DescribeComputeEnvironments",
+    ]
     assert statements["WatchJobs"]["Resource"] == "*"
     wildcard = [sid for sid, statement in statements.items() if statement["Resource"] == "*"]
     assert wildcard == ["WatchJobs"]

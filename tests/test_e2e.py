@@ -1,8 +1,10 @@
-"""End to end, on both backends: a real Scaler scheduler and client, the adapter process, and each task running as
-a job of the real runner: a local process, or an AWS Batch job in the emulator (moto server over HTTP)."""
+"""End to end, on every backend: a real Scaler scheduler and client, the adapter process, and each task running as
+a job of the real runner: a local process, an AWS Batch job in the emulator (moto server over HTTP), or a Slurm job
+on a one-node cluster of this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -19,7 +21,7 @@ import pytest
 from scaler import Client
 
 from conftest import WAIT_SECONDS, wait_for
-from harness import AwsHarness, Harness, LocalHarness
+from harness import AwsHarness, Harness, LocalHarness, SlurmHarness
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
     CommandFailedError,
@@ -33,12 +35,25 @@ from scaler_aws_batch.wire import python_version_tag
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["local", "aws-batch"])
+@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm"])
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    work_dir = tmp_path_factory.mktemp(request.param)
-    chosen: LocalHarness | AwsHarness = LocalHarness(work_dir) if request.param == "local" else AwsHarness(work_dir)
+    chosen: LocalHarness | AwsHarness | SlurmHarness
+    if request.param == "slurm":  # the cluster first: without Slurm this skips (fails on CI) before any work
+        chosen = SlurmHarness(tmp_path_factory.mktemp("slurm"), request.getfixturevalue("slurm_cluster"))
+    elif request.param == "local":
+        chosen = LocalHarness(tmp_path_factory.mktemp("local"))
+    else:
+        chosen = AwsHarness(tmp_path_factory.mktemp("aws-batch"))
     with chosen.start() as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def job_execution(request: pytest.FixtureRequest, harness: Harness) -> Iterator[None]:
+    """Jobs of tests marked ``job_processes`` are real processes; the others may run on the emulator's threads."""
+    processes = request.node.get_closest_marker("job_processes") is not None
+    with harness.job_processes() if processes else contextlib.nullcontext():
+        yield
 
 
 def test_sqrt(harness: Harness) -> None:
@@ -93,6 +108,7 @@ def test_unpicklable_result_is_a_clear_error(harness: Harness) -> None:
         harness.client.submit(make_lock).result(timeout=WAIT_SECONDS)
 
 
+@pytest.mark.job_processes
 def test_job_killed_like_the_oom_killer_does_is_an_out_of_memory_error(harness: Harness) -> None:
     def killed() -> None:
         import os
@@ -123,6 +139,7 @@ def test_custom_serializer_is_used_both_ways(harness: Harness) -> None:
         assert tagged.submit(lambda x: {"doubled": x * 2}, 21).result(timeout=WAIT_SECONDS) == {"doubled": 42}
 
 
+@pytest.mark.job_processes
 def test_result_type_only_the_job_can_import(harness: Harness, tmp_path: pathlib.Path) -> None:
     """The adapter process cannot import the result's class; the result still arrives, so it passed bytes through."""
     module_dir = tmp_path / "jobonly"
@@ -157,6 +174,7 @@ def test_command_task_success_and_failure(harness: Harness) -> None:
     assert "about to fail" in caught.value.stderr_tail
 
 
+@pytest.mark.job_processes
 def test_cancel_running_task_stops_the_job(harness: Harness, tmp_path: pathlib.Path) -> None:
     pid_file = tmp_path / "pid"
 
@@ -250,6 +268,7 @@ def test_higher_priority_tasks_start_first(harness: Harness, tmp_path: pathlib.P
     assert order.read_text().split() == ["blocker", "high", "low-0", "low-1"]
 
 
+@pytest.mark.job_processes
 def test_job_timeout_gives_a_timeout_error(harness: Harness) -> None:
     future = harness.client.submit_verbose(
         lambda seconds: time.sleep(seconds), args=(600,), kwargs={}, capabilities={"timeout": harness.short_timeout}

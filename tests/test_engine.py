@@ -6,6 +6,7 @@ import asyncio
 import os
 import pathlib
 import pickle
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,6 +16,7 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
 from scaler_aws_batch.backends.local.backend import LocalProcessBackend
+from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import EngineSettings, JobEngine, TaskOutcome, TaskWork, classify_failure, plan_payload
 from scaler_aws_batch.errors import (
     JobFailedError,
@@ -121,14 +123,12 @@ def test_engine_runs_each_transport_end_to_end(backend: LocalProcessBackend, sto
             }
             futures = {name: engine.submit(TaskWork(_blobs(name, len, data))) for name, data in blobs.items()}
             results = {name: _value(await asyncio.wait_for(future, 120)) for name, future in futures.items()}
-            # Results are consumed: nothing is left under results/ once the outcomes are handed over (a moment
-            # later, so that an adapter killed in between leaves them for the next one).
-            left = pathlib.Path(urlparse(store.url).path) / "results"
-            for _ in range(1200):
-                if not list(left.glob("*")):
-                    break
-                await asyncio.sleep(0.1)
-            assert not list(left.glob("*"))
+            # Results are consumed: once the outcomes are handed over, their objects are deleted (in one batch).
+            results_dir = pathlib.Path(urlparse(store.url).path) / "results"
+            deadline = time.monotonic() + 120
+            while list(results_dir.glob("*")) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not list(results_dir.glob("*"))
         finally:
             runner.cancel()
         assert results == {name: len(data) for name, data in blobs.items()}
@@ -157,11 +157,15 @@ def test_job_without_result_becomes_a_clear_error(backend: LocalProcessBackend, 
 @pytest.mark.parametrize(
     ("reason", "exit_code", "expected"),
     [
-        ("Job attempt duration exceeded timeout", 143, JobTimeoutError),
-        ("Host EC2 (instance i-0123456789abcdef0) terminated.", None, SpotRetriesExhaustedError),
-        ("Container Overrides length must be at most 8192", None, OverridesTooLongError),
-        ("Essential container in task exited", 137, JobOutOfMemoryError),
-        ("Essential container in task exited", 2, JobFailedError),
+        (StatusReason.TIMEOUT, 143, JobTimeoutError),
+        (
+            f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance i-0123456789abcdef0) terminated.",
+            None,
+            SpotRetriesExhaustedError,
+        ),
+        (StatusReason.OVERRIDES_TOO_LONG, None, OverridesTooLongError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, 137, JobOutOfMemoryError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, 2, JobFailedError),
     ],
 )
 def test_failed_jobs_are_classified(reason: str, exit_code: int | None, expected: type[JobFailedError]) -> None:

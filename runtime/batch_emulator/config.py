@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -34,12 +34,20 @@ class EmulatorConfig:
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
     host: str = "127.0.0.1"
+    port: int = 0
+    """The public endpoint's port; 0 picks a free one."""
     delay_submitted: float = 0.05
     delay_pending: float = 0.05
     delay_runnable: float = 0.05
     delay_starting: float = 0.05
     max_running_jobs: int = 8
     """How many job processes may run at once; other jobs wait in RUNNABLE."""
+    execution: Literal["process", "thread"] = "process"
+    """"process": every attempt is a local process. "thread": an attempt whose command is the project's runner
+    (`scaler-batch run-job ...`) runs `scaler_aws_batch.runner.main(argv, env)` on a thread of this process, with the
+    same environment variables and S3 calls, and no Python start-up per job; other commands stay processes. Kills
+    cannot stop a thread (see `batch_emulator.inprocess`): test signals, timeouts and OOM with "process". Read when
+    each attempt starts, so it may be changed while the emulator runs."""
     python_bin_dir: str = field(default_factory=_default_bin_dir)
     """Put first on the job processes' PATH, so that `scaler-batch` resolves to the venv's entry point."""
     time_scale: float = 1.0

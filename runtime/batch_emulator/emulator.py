@@ -47,6 +47,7 @@ from batch_emulator import rules
 from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
+from batch_emulator.s3_requests import S3Requests
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -115,6 +116,8 @@ class BatchEmulator:
         self.config = config or EmulatorConfig()
         self.faults = faults or Faults()
         self.api_calls = ApiCalls()
+        self.s3_requests = S3Requests()
+        """S3 requests by requester (`jobs`, `clients`) and operation; `reset_api_calls` zeroes them too."""
         self.job_env: dict[str, str] = {}
         self._routes = _batch_routes()
         self._buckets: dict[str, _TokenBucket] = {}
@@ -156,7 +159,7 @@ class BatchEmulator:
             self._reset_moto()
 
         moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
-        self._front = make_front_server(self.config.host, _FrontApp(self, moto_app))
+        self._front = make_front_server(self.config.host, self.config.port, _FrontApp(self, moto_app))
         self._endpoint_url = f"http://{self.config.host}:{self._front.server_port}"
         self._front_thread = threading.Thread(
             target=self._front.serve_forever, kwargs={"poll_interval": 0.05}, name="batch-emulator-front", daemon=True
@@ -229,6 +232,7 @@ class BatchEmulator:
 
     def reset_api_calls(self) -> None:
         """Zero `api_calls` (counts, throttled, server errors, describe sizes)."""
+        self.s3_requests.clear()
         with self._stats_lock:
             self.api_calls.clear()
             self.api_calls.throttled.clear()
@@ -282,6 +286,32 @@ class BatchEmulator:
 
     # ------------------------------------------------------------------ convenience for tests
 
+    def _create_managed_compute_environment(self, name: str, resource_type: str, service_role: str) -> str:
+        """A managed compute environment at 0 vCPUs in a throwaway moto VPC (moto checks that its network exists)."""
+        ec2 = self._moto_client("ec2")
+        vpc_id = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+        subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.99.0.0/20")["Subnet"]["SubnetId"]
+        group_id = ec2.create_security_group(GroupName=f"{name}-sg", Description=name, VpcId=vpc_id)["GroupId"]
+        resources: dict[str, Any] = {
+            "type": resource_type,
+            "maxvCpus": 256,
+            "subnets": [subnet_id],
+            "securityGroupIds": [group_id],
+        }
+        if not resource_type.startswith("FARGATE"):
+            iam = self._moto_client("iam")
+            profile = iam.create_instance_profile(InstanceProfileName=f"{name}-instance-profile")
+            resources.update(minvCpus=0, instanceTypes=["m6i"], instanceRole=profile["InstanceProfile"]["Arn"])
+        batch = self._moto_client("batch")
+        created = batch.create_compute_environment(
+            computeEnvironmentName=name,
+            type="MANAGED",
+            state="ENABLED",
+            serviceRole=service_role,
+            computeResources=resources,
+        )
+        return str(created["computeEnvironmentArn"])
+
     def create_queue_and_job_definition(
         self,
         *,
@@ -295,9 +325,12 @@ class BatchEmulator:
         timeout_seconds: int | None = None,
         log_group: str = "/aws/batch/job",
         image: str = "scaler-aws-batch:emulated",
+        compute_type: str = "UNMANAGED",
     ) -> tuple[str, str]:
-        """Create (in moto) a service role, an unmanaged compute environment, a job queue, a job definition running
+        """Create (in moto) a service role, a compute environment, a job queue, a job definition running
         `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
+        `compute_type` UNMANAGED, or a managed environment's resource type: EC2, SPOT, FARGATE or FARGATE_SPOT
+        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does).
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -326,13 +359,15 @@ class BatchEmulator:
         envs = batch.describe_compute_environments(computeEnvironments=[compute_environment_name])
         if envs["computeEnvironments"]:
             ce_arn = envs["computeEnvironments"][0]["computeEnvironmentArn"]
-        else:
+        elif compute_type == "UNMANAGED":
             ce_arn = batch.create_compute_environment(
                 computeEnvironmentName=compute_environment_name,
                 type="UNMANAGED",
                 state="ENABLED",
                 serviceRole=role_arn,
             )["computeEnvironmentArn"]
+        else:
+            ce_arn = self._create_managed_compute_environment(compute_environment_name, compute_type, role_arn)
         queues = batch.describe_job_queues(jobQueues=[queue_name])["jobQueues"]
         if queues:
             queue_arn = queues[0]["jobQueueArn"]
@@ -369,13 +404,7 @@ class BatchEmulator:
 
     def _operation(self, environ: dict[str, Any]) -> str | None:
         """The Batch operation name of a request, or None when it is not a Batch request."""
-        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
-        try:
-            scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
-            service = scope[3]
-        except IndexError:
-            return None
-        if service != "batch":
+        if _signed_service(environ) != "batch":
             return None
         path = str(environ.get("PATH_INFO", ""))
         method = str(environ.get("REQUEST_METHOD", "GET"))
@@ -437,6 +466,15 @@ class BatchEmulator:
             self.api_calls.describe_ids_total += count
 
 
+def _signed_service(environ: dict[str, Any]) -> str | None:
+    """The service of the request's SigV4 credential scope `<key>/<date>/<region>/<service>/aws4_request`."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    try:
+        return auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")[3]
+    except IndexError:
+        return None
+
+
 class _FrontApp:
     """WSGI app of the front server: Batch job APIs here, everything else to moto."""
 
@@ -450,6 +488,8 @@ class _FrontApp:
             return fault(start_response)
         operation = self._emu._operation(environ)
         if operation is None:
+            if _signed_service(environ) == "s3":
+                self._emu.s3_requests.record(environ)
             return self._moto_app(environ, start_response)
         body = _read_body(environ)
         error = self._emu._admit(operation)

@@ -1,9 +1,9 @@
 """The job engine: the Batch job API operations (SubmitJob, DescribeJobs, ListJobs, Cancel/TerminateJob).
 
 It wires the parts together, each in its own module: `model` (job records), `clock` (timed events), `states` (the
-job state machine), `execution` (attempts as local processes), `joblogs` (their output in CloudWatch Logs), `render`
-(AWS-shaped answers) and `faults` (injected faults). All job state is guarded by one re-entrant lock. Queues and job
-definitions are read from moto over HTTP.
+job state machine), `execution` (attempts as local processes), `inprocess` (the runner on a thread), `joblogs`
+(their output in CloudWatch Logs), `render` (AWS-shaped answers) and `faults` (injected faults). All job state is
+guarded by one re-entrant lock. Queues and job definitions are read from moto over HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from batch_emulator import rules
 from batch_emulator.clock import Clock
 from batch_emulator.config import EmulatorConfig, Faults
 from batch_emulator.execution import ProcessExecutor
+from batch_emulator.inprocess import ThreadExecutor
 from batch_emulator.joblogs import JobLogs
 from batch_emulator.model import RUNNING, STATUSES, Job, now_ms
 from batch_emulator.render import filter_match, job_arn, job_detail, job_summary
@@ -50,12 +51,17 @@ class Engine:
         self.config = config
         self.faults = faults
         self._batch = batch
+        self._ecs_clusters: dict[str, str] = {}
         self.lock = threading.RLock()
         self._lookup_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._clock = Clock(self.lock)
         self._states = JobStates(config, faults, self.lock, self._clock, s3)
-        self._executor = ProcessExecutor(
-            config, job_env, endpoint_url, JobLogs(logs), work_dir, self.lock, self._clock, self._states.attempt_exited
+        job_logs = JobLogs(logs)
+        processes = ProcessExecutor(
+            config, job_env, endpoint_url, job_logs, work_dir, self.lock, self._clock, self._states.attempt_exited
+        )
+        self._executor = ThreadExecutor(
+            config, job_env, endpoint_url, job_logs, self.lock, processes, self._states.attempt_exited
         )
         self._states.executor = self._executor
         self.jobs = self._states.jobs
@@ -77,6 +83,16 @@ class Engine:
         value = fetch()
         self._lookup_cache[key] = (time.monotonic() + _LOOKUP_TTL_SECONDS, value)
         return value
+
+    def _ecs_cluster(self, compute_environment: str) -> str:
+        """The ECS cluster name of a compute environment, as moto created it (cached: it never changes)."""
+        cluster = self._ecs_clusters.get(compute_environment)
+        if cluster is None:
+            found = self._batch.describe_compute_environments(computeEnvironments=[compute_environment])
+            arns = [environment.get("ecsClusterArn") for environment in found.get("computeEnvironments", [])]
+            cluster = str(arns[0] if arns and arns[0] else "emulator").rsplit("/", 1)[-1]
+            self._ecs_clusters[compute_environment] = cluster
+        return cluster
 
     def _resolve_queue(self, ident: object) -> dict[str, Any]:
         if not isinstance(ident, str) or not ident:
@@ -151,7 +167,8 @@ class Engine:
         log_conf = cp.get("logConfiguration") or {}
         options = log_conf.get("options") or {}
         order = queue.get("computeEnvironmentOrder") or [{}]
-        ce_name = str(order[0].get("computeEnvironment", "emulator-ce")).rsplit("/", 1)[-1]
+        ce_reference = str(order[0].get("computeEnvironment", "emulator-ce"))
+        ce_name = ce_reference.rsplit("/", 1)[-1]
         tags = dict(req.get("tags") or {})
         propagate = bool(req.get("propagateTags", jobdef.get("propagateTags", False)))
         if propagate:
@@ -164,6 +181,8 @@ class Engine:
             queue_arn=queue["jobQueueArn"],
             queue_name=queue["jobQueueName"],
             ce_name=ce_name,
+            ecs_cluster=self._ecs_cluster(ce_reference),
+            platform_capabilities=list(jobdef.get("platformCapabilities") or []),
             job_def_arn=jobdef["jobDefinitionArn"],
             job_def_name=jobdef["jobDefinitionName"],
             container_properties=cp,

@@ -21,6 +21,7 @@ from batch_emulator.clock import Clock
 from batch_emulator.config import EmulatorConfig
 from batch_emulator.joblogs import JobLogs, LogSink
 from batch_emulator.model import Attempt, Job
+from batch_emulator.s3_requests import JOB_APP_ID
 
 ExitCallback = Callable[[Job, Attempt, "int | None", "str | None", dict[str, str]], None]
 """(job, attempt, return code or None, start error or None, the attempt's environment)."""
@@ -53,6 +54,8 @@ def job_environment(
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": config.region,
             "AWS_REGION": config.region,
+            # SDKs add it to their User-Agent: the emulator tells the jobs' S3 requests from the adapter's.
+            "AWS_SDK_UA_APP_ID": JOB_APP_ID,
         }
     )
     for item in job.environment:

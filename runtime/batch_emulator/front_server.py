@@ -42,6 +42,10 @@ class KeepAliveHandler(MotoRequestHandler):  # type: ignore[misc]
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 
+    def log_message(self, format: str, *args: Any) -> None:
+        # Idle keep-alive connections time out routinely: debug, not stderr.
+        LOG.debug("batch emulator front server: " + format, *args)
+
     def run_wsgi(self) -> None:
         environ: dict[str, Any] = self.make_environ()
         body: bytes = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else self._read_body()
@@ -101,6 +105,6 @@ class KeepAliveHandler(MotoRequestHandler):  # type: ignore[misc]
         self.flush_headers()
 
 
-def make_front_server(host: str, app: WsgiApp) -> BaseWSGIServer:
-    """A threaded server on a free port of `host`; run it with `serve_forever`."""
-    return make_server(host, 0, app, threaded=True, request_handler=KeepAliveHandler)
+def make_front_server(host: str, port: int, app: WsgiApp) -> BaseWSGIServer:
+    """A threaded server on `host`:`port` (0: a free port); run it with `serve_forever`."""
+    return make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)

@@ -78,6 +78,10 @@ class Job:
     is_terminated: bool = False
     stop_reason: str | None = None
     summary_updated_at: int = 0
+    #: The ECS cluster of the job's compute environment: task ARNs name it, which is how DescribeJobs tells (with
+    #: DescribeComputeEnvironments) whether a job ran on Spot, On-Demand or Fargate.
+    ecs_cluster: str = "emulator"
+    platform_capabilities: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

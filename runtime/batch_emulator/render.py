@@ -13,14 +13,14 @@ def job_arn(region: str, account_id: str, job_id: str) -> str:
     return f"arn:aws:batch:{region}:{account_id}:job/{job_id}"
 
 
-def _task_arn(region: str, account_id: str, task_id: str) -> str:
-    return f"arn:aws:ecs:{region}:{account_id}:task/emulator/{task_id}"
+def _task_arn(region: str, account_id: str, cluster: str, task_id: str) -> str:
+    return f"arn:aws:ecs:{region}:{account_id}:task/{cluster}/{task_id}"
 
 
-def attempt_detail(attempt: Attempt, region: str, account_id: str) -> dict[str, Any]:
+def attempt_detail(attempt: Attempt, region: str, account_id: str, cluster: str = "emulator") -> dict[str, Any]:
     container: dict[str, Any] = {
-        "taskArn": _task_arn(region, account_id, attempt.task_id),
-        "containerInstanceArn": f"arn:aws:ecs:{region}:{account_id}:container-instance/emulator/{attempt.task_id}",
+        "taskArn": _task_arn(region, account_id, cluster, attempt.task_id),
+        "containerInstanceArn": f"arn:aws:ecs:{region}:{account_id}:container-instance/{cluster}/{attempt.task_id}",
         "logStreamName": attempt.log_stream,
         "networkInterfaces": [],
     }
@@ -69,7 +69,7 @@ def job_detail(job: Job, region: str, account_id: str) -> dict[str, Any]:
     container["resourceRequirements"] = [dict(r) for r in job.resource_requirements]
     last = job.current if job.current is not None else (job.attempts[-1] if job.attempts else None)
     if last is not None and not job.is_parent:
-        container["taskArn"] = _task_arn(region, account_id, last.task_id)
+        container["taskArn"] = _task_arn(region, account_id, job.ecs_cluster, last.task_id)
         if last.started_at is not None:
             container["logStreamName"] = last.log_stream
         if last.exit_code is not None:
@@ -82,7 +82,7 @@ def job_detail(job: Job, region: str, account_id: str) -> dict[str, Any]:
         "jobId": job.job_id,
         "jobQueue": job.queue_arn,
         "status": job.status,
-        "attempts": [attempt_detail(a, region, account_id) for a in job.attempts],
+        "attempts": [attempt_detail(a, region, account_id, job.ecs_cluster) for a in job.attempts],
         "createdAt": job.created_at,
         "dependsOn": list(job.extra.get("dependsOn") or []),
         "jobDefinition": job.job_def_arn,
@@ -90,7 +90,7 @@ def job_detail(job: Job, region: str, account_id: str) -> dict[str, Any]:
         "container": container,
         "tags": dict(job.tags),
         "propagateTags": job.propagate_tags,
-        "platformCapabilities": [],
+        "platformCapabilities": list(job.platform_capabilities),
         "isCancelled": job.is_cancelled,
         "isTerminated": job.is_terminated,
     }

@@ -93,6 +93,8 @@ class JobStates:
                     queue_arn=job.queue_arn,
                     queue_name=job.queue_name,
                     ce_name=job.ce_name,
+                    ecs_cluster=job.ecs_cluster,
+                    platform_capabilities=job.platform_capabilities,
                     job_def_arn=job.job_def_arn,
                     job_def_name=job.job_def_name,
                     container_properties=job.container_properties,

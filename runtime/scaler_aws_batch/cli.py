@@ -10,96 +10,99 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
+    from scaler_aws_batch.backends.kind import BackendKind
     from scaler_aws_batch.engine import JobEngine
+    from scaler_aws_batch.worker_settings import WorkerSettings
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    from scaler_aws_batch.backends.registry import BACKEND_KINDS, DEFAULT_BACKEND
+    """The worker's flags, all generated from the settings declarations (see :mod:`scaler_aws_batch.config`)."""
+    from scaler_aws_batch import config
+    from scaler_aws_batch.backends.registry import BACKEND_KINDS
+    from scaler_aws_batch.worker_settings import WorkerSettings
 
-    common = parser.add_argument_group("adapter")
-    common.add_argument("--scheduler", default=None, help="scheduler address, e.g. tcp://127.0.0.1:2345")
-    common.add_argument("--object-storage", default=None, help="object storage address (default: from scheduler)")
-    common.add_argument(
-        "--backend", choices=tuple(BACKEND_KINDS), default=None, help=f"where jobs run ({DEFAULT_BACKEND})"
-    )
-    common.add_argument("--client-python", default=None, help="clients' Python major.minor (default: this one)")
-    common.add_argument("--array-window", type=float, default=None, help="seconds to gather tasks into arrays")
-    common.add_argument("--queue-size", type=int, default=None, help="tasks the scheduler may hand over (2x jobs)")
-    common.add_argument("--vanish-after", type=float, default=None, help="fail a job unseen this long (60 s)")
-    common.add_argument("--name", default="", help="worker name shown by the scheduler")
-    common.add_argument("--adapter-id", default=None, help="names and tags every job (default: see reliability.md)")
-    common.add_argument("--reattach-grace", type=float, default=None, help="wait for re-sent tasks (180 s)")
-    common.add_argument("--submit-deadline", type=float, default=None, help="retry submits through outages (600 s)")
-    common.add_argument("--shutdown-timeout", type=float, default=None, help="bound on stopping jobs at exit (60 s)")
-    common.add_argument("--keep-jobs-on-exit", action="store_true", help="leave jobs running for a re-attach")
-    common.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    parser.add_argument(*config.CONFIG_FLAGS, dest="config", metavar="FILE.toml", help="TOML config file")
+    config.add_arguments(WorkerSettings, parser, "adapter (every backend)")
     for kind in BACKEND_KINDS.values():
-        kind.add_arguments(parser)
+        config.add_arguments(kind.settings, parser, f"--backend {kind.name}")
 
 
-def build_worker(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[AdapterSettings, JobEngine]:
-    """Turn flags (and SCALER_BATCH_* variables) into the adapter settings and its engine. ValueError on bad input."""
+def load_worker_settings(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[WorkerSettings, BackendKind[Any], config.Settings]:
+    """The worker's settings and its backend's, from flags > environment > config file > defaults."""
+    from scaler_aws_batch import config
+    from scaler_aws_batch.backends.registry import BACKEND_KINDS
+    from scaler_aws_batch.worker_settings import WorkerSettings
+
+    path = config.config_path(args, env) or ""
+    data = config.read_config_file(path) if path else {}
+    worker: WorkerSettings = config.load(WorkerSettings, args, env, config.file_section(data, WorkerSettings, path))
+    sections = {name: config.file_section(data, kind.settings, path) for name, kind in BACKEND_KINDS.items()}
+    kind = BACKEND_KINDS.get(worker.backend)
+    if kind is None:
+        raise ValueError(
+            f"unknown backend {worker.backend!r} ({config.where(WorkerSettings, 'backend')}): "
+            f"use {', '.join(BACKEND_KINDS)}"
+        )
+    return worker, kind, kind.load_settings(args, env, sections[kind.name])
+
+
+def build_worker(
+    worker: WorkerSettings, kind: BackendKind[Any], backend_settings: config.Settings
+) -> tuple[AdapterSettings, JobEngine]:
+    """The adapter settings and its engine. ValueError on bad input."""
     import cloudpickle
 
+    from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
-    from scaler_aws_batch.backends.registry import BACKEND_KINDS, DEFAULT_BACKEND
     from scaler_aws_batch.engine import EngineSettings, JobEngine
     from scaler_aws_batch.reattach import default_adapter_id
+    from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
+    from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
+    from scaler_aws_batch.worker_settings import WorkerSettings
 
-    scheduler = args.scheduler or env.get("SCALER_BATCH_SCHEDULER")
-    if not scheduler:
+    if not worker.scheduler:
         raise ValueError("no scheduler address: pass --scheduler tcp://host:port or set SCALER_BATCH_SCHEDULER")
-    backend_name = args.backend or env.get("SCALER_BATCH_BACKEND", DEFAULT_BACKEND)
-    client_python = args.client_python or env.get("SCALER_BATCH_CLIENT_PYTHON") or python_version_tag()
-    if not client_python.replace(".", "").isdigit() or client_python.count(".") != 1:
-        raise ValueError(f"--client-python takes major.minor like 3.11, got {client_python!r}")
-    kind = BACKEND_KINDS.get(backend_name)
-    if kind is None:
-        raise ValueError(f"unknown backend {backend_name!r}: use {' or '.join(BACKEND_KINDS)}")
-    setup = kind.build(args, env)
-
-    adapter_id = (
-        args.adapter_id
-        or env.get("SCALER_BATCH_ADAPTER_ID")
-        or default_adapter_id(scheduler=scheduler, backend=backend_name, queue=setup.deployment, name=args.name)
-    )
-
-    def seconds(flag: str, value: float | None, default: float) -> float:
-        if value is None:
-            return default
-        if value < 0:
-            raise ValueError(f"{flag} takes seconds, zero or more, got {value}")
-        return value
-
+    if worker.job_timeout_seconds < kind.min_timeout_seconds:
+        raise ValueError(
+            f"job_timeout_seconds must be at least {kind.min_timeout_seconds} on {kind.name} "
+            f"({config.where(WorkerSettings, 'job_timeout_seconds')}), got {worker.job_timeout_seconds}"
+        )
+    setup = kind.build(backend_settings, worker)
+    user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
     engine_settings = EngineSettings(
-        adapter_id=adapter_id,
-        client_python=client_python,
+        adapter_id=worker.adapter_id
+        or default_adapter_id(scheduler=worker.scheduler, backend=kind.name, queue=setup.deployment, name=worker.name),
+        client_python=worker.client_python or python_version_tag(),
         cloudpickle_version=cloudpickle.__version__,
-        job_timeout_seconds=setup.job_timeout_seconds,
-        array_window_seconds=args.array_window if args.array_window is not None else setup.array_window_seconds,
-        poll_interval_min_seconds=setup.poll_interval_min_seconds,
-        poll_interval_max_seconds=setup.poll_interval_max_seconds,
-        vanish_bound_seconds=args.vanish_after if args.vanish_after is not None else 60.0,
-        reattach_grace_seconds=seconds("--reattach-grace", args.reattach_grace, 180.0),
-        submit_deadline_seconds=seconds("--submit-deadline", args.submit_deadline, 600.0),
+        job_timeout_seconds=worker.job_timeout_seconds,
+        array_window_seconds=kind.array_window_seconds if worker.array_window is None else worker.array_window,
+        poll_interval_min_seconds=kind.poll_interval_min_seconds,
+        poll_interval_max_seconds=kind.poll_interval_max_seconds,
+        vanish_bound_seconds=worker.vanish_after,
+        user_tags=user_tags,
+        reattach_grace_seconds=worker.reattach_grace,
+        submit_deadline_seconds=worker.submit_deadline,
         queues=tuple(dict.fromkeys((None, setup.routing.on_demand, setup.routing.gpu))),
     )
     adapter = AdapterSettings(
-        scheduler_address=scheduler,
-        object_storage_address=args.object_storage,
-        name=args.name,
-        max_concurrent_jobs=setup.max_concurrent_jobs,
-        task_queue_size=args.queue_size or 0,
+        scheduler_address=worker.scheduler,
+        object_storage_address=worker.object_storage,
+        name=worker.name,
+        max_concurrent_jobs=worker.max_concurrent_jobs,
+        task_queue_size=worker.queue_size,
         routing=setup.routing,
-        keep_jobs_on_exit=args.keep_jobs_on_exit,
-        shutdown_timeout_seconds=seconds("--shutdown-timeout", args.shutdown_timeout, 60.0),
+        keep_jobs_on_exit=worker.keep_jobs_on_exit,
+        shutdown_timeout_seconds=worker.shutdown_timeout,
     )
-    return adapter, JobEngine(setup.backend, setup.store, engine_settings)
+    return adapter, JobEngine(setup.backend, setup.store, engine_settings, UsageRecorder(worker.usage_log))
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -107,12 +110,10 @@ def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from scaler_aws_batch.adapter.worker import AdapterWorker
 
-    logging.basicConfig(
-        level=(args.log_level or env.get("SCALER_BATCH_LOG_LEVEL") or "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        settings, engine = build_worker(args, env)
+        worker, kind, backend_settings = load_worker_settings(args, env)
+        logging.basicConfig(level=worker.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings, engine = build_worker(worker, kind, backend_settings)
     except ValueError as exc:
         print(f"scaler-batch worker: {exc}", file=sys.stderr)
         return 2
@@ -123,13 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch", description="Run Scaler tasks on AWS Batch or locally.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run a sample workload on the embedded local default")
+    demo = commands.add_parser("demo", help="run a sample workload (local jobs, or AWS Batch emulated locally)")
     demo.add_argument("--scheduler", default=None, help="use this running scheduler instead of an embedded one")
     demo.add_argument("--tasks", type=int, default=24, help="how many CPU-bound tasks to map (24)")
     demo.add_argument("--keep-work-dir", action="store_true", help="keep job logs and the store after the run")
+    demo.add_argument(
+        "--backend",
+        choices=("local", "aws-batch"),
+        default="local",
+        help="local job processes (default), or AWS Batch through the Batch emulator on this machine (no account)",
+    )
 
     worker = commands.add_parser("worker", help="serve a Scaler scheduler, running each task as a job")
     add_worker_arguments(worker)
+
+    usage = commands.add_parser("usage", help="summarize a --usage-log file: tasks, resource-hours, estimated cost")
+    usage.add_argument("file", help="the JSON-lines file the worker's --usage-log wrote")
+    usage.add_argument("--prices", default=None, metavar="FILE.json", help="price table (default: built-in estimates)")
+    usage.add_argument("--chart", default=None, metavar="OUT.png", help="also write the run's cost over time (PNG)")
 
     commands.add_parser("scheduler", help="scaler_scheduler with the capability-forwarding fix", add_help=False)
     run_job = commands.add_parser("run-job", help="the runner a job executes", add_help=False)
@@ -150,10 +162,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "worker":
         return run_worker(args, os.environ)
+    if args.command == "usage":
+        from scaler_aws_batch.usage import run_usage_report
+
+        try:
+            run_usage_report(args.file, prices_path=args.prices, chart_path=args.chart, out=sys.stdout)
+        except ValueError as exc:
+            print(f"scaler-batch usage: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo":
         from scaler_aws_batch.demo import run_demo
 
-        return run_demo(scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir)
+        return run_demo(
+            scheduler=args.scheduler, tasks=args.tasks, keep_work_dir=args.keep_work_dir, backend=args.backend
+        )
     raise AssertionError(args.command)
 
 

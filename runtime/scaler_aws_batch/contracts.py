@@ -33,6 +33,12 @@ class StackOutput:
     JOB_TAGS: Final = "JobTags"
 
 
+# --- the Batch emulator's stand-alone entry point (``python -m batch_emulator``) -------------------------------------
+
+#: The line it prints once its endpoint serves, followed by the endpoint URL; the demo reads the URL from it.
+EMULATOR_ENDPOINT_LINE_PREFIX: Final = "batch emulator endpoint: "
+
+
 # --- AWS Batch status reasons (AWS's own text; see docs/architecture.md) -----------------------------------------
 
 

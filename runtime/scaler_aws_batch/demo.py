@@ -3,6 +3,10 @@
 With no arguments it starts an embedded scheduler and object storage, runs the adapter on the local backend with a
 local directory store, then submits a ``map`` of a CPU-bound function, a command task and a task that raises. It
 prints progress as results arrive and ends with a summary.
+
+``--backend aws-batch`` runs the same workload on the AWS Batch backend against the project's Batch emulator
+(``python -m batch_emulator``, started as a separate process: AWS Batch, S3 and CloudWatch Logs on this machine,
+each job a local process), so the AWS path can be tried with no AWS account.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import pathlib
 import signal
@@ -22,8 +27,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from scaler_aws_batch.commands import CommandResult
+from scaler_aws_batch.contracts import EMULATOR_ENDPOINT_LINE_PREFIX
 
 ADAPTER_START_TIMEOUT_SECONDS = 60.0
+EMULATOR_START_TIMEOUT_SECONDS = 120.0
+DEMO_BACKENDS = ("local", "aws-batch")
+#: What the emulator accepts as credentials; the adapter needs some to sign its requests.
+_EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 def count_primes(limit: int) -> int:
@@ -64,28 +74,65 @@ class _Tally:
         print(f"  [{self.done:>3}/{self.total}] {mark} {label} -> {shown[:100]}", flush=True)
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
-def _adapter_process(scheduler: str, work_dir: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+def _adapter_process(
+    scheduler: str, work_dir: pathlib.Path, backend_args: list[str], env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     log_path = work_dir / "adapter.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "scaler_aws_batch", "worker", "--scheduler", scheduler, "--backend", "local",
-             "--work-dir", str(work_dir), "--name", "demo-adapter"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "scaler_aws_batch", "worker", "--scheduler", scheduler, "--name", "demo-adapter",
+             *backend_args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
         )  # fmt: skip
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            _stop(process)
 
 
-def run_demo(*, scheduler: str | None, tasks: int, keep_work_dir: bool) -> int:
+@contextlib.contextmanager
+def _emulator_process(work_dir: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
+    """``python -m batch_emulator`` on a free port; yields its endpoint and the stack outputs file it wrote."""
+    outputs = work_dir / "cdk-outputs.json"
+    log_path = work_dir / "emulator.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "batch_emulator", "--port", "0", "--outputs", str(outputs)],
+            stdout=subprocess.PIPE, stderr=log, cwd=work_dir,
+        )  # fmt: skip
+        try:
+            endpoint = _read_endpoint(process, log_path)
+            yield endpoint, outputs
+        finally:
+            _stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _read_endpoint(process: subprocess.Popen[bytes], log_path: pathlib.Path) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + EMULATOR_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode(errors="replace")
+        if line.startswith(EMULATOR_ENDPOINT_LINE_PREFIX):
+            return line[len(EMULATOR_ENDPOINT_LINE_PREFIX) :].strip()
+        if not line and process.poll() is not None:
+            break
+    raise RuntimeError(f"the Batch emulator did not start; see {log_path}")
+
+
+def run_demo(*, scheduler: str | None, tasks: int, keep_work_dir: bool, backend: str = "local") -> int:
     from scaler import Client
 
     from scaler_aws_batch.commands import submit_command
@@ -94,17 +141,36 @@ def run_demo(*, scheduler: str | None, tasks: int, keep_work_dir: bool) -> int:
     if tasks <= 0:
         print("scaler-batch demo: --tasks must be positive", file=sys.stderr)
         return 2
+    if backend not in DEMO_BACKENDS:
+        print(f"scaler-batch demo: --backend must be one of {', '.join(DEMO_BACKENDS)}", file=sys.stderr)
+        return 2
     work_dir = pathlib.Path(tempfile.mkdtemp(prefix="scaler-batch-demo-"))
     started = time.monotonic()
-    print("scaler-batch demo: the adapter on the local backend (each task runs as a local job process)")
     with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if backend == "local":
+            print("scaler-batch demo: the adapter on the local backend (each task runs as a local job process)")
+            backend_args = ["--backend", "local", "--work-dir", str(work_dir)]
+        else:
+            print("scaler-batch demo: the adapter on the AWS Batch backend, against the Batch emulator (no account)")
+            if importlib.util.find_spec("moto") is None:
+                print("  the Batch emulator needs moto: pip install 'scaler-aws-batch[emulator]'", file=sys.stderr)
+                return 2
+            try:
+                endpoint, outputs = stack.enter_context(_emulator_process(work_dir))
+            except RuntimeError as exc:
+                print(f"  {exc}")
+                return 1
+            print(f"  Batch emulator at {endpoint}, stack outputs in {outputs}")
+            backend_args = ["--backend", "aws-batch", "--stack-outputs", str(outputs), "--endpoint-url", endpoint]
+            env = _EMULATOR_CREDENTIALS
         if scheduler is None:
             cluster = stack.enter_context(EmbeddedScheduler(log_path=str(work_dir / "scheduler.log")))
             scheduler = cluster.addresses.scheduler
             print(f"  embedded Scaler scheduler at {scheduler}")
         else:
             print(f"  using the scheduler at {scheduler}")
-        adapter = stack.enter_context(_adapter_process(scheduler, work_dir))
+        adapter = stack.enter_context(_adapter_process(scheduler, work_dir, backend_args, env))
         print(f"  adapter pid {adapter.pid}, job logs and store under {work_dir}")
         client = stack.enter_context(Client(address=scheduler))
         limits = [20_000 + 2_500 * index for index in range(tasks)]

@@ -1,7 +1,8 @@
 """The shared job engine: everything a backend does not do.
 
-- **Packing.** Tasks that arrive within ``array_window_seconds`` and share serializer, resources, queue and timeout
-  become one array job (2..10,000 children) with one payload; a lone task becomes a single job.
+- **Packing.** Tasks that share serializer, resources, queue and timeout gather until none has arrived for
+  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, or 10,000 are there) and become one
+  array job (2..10,000 children) with one payload; a lone task becomes a single job.
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
@@ -16,7 +17,8 @@
   gets its stored result with no job at all; jobs whose tasks are not sent again within the grace period stop.
 - **Shutdown.** :meth:`JobEngine.shutdown` stops intake, lets submissions in flight settle, then stops every live
   job within a bound (or leaves them running for a later re-attach).
-- **Outcomes.** A finished job's result object is read from the store and handed over as bytes. A FAILED job
+- **Outcomes.** A finished job's result object is read from the store and handed over as bytes; reads run
+  concurrently in the background and results are deleted in batches (:mod:`scaler_aws_batch.results`). A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
 """
@@ -31,7 +33,7 @@ import math
 import pickle
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import (
     BackendError,
@@ -58,13 +60,11 @@ from scaler_aws_batch.errors import (
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
-from scaler_aws_batch.reattach import (
-    FoundJob,
-    ShutdownReport,
-    Stock,
-    take_stock,
-)
+from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock, take_stock
+from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.stores import ObjectStore
+from scaler_aws_batch.tags import check_user_tags
+from scaler_aws_batch.usage import JobUsage, Outcome, UsageRecorder
 from scaler_aws_batch.wire import (
     PAYLOADS_PREFIX,
     RESULTS_PREFIX,
@@ -90,6 +90,8 @@ class EngineSettings:
     cloudpickle_version: str
     job_timeout_seconds: int = 3600
     array_window_seconds: float = 0.05
+    #: A steady stream of tasks keeps extending the window; the first task waits at most this long.
+    array_max_wait_seconds: float = 2.0
     max_array_size: int = MAX_ARRAY_SIZE
     poll_interval_min_seconds: float = 0.05
     poll_interval_max_seconds: float = 2.0
@@ -110,6 +112,8 @@ class EngineSettings:
     queues: tuple[str | None, ...] = (None,)
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
+    #: User tags on every job (``cdk.json`` ``job_tags`` and ``--tag``), checked by :mod:`scaler_aws_batch.tags`.
+    user_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
@@ -122,6 +126,7 @@ class EngineSettings:
             raise ValueError("the vanish bound must be positive; the re-attach grace and submit deadline not negative")
         if not self.adapter_id or not self.adapter_id.replace("-", "").isalnum() or len(self.adapter_id) > 40:
             raise ValueError(f"the adapter id must be 1-40 letters, digits or '-', got {self.adapter_id!r}")
+        check_user_tags(self.user_tags, source="job tags")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,13 +254,17 @@ class _Job:
 
 
 class JobEngine:
-    def __init__(self, backend: JobBackend, store: ObjectStore, settings: EngineSettings) -> None:
+    def __init__(
+        self, backend: JobBackend, store: ObjectStore, settings: EngineSettings, usage: UsageRecorder | None = None
+    ) -> None:
         self._backend = backend
         self._store = store
         self._settings = settings
+        self._usage = usage if usage is not None else UsageRecorder(None)
         self._tasks: dict[str, _Task] = {}
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
+        self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
@@ -268,11 +277,42 @@ class JobEngine:
         self._settled.set()
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
+        self._results = ResultIO(store)
+        self._resolving: set[asyncio.Task[None]] = set()  # results being read: the reconcile loop does not wait
         self.stats: collections.Counter[str] = collections.Counter()
 
     @property
     def backend(self) -> JobBackend:
         return self._backend
+
+    @property
+    def usage(self) -> UsageRecorder:
+        return self._usage
+
+    async def close_usage(self, timeout_seconds: float = 10.0) -> str:
+        """At exit: describe the array children still missing from the usage log (bounded), close the log and
+        return (and log) the one-line summary."""
+        deadline = time.monotonic() + timeout_seconds
+        while self._usage.deferred and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if left := self._usage.flush_unknown():
+            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
+        line = self._usage.summary.one_line()
+        logger.info(line)
+        self._usage.close()
+        return line
+
+    async def _settle_usage(self, *, final: bool = False) -> None:
+        if self._usage.deferred:
+            await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
+
+    async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
+        return {job_id: status.usage for job_id, status in (await self._describe(job_ids))[0].items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
@@ -287,6 +327,7 @@ class JobEngine:
         key = work.pack_key()
         self._pending.setdefault(key, []).append(work.task_id)
         self._pending_since.setdefault(key, time.monotonic())
+        self._pending_last[key] = time.monotonic()
         self._wake_packer.set()
         return future
 
@@ -316,7 +357,10 @@ class JobEngine:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
 
     async def run(self) -> None:
-        await asyncio.gather(self._packer(), self._reconciler())
+        try:
+            await asyncio.gather(self._packer(), self._reconciler())
+        finally:
+            await asyncio.to_thread(self._results.close)
 
     # --- re-attachment ------------------------------------------------------------------------------------------
 
@@ -410,7 +454,7 @@ class JobEngine:
         while self._read_results and now - self._read_results[0][0] >= self._settings.result_delete_delay_seconds:
             due.add(self._read_results.popleft()[1])
         if due:
-            await asyncio.to_thread(self._delete_results, due)
+            self._delete_results(due)
 
     async def _expire_awaiting(self, now: float) -> None:
         """Stop the jobs (or array children) of tasks that were not sent again within the grace period; delete the
@@ -421,7 +465,7 @@ class JobEngine:
             del self._stored[task_id]
         expired = {task_id for task_id, deadline in self._awaiting.items() if deadline <= now}
         if self._settings.delete_results and unclaimed:
-            await asyncio.to_thread(self._delete_results, unclaimed)
+            self._delete_results(unclaimed)
         if not expired:
             return
         for job in list(self._jobs.values()):
@@ -441,14 +485,11 @@ class JobEngine:
             del self._awaiting[task_id]
             self._awaiting_job.pop(task_id, None)
         if self._settings.delete_results:
-            await asyncio.to_thread(self._delete_results, expired)
+            self._delete_results(expired)
 
     def _delete_results(self, task_ids: set[str]) -> None:
         for task_id in task_ids:
-            try:
-                self._store.delete(result_key(task_id))
-            except StoreError as exc:
-                logger.warning("deleting the result of task %s failed: %s", task_id, exc)
+            self._results.discard(result_key(task_id))  # batched: DeleteObjects at the end of the round
 
     # --- shutdown -----------------------------------------------------------------------------------------------
 
@@ -505,18 +546,19 @@ class JobEngine:
         while self._intake_open:
             now = time.monotonic()
             due = [
-                key for key, since in self._pending_since.items() if now - since >= self._settings.array_window_seconds
+                key
+                for key in self._pending_since
+                if self._due_at(key) <= now or len(self._pending[key]) >= self._settings.max_array_size
             ]
             for key in due:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
-                del self._pending_since[key]
+                del self._pending_since[key], self._pending_last[key]
                 for start in range(0, len(ids), self._settings.max_array_size):
                     if not self._intake_open:
                         break
                     await self._submit_group(ids[start : start + self._settings.max_array_size])
             if self._pending_since:
-                earliest = min(self._pending_since.values())
-                delay = max(0.0, earliest + self._settings.array_window_seconds - time.monotonic())
+                delay = max(0.0, min(self._due_at(key) for key in self._pending_since) - time.monotonic())
                 try:
                     await asyncio.wait_for(self._wake_packer.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -524,6 +566,11 @@ class JobEngine:
             else:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
+
+    def _due_at(self, key: tuple[object, ...]) -> float:
+        window = self._settings.array_window_seconds
+        longest = max(window, self._settings.array_max_wait_seconds)
+        return min(self._pending_last[key] + window, self._pending_since[key] + longest)
 
     def _spec_for(self, works: Sequence[TaskWork]) -> JobSpec:
         # The name is decided by the tasks, before SubmitJob: a job whose SubmitJob was in flight when the adapter
@@ -534,7 +581,7 @@ class JobEngine:
             payload="",
             resources=works[0].resources,
             timeout_seconds=works[0].timeout_seconds or self._settings.job_timeout_seconds,
-            tags={JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first,
+            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first,
                   JobTag.TASK_COUNT: str(count)},
             array_size=count if count > 1 else None,
             queue=works[0].queue,
@@ -591,6 +638,7 @@ class JobEngine:
             self._submitting -= 1
             if self._submitting == 0:
                 self._settled.set()
+
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
@@ -637,10 +685,11 @@ class JobEngine:
         delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)  # jittered
         key = self._tasks[retry[0]].work.pack_key()
         self._pending.setdefault(key, []).extend(retry)
-        # The packer submits a key once it is array_window old: date it so that it comes due after the delay.
-        self._pending_since[key] = min(
-            self._pending_since.get(key, now), now + delay - self._settings.array_window_seconds
-        )
+        # The packer submits a key when _due_at passes: date the group so that it comes due after the delay.
+        window = self._settings.array_window_seconds
+        longest = max(window, self._settings.array_max_wait_seconds)
+        self._pending_since[key] = min(self._pending_since.get(key, math.inf), now + delay - longest)
+        self._pending_last[key] = min(self._pending_last.get(key, math.inf), now + delay - window)
         self._wake_packer.set()
         logger.warning("submitting %d task(s) met a transient error; retrying in %.1fs: %s", len(retry), delay, exc)
 
@@ -674,6 +723,7 @@ class JobEngine:
                     )
                 except asyncio.TimeoutError:
                     await self._expire_awaiting(time.monotonic())
+                    self._results.flush()
                     continue
                 interval = self._settings.poll_interval_min_seconds
             try:
@@ -683,6 +733,7 @@ class JobEngine:
             self._wake_reconciler.clear()
             await self._expire_awaiting(time.monotonic())
             changed = await self._reconcile_once()
+            self._results.flush()
             if changed:
                 interval = self._settings.poll_interval_min_seconds
             else:
@@ -728,11 +779,12 @@ class JobEngine:
                 if status.state.is_final:
                     if job.tasks[None] in self._awaiting:  # nobody asked yet: keep the result for the re-send
                         self._keep_stored(job.tasks[None])
-                    elif not await self._resolve(job.tasks[None], status):
-                        continue  # the store did not answer: try again next round
+                    else:
+                        self._start_resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
+        await self._settle_usage()
         return changed
 
     async def _reconcile_array(
@@ -752,10 +804,9 @@ class JobEngine:
                 if result_key(task_id) in present and index is not None:
                     if task_id in self._awaiting:
                         self._keep_stored(task_id)
-                    elif not await self._resolve(
-                        task_id, JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
-                    ):
-                        continue
+                    else:
+                        child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
+                        self._start_resolve(task_id, child)
                     del job.tasks[index]
                     job.ok_resolved += 1
                     progressed = True
@@ -768,8 +819,8 @@ class JobEngine:
                     continue
                 if task_id in self._awaiting:
                     self._keep_stored(task_id)
-                elif not await self._resolve(task_id, status):
-                    continue
+                else:
+                    self._start_resolve(task_id, status)
                 del job.tasks[index]
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
@@ -820,18 +871,38 @@ class JobEngine:
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
 
-    async def _resolve(self, task_id: str, status: JobStatus) -> bool:
-        """Hand the task its outcome. False when the store did not answer (throttled, credentials): try later."""
+    def _start_resolve(self, task_id: str, status: JobStatus) -> None:
+        """Read the task's result in the background: concurrent with other reads and with the next round."""
+        resolving = asyncio.create_task(self._resolve(task_id, status), name=f"resolve-{task_id[:12]}")
+        self._resolving.add(resolving)
+        resolving.add_done_callback(self._resolved)
+
+    def _resolved(self, resolving: asyncio.Task[None]) -> None:
+        self._resolving.discard(resolving)
+        if not resolving.cancelled() and resolving.exception() is not None:
+            logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
+        if not self._resolving:
+            self._results.flush()  # the burst of reads is over: delete its results now, in as few calls as possible
+
+    async def _resolve(self, task_id: str, status: JobStatus) -> None:
         if task_id not in self._tasks:
-            return True
-        try:
-            outcome = await asyncio.to_thread(self._read_result, task_id, status)
-        except StoreUnavailableError as exc:
-            logger.warning("task %s: reading its result failed, will retry: %s", task_id, exc)
-            self.stats["result:retried"] += 1
-            return False
-        except StoreError as exc:
-            outcome = TaskOutcome(False, pickle.dumps(exc))
+            return
+        pause = 0.5
+        outcome: TaskOutcome | None = None
+        while True:
+            try:
+                outcome = await self._results.call(self._read_result, task_id, status)
+            except StoreUnavailableError as exc:  # throttled (SlowDown), 5xx, credentials: read it again later
+                logger.warning("task %s: reading its result failed, retrying in %.1fs: %s", task_id, pause, exc)
+                self.stats["result:retried"] += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                if task_id not in self._tasks:
+                    return
+                continue
+            except StoreError as exc:
+                outcome = TaskOutcome(False, pickle.dumps(exc))
+            break
         if outcome is None:
             if status.state is JobState.SUCCEEDED:
                 error: JobFailedError = ResultMissingError(
@@ -846,8 +917,11 @@ class JobEngine:
                 error = classify_failure(status, tail)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
+            kind = Outcome.JOB_FAILED
+        else:
+            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
+        self._usage.record(status.job_id, [task_id], kind, status.usage)
         self._finish(task_id, outcome)
-        return True
 
     def _finish(self, task_id: str, outcome: TaskOutcome) -> None:
         task = self._tasks.pop(task_id, None)

@@ -162,11 +162,11 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
     )
 
 
-def _load_payload(value: str) -> tuple[Payload, ObjectStore | None]:
+def _load_payload(value: str, env: Mapping[str, str] | None) -> tuple[Payload, ObjectStore | None]:
     parameter = parse_parameter(value)
     if isinstance(parameter, InlineParameter):
         return decode_payload(parameter.envelope), None
-    store = open_store(parameter.store_url)
+    store = open_store(parameter.store_url, env)
     stored = store.get(parameter.key)
     if sha256_hex(stored) != parameter.sha256:
         raise PayloadError(
@@ -187,12 +187,13 @@ def _select(payload: Payload, context: JobContext) -> tuple[TaskEntry, ...]:
     return (payload.tasks[context.array_index],)
 
 
-def run(value: str, context: JobContext) -> int:
+def run(value: str, context: JobContext, env: Mapping[str, str] | None = None) -> int:
+    """``env``: where the stores take their endpoint, region and keys (None: the process environment)."""
     try:
-        payload, payload_store = _load_payload(value)
+        payload, payload_store = _load_payload(value, env)
         tasks = _select(payload, context)
         result_store = payload_store if payload_store and payload_store.url == payload.result_store else None
-        result_store = result_store or open_store(payload.result_store)
+        result_store = result_store or open_store(payload.result_store, env)
     except PayloadError as exc:
         logger.error("job %s: refusing the payload: %s", context.job_id, exc)
         return EXIT_BAD_PAYLOAD
@@ -227,10 +228,14 @@ def run(value: str, context: JobContext) -> int:
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
+LOG_FORMAT = "%(asctime)s %(levelname)s runner: %(message)s"
+
+
+def _configure_logging(level: str, handler: logging.Handler | None) -> None:
     """The runner's lines go to stderr, which Batch ships to CloudWatch; nothing else in the job logs there."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s runner: %(message)s"))
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.handlers = [handler]
     logger.propagate = False
     logger.setLevel(level.upper())
@@ -242,9 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    log_handler: logging.Handler | None = None,
+) -> int:
+    """Run one job. ``env`` replaces the process environment for everything the job reads (AWS_BATCH_* variables,
+    store endpoint and credentials), so a caller may run jobs in threads; ``log_handler`` replaces stderr."""
     environment = os.environ if env is None else env
-    _configure_logging(environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"))
+    _configure_logging(environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"), log_handler)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
@@ -256,7 +268,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     _install_traceback_pickling()
     try:
-        return run(args.payload, context)
+        return run(args.payload, context, env)
     except ScalerBatchError as exc:
         logger.error("job %s: %s", context.job_id, exc)
         return EXIT_STORE

@@ -41,6 +41,7 @@ from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 
 from scaler_aws_batch.adapter.task_manager import TASK_CAPABILITIES, PassthroughTaskManager, QueueRouting
 from scaler_aws_batch.engine import JobEngine
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class AdapterSettings:
     scheduler_address: str
     object_storage_address: str | None = None
     name: str = ""
-    max_concurrent_jobs: int = 1000
+    max_concurrent_jobs: int = MAX_ARRAY_SIZE
     task_queue_size: int = 0  # 0: twice the maximum of concurrent jobs, so arrays can fill up
     heartbeat_interval_seconds: int = 1
     death_timeout_seconds: int = 60
@@ -156,6 +157,7 @@ class AdapterWorker:
             engine.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await engine
+            await self._engine.close_usage()  # the usage summary line, and the usage log's last records
             self._engine.backend.close()
         logger.info("adapter stopped after %d task(s); %d job(s) stopped, %d kept running, %d could not be stopped",
                     self._task_manager.completed, len(report.stopped), len(report.kept),

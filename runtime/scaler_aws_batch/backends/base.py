@@ -12,9 +12,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+import os
+import pathlib
+import shutil
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
+from scaler_aws_batch.limits import container_overrides_length, render_command
+from scaler_aws_batch.usage import JobUsage
 
 __all__ = ["PAYLOAD_PARAMETER", "RUNNER_COMMAND"]  # re-exported: backends import them from here
 
@@ -84,6 +90,33 @@ class JobSpec:
     task_ids: tuple[str, ...] = ()
 
 
+def runner_argv(spec: JobSpec, command: Sequence[str] = RUNNER_COMMAND) -> list[str]:
+    """The job command with the payload substituted, ``scaler-batch`` found next to this interpreter first (as a
+    job image would have it on PATH); for backends that run the runner on this machine or a shared filesystem."""
+    argv = render_command(command, {PAYLOAD_PARAMETER: spec.payload})
+    search_path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    found = shutil.which(argv[0], path=search_path)
+    if found:
+        return [found, *argv[1:]]
+    if argv[0] == RUNNER_COMMAND[0]:
+        return [sys.executable, "-m", "scaler_aws_batch", *argv[1:]]
+    raise FileNotFoundError(f"job command {argv[0]!r} is not on PATH")
+
+
+def runner_overrides_length(spec: JobSpec, command: Sequence[str] = RUNNER_COMMAND) -> int:
+    """AWS's container-overrides measure of ``spec``, so that backends without the limit plan payloads alike."""
+    rendered = render_command(command, {PAYLOAD_PARAMETER: spec.payload})
+    return container_overrides_length(rendered, None, resource_requirements(spec.resources))
+
+
+def tail_lines(path: pathlib.Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a job's log file; none when it does not exist (yet)."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return []
+
+
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
     """What a describe returns for one job id."""
@@ -97,6 +130,20 @@ class JobStatus:
     array_summary: Mapping[JobState, int] | None = None
     #: Where the backend keeps this job's log, for operators (e.g. a CloudWatch stream name or a file path).
     log_location: str | None = None
+    #: What the job used and where it ran (for the usage log); None when the backend does not say.
+    usage: JobUsage | None = None
+
+
+def array_parent_status(job_id: str, children: Iterable[JobState]) -> JobStatus:
+    """An array parent as AWS reports it: PENDING until every child is final, then FAILED if any child failed."""
+    summary = {state: 0 for state in JobState}
+    for state in children:
+        summary[state] += 1
+    done = summary[JobState.SUCCEEDED] + summary[JobState.FAILED]
+    if done < sum(summary.values()):
+        return JobStatus(job_id=job_id, state=JobState.PENDING, array_summary=summary)
+    final = JobState.FAILED if summary[JobState.FAILED] else JobState.SUCCEEDED
+    return JobStatus(job_id=job_id, state=final, array_summary=summary)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 
 class ObjectStore(abc.ABC):
@@ -38,3 +39,8 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete every key; missing keys are not an error. Stores with a bulk call override this."""
+        for key in keys:
+            self.delete(key)

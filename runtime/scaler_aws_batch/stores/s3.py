@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+_DELETE_OBJECTS_MAX_KEYS = 1000  # S3 DeleteObjects' limit per request
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _ALREADY_EXISTS_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 #: S3 serves thousands of requests per second per prefix; this only keeps one adapter from hogging it.
@@ -28,6 +31,42 @@ S3_OPERATIONS_TPS = 500.0
 def s3_client_config() -> Config:
     # Standard mode retries 5xx and SlowDown a little; the shared call layer backs off further on top.
     return Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32)
+
+
+_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+             "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SDK_UA_APP_ID")  # fmt: skip
+
+
+def _client_settings(env: Mapping[str, str]) -> tuple[str | None, ...]:
+    return tuple(env.get(name) or None for name in _ENV_KEYS)
+
+
+def _new_client(settings: tuple[str | None, ...]) -> S3Client:
+    key, secret, token, region, default_region, s3_endpoint, endpoint, app_id = settings
+    session = boto3.session.Session(
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        region_name=region or default_region,
+    )
+    # AWS_SDK_UA_APP_ID, as the SDK itself would read it from the process environment.
+    config = s3_client_config().merge(Config(user_agent_appid=app_id)) if app_id else s3_client_config()  # type: ignore[call-arg]
+    return session.client("s3", endpoint_url=s3_endpoint or endpoint, config=config)
+
+
+_shared_clients_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_client(settings: tuple[str | None, ...]) -> S3Client:
+    return _new_client(settings)
+
+
+def _shared_client(settings: tuple[str | None, ...]) -> S3Client:
+    # Building a client costs tens of milliseconds of CPU; clients are thread-safe, so jobs with the same settings
+    # share one (built once, under the lock, even when many jobs start together).
+    with _shared_clients_lock:
+        return _cached_client(settings)
 
 
 class S3Store(ObjectStore):
@@ -59,11 +98,18 @@ class S3Store(ObjectStore):
         )
 
     @staticmethod
-    def from_url(url: str, *, client: S3Client | None = None) -> S3Store:
+    def from_url(url: str, *, client: S3Client | None = None, env: Mapping[str, str] | None = None) -> S3Store:
+        """``env``: take endpoint, region and keys from this mapping instead of the process environment (a runner
+        in a thread of another process, e.g. the Batch emulator's in-process mode)."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"an S3 store URL looks like s3://bucket/prefix, got {url!r}")
-        return S3Store(parsed.netloc, parsed.path, client=client)
+        if env is None or client is not None:
+            return S3Store(parsed.netloc, parsed.path, client=client)
+        settings = _client_settings(env)
+        return S3Store(
+            parsed.netloc, parsed.path, client=_shared_client(settings), client_factory=lambda: _new_client(settings)
+        )
 
     @property
     def url(self) -> str:
@@ -137,3 +183,21 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         self._call("DeleteObject", "delete", key,
                    lambda: self._client.delete_object(Bucket=self._bucket, Key=self._key(key)))  # fmt: skip
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One DeleteObjects request per 1,000 keys (its limit); a key S3 could not delete is an error."""
+        for start in range(0, len(keys), _DELETE_OBJECTS_MAX_KEYS):
+            chunk = keys[start : start + _DELETE_OBJECTS_MAX_KEYS]
+            objects: list[Any] = [{"Key": self._key(key)} for key in chunk]
+
+            def delete(objects: list[Any] = objects) -> Any:
+                return self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True})
+
+            answer = self._call("DeleteObjects", "delete", chunk[0], delete)
+            errors = answer.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"cannot delete {len(errors)} of {len(chunk)} object(s) from {self.url}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')}"
+                )

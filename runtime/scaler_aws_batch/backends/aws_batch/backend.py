@@ -32,6 +32,7 @@ from scaler_aws_batch.aws_calls import (
     TokenBucket,
     error_code,
 )
+from scaler_aws_batch.backends.aws_batch.usage import ComputePlacements, job_usage
 from scaler_aws_batch.backends.base import (
     PAYLOAD_PARAMETER,
     BackendError,
@@ -190,6 +191,8 @@ class AwsBatchBackend(JobBackend):
 
         self._job_definition_lock = threading.Lock()
         self._job_definition_info: _JobDefinitionInfo | None = None
+        #: Which compute environment (and so Spot, On-Demand, Fargate) an ECS cluster belongs to, for usage records.
+        self._placements = ComputePlacements(self._describe_compute_environments, clock=clock)
 
     # ------------------------------------------------------------------ JobBackend
 
@@ -254,11 +257,33 @@ class AwsBatchBackend(JobBackend):
         for job in response.get("jobs", []):
             status = self._job_status(job)
             if status is not None and status.job_id in wanted:
+                if status.state.is_final and status.array_summary is None:
+                    usage = job_usage(cast("Mapping[str, Any]", job), self._placements)
+                    status = dataclasses.replace(status, usage=usage)
                 statuses[status.job_id] = status
         logger.debug(
             "described %d job ids, %d known, in %.3fs", len(unique_ids), len(statuses), time.monotonic() - started
         )
         return statuses
+
+    def _describe_compute_environments(self) -> list[Mapping[str, Any]]:
+        """Every compute environment (all pages); nothing when the call is refused, so usage says "unknown"."""
+        environments: list[Mapping[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        try:
+            while True:
+                page = self.calls.call(
+                    "DescribeComputeEnvironments", lambda: self._batch.describe_compute_environments(**kwargs)
+                )
+                environments.extend(cast("list[Mapping[str, Any]]", page.get("computeEnvironments", [])))
+                if not page.get("nextToken"):
+                    return environments
+                kwargs["nextToken"] = page["nextToken"]
+        except (botocore.exceptions.ClientError, BackendError) as exc:
+            # Usage records lose their compute kind; the jobs themselves are unaffected. An older stack's adapter
+            # policy lacks batch:DescribeComputeEnvironments.
+            logger.warning("usage: cannot read compute environments, compute kind will be 'unknown': %s", exc)
+            return environments
 
     def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
         if state is not None and state.is_final:

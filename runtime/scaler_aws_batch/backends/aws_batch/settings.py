@@ -1,14 +1,9 @@
-"""Configuration of ``scaler-batch worker --backend aws-batch``.
+"""Settings of ``scaler-batch worker --backend aws-batch`` (the ``[aws_batch]`` table of the config file).
 
-Each setting is looked up, first found wins, in:
-
-1. command-line flags (``--job-queue``),
-2. environment variables (``SCALER_BATCH_JOB_QUEUE``),
-3. a JSON config file (``--config FILE.json``; keys are the :class:`AwsBatchSettings` field names),
-4. the CDK stack's outputs: the file ``cdk deploy --outputs-file`` writes (``--stack-outputs``), or CloudFormation
-   DescribeStacks for ``--stack NAME`` when no outputs file is given.
-
-The region falls back to ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` last.
+Each setting is taken from, first found wins: the flag, the environment variable, the config file, then the CDK
+stack's outputs (the file ``cdk deploy --outputs-file`` writes, ``--stack-outputs``, or CloudFormation
+DescribeStacks for ``--stack NAME`` when no outputs file is given), then its default. The field's ``stack_output``
+names the output that fills it. The region falls back to ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` last.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +20,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch import config
 from scaler_aws_batch.aws_calls import AwsCalls, error_code
 from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
@@ -35,8 +30,11 @@ from scaler_aws_batch.backends.aws_batch.backend import (
 )
 from scaler_aws_batch.backends.base import BackendError
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
+from scaler_aws_batch.config import Settings, check_positive, setting, where
 from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
+from scaler_aws_batch.tags import check_user_tags
+from scaler_aws_batch.worker_settings import WorkerSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.client import CloudFormationClient
@@ -45,25 +43,8 @@ if TYPE_CHECKING:
 #: AWS's account-wide SubmitJob limit per region.
 MAX_SUBMIT_TPS: Final = 50.0
 DEFAULT_PREFIX: Final = "scaler-tasks"
-DEFAULT_MAX_CONCURRENT_JOBS: Final = 1000
-DEFAULT_JOB_TIMEOUT_SECONDS: Final = 3600
-ENV_PREFIX: Final = "SCALER_BATCH_"
-#: Environment variables that name the config file, the stack outputs file and the stack (for containers).
-ENV_CONFIG: Final = "SCALER_BATCH_CONFIG"
-ENV_STACK_OUTPUTS: Final = "SCALER_BATCH_STACK_OUTPUTS"
-ENV_STACK: Final = "SCALER_BATCH_STACK"
-
-#: CDK stack output key -> settings field. ``AdapterPolicyArn`` is informational and not read.
-STACK_OUTPUT_FIELDS: Final[Mapping[str, str]] = {
-    StackOutput.JOB_QUEUE_ARN: "job_queue",
-    StackOutput.ON_DEMAND_JOB_QUEUE_ARN: "on_demand_queue",
-    StackOutput.GPU_JOB_QUEUE_ARN: "gpu_queue",
-    StackOutput.JOB_DEFINITION_ARN: "job_definition",
-    StackOutput.BUCKET_NAME: "bucket",
-    StackOutput.PAYLOAD_PREFIX: "prefix",
-    StackOutput.REGION: "region",
-    StackOutput.LOG_GROUP_NAME: "log_group",
-}
+#: The settings a worker cannot run without; the stack outputs provide them all.
+REQUIRED: Final = ("job_queue", "job_definition", "bucket")
 
 _NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _ARN_PREFIX: Final = r"arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:"
@@ -77,40 +58,63 @@ _LOG_GROUP_PATTERN: Final = re.compile(r"^[A-Za-z0-9_./#-]{1,512}$")
 _PREFIX_PATTERN: Final = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
 
 
-def _flag(field_name: str) -> str:
-    return _FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
-
-
-def _env(field_name: str) -> str:
-    return _ENV_NAMES.get(field_name, ENV_PREFIX + field_name.upper())
-
-
-def _where(field_name: str) -> str:
-    """How a user sets a field, for error messages."""
-    return f"{_flag(field_name)} / {_env(field_name)}"
-
-
-def _default_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-
-
 @dataclasses.dataclass(frozen=True)
-class AwsBatchSettings:
+class AwsBatchSettings(Settings):
     """Everything the AWS Batch worker needs to know, validated on construction."""
 
-    job_queue: str
-    job_definition: str
-    bucket: str
-    region: str = dataclasses.field(default_factory=_default_region)
-    on_demand_queue: str | None = None
-    gpu_queue: str | None = None
-    prefix: str = DEFAULT_PREFIX
-    log_group: str = DEFAULT_LOG_GROUP
-    endpoint_url: str | None = None
-    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
-    job_timeout_seconds: int = DEFAULT_JOB_TIMEOUT_SECONDS
-    submit_tps: float = DEFAULT_SUBMIT_TPS
-    describe_tps: float = DEFAULT_DESCRIBE_TPS
+    section = "aws_batch"
+
+    job_queue: str = setting(
+        "", "Job queue name or ARN (Spot first).", stack_output=StackOutput.JOB_QUEUE_ARN, default_text="required"
+    )
+    on_demand_queue: str | None = setting(
+        None,
+        "Job queue for tasks with the `on_demand` capability.",
+        stack_output=StackOutput.ON_DEMAND_JOB_QUEUE_ARN,
+        default_text="none: `on_demand` tasks are refused",
+    )
+    gpu_queue: str | None = setting(
+        None,
+        "Job queue for tasks with the `gpu` capability.",
+        stack_output=StackOutput.GPU_JOB_QUEUE_ARN,
+        default_text="none: `gpu` tasks are refused",
+    )
+    job_definition: str = setting(
+        "",
+        "Job definition: name, name:revision or ARN.",
+        stack_output=StackOutput.JOB_DEFINITION_ARN,
+        default_text="required",
+    )
+    bucket: str = setting(
+        "", "S3 bucket for payloads and results.", stack_output=StackOutput.BUCKET_NAME, default_text="required"
+    )
+    prefix: str = setting(DEFAULT_PREFIX, "S3 key prefix.", stack_output=StackOutput.PAYLOAD_PREFIX)
+    region: str = setting(
+        "", "AWS region.", stack_output=StackOutput.REGION, default_text="`AWS_REGION` / `AWS_DEFAULT_REGION`"
+    )
+    log_group: str = setting(
+        DEFAULT_LOG_GROUP, "CloudWatch log group of the jobs.", stack_output=StackOutput.LOG_GROUP_NAME
+    )
+    endpoint_url: str | None = setting(
+        None, "AWS endpoint (an emulator, a VPC endpoint).", default_text="AWS's public endpoints"
+    )
+    submit_tps: float = setting(
+        DEFAULT_SUBMIT_TPS, "SubmitJob calls per second (AWS allows 50 per account and region)."
+    )
+    describe_tps: float = setting(DEFAULT_DESCRIBE_TPS, "DescribeJobs calls per second.")
+    job_tags: str = setting(
+        "",
+        'User tags on every job, a JSON object such as `{"team": "ml"}`: the stack\'s `job_tags` (`cdk.json`). '
+        "`--tag` adds to them.",
+        stack_output=StackOutput.JOB_TAGS,
+        metavar="JSON",
+    )
+    stack_outputs: str | None = setting(
+        None, "The file `cdk deploy --outputs-file` writes; fills the settings above.", metavar="FILE.json"
+    )
+    stack: str | None = setting(
+        None, "Picks the stack in an outputs file, or is read with CloudFormation DescribeStacks.", metavar="NAME"
+    )
 
     def __post_init__(self) -> None:
         for name in ("job_queue", "on_demand_queue", "gpu_queue"):
@@ -148,64 +152,26 @@ class AwsBatchSettings:
             raise ValueError(
                 f"endpoint_url {self.endpoint_url!r} must start with http:// or https:// ({_where('endpoint_url')})"
             )
-        _check_int(self, "max_concurrent_jobs", minimum=1)
-        _check_int(self, "job_timeout_seconds", minimum=MIN_TIMEOUT_SECONDS)
-        _check_number(self, "submit_tps", maximum=MAX_SUBMIT_TPS)
-        _check_number(self, "describe_tps", maximum=None)
+        check_positive(self, "submit_tps", maximum=MAX_SUBMIT_TPS, why=", AWS's account limit")
+        check_positive(self, "describe_tps")
+        check_user_tags(self.user_tags, source=f"job_tags ({_where('job_tags')})")
+
+    @property
+    def user_tags(self) -> dict[str, str]:
+        """``job_tags`` as a mapping; ValueError naming the setting when it is not a JSON object of strings."""
+        if not self.job_tags:
+            return {}
+        try:
+            tags = json.loads(self.job_tags)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"job_tags is not JSON ({_where('job_tags')}): {exc}") from exc
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise ValueError(f'job_tags must be a JSON object of strings, e.g. {{"team": "ml"}} ({_where("job_tags")})')
+        return {str(key): value for key, value in tags.items()}
 
 
-def _check_int(settings: AwsBatchSettings, name: str, *, minimum: int) -> None:
-    value = getattr(settings, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number ({_where(name)}), got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum} ({_where(name)}), got {value}")
-
-
-def _check_number(settings: AwsBatchSettings, name: str, *, maximum: float | None) -> None:
-    value = getattr(settings, name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number ({_where(name)}), got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be greater than 0 ({_where(name)}), got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum:g}, AWS's account limit ({_where(name)}), got {value}")
-
-
-#: Flags whose names differ from ``--field-name``.
-_FLAGS: Final[Mapping[str, str]] = {"job_timeout_seconds": "--job-timeout"}
-#: Environment variables whose names differ from ``SCALER_BATCH_FIELD_NAME``.
-_ENV_NAMES: Final[Mapping[str, str]] = {"job_timeout_seconds": "SCALER_BATCH_JOB_TIMEOUT"}
-_FIELDS: Final = {field.name: field for field in dataclasses.fields(AwsBatchSettings)}
-_INT_FIELDS: Final = frozenset({"max_concurrent_jobs", "job_timeout_seconds"})
-_FLOAT_FIELDS: Final = frozenset({"submit_tps", "describe_tps"})
-
-
-def add_aws_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--backend aws-batch`` flags. Every flag defaults to None so the loader can apply precedence."""
-    group = parser.add_argument_group("AWS Batch backend")
-    group.add_argument("--job-queue", dest="job_queue", default=None, help="job queue name or ARN (Spot first)")
-    group.add_argument("--on-demand-queue", dest="on_demand_queue", default=None, help="On-Demand job queue")
-    group.add_argument("--gpu-queue", dest="gpu_queue", default=None, help="job queue for GPU tasks")
-    group.add_argument("--job-definition", dest="job_definition", default=None, help="name, name:revision or ARN")
-    group.add_argument("--bucket", dest="bucket", default=None, help="S3 bucket for payloads and results")
-    group.add_argument("--prefix", dest="prefix", default=None, help=f"S3 key prefix (default {DEFAULT_PREFIX})")
-    group.add_argument("--region", dest="region", default=None, help="AWS region (default: AWS_REGION)")
-    group.add_argument("--log-group", dest="log_group", default=None, help=f"default {DEFAULT_LOG_GROUP}")
-    group.add_argument("--endpoint-url", dest="endpoint_url", default=None, help="AWS endpoint (emulator, VPC)")
-    group.add_argument(
-        "--max-concurrent-jobs", dest="max_concurrent_jobs", default=None, help="jobs in flight at once (1000)"
-    )
-    group.add_argument(
-        "--job-timeout", dest="job_timeout_seconds", default=None, help="seconds per job attempt (3600, >= 60)"
-    )
-    group.add_argument("--submit-tps", dest="submit_tps", default=None, help="SubmitJob calls per second (40)")
-    group.add_argument("--describe-tps", dest="describe_tps", default=None, help="DescribeJobs calls per second")
-    group.add_argument("--config", dest="config", default=None, metavar="FILE.json", help="JSON settings file")
-    group.add_argument(
-        "--stack-outputs", dest="stack_outputs", default=None, metavar="FILE.json", help="cdk deploy --outputs-file"
-    )
-    group.add_argument("--stack", dest="stack", default=None, metavar="NAME", help="CDK/CloudFormation stack name")
+def _where(name: str) -> str:
+    return where(AwsBatchSettings, name)
 
 
 CloudFormationClientFactory = Callable[[str | None, str | None], "CloudFormationClient"]
@@ -221,48 +187,31 @@ def _default_cloudformation_client(region: str | None, endpoint_url: str | None)
 def load_aws_batch_settings(
     args: argparse.Namespace,
     env: Mapping[str, str],
+    from_file: Mapping[str, Any] | None = None,
     *,
     cloudformation_client_factory: CloudFormationClientFactory | None = None,
 ) -> AwsBatchSettings:
-    """Build settings from flags > environment > JSON config file > stack outputs (see the module docstring).
+    """Build settings from flags > environment > config file > stack outputs > defaults (see the module docstring).
 
     ``cloudformation_client_factory(region, endpoint_url)`` makes the client for DescribeStacks (tests inject one).
     """
-    flag_values = {name: value for name in _FIELDS if (value := getattr(args, name, None)) is not None}
-    env_values = {name: value for name in _FIELDS if (value := env.get(_env(name), "")) != ""}
-
-    config_path = getattr(args, "config", None) or env.get(ENV_CONFIG) or None
-    file_values = _read_config_file(config_path) if config_path else {}
-
-    def lookup(name: str) -> Any:
-        for layer in (flag_values, env_values, file_values):
-            if name in layer:
-                return layer[name]
-        return None
-
-    outputs_path = getattr(args, "stack_outputs", None) or env.get(ENV_STACK_OUTPUTS) or None
-    stack = getattr(args, "stack", None) or env.get(ENV_STACK) or None
-    stack_values: dict[str, Any] = {}
-    if outputs_path:
-        stack_values = _stack_values(_read_outputs_file(outputs_path, stack))
+    explicit = config.explicit_values(AwsBatchSettings, args, env, from_file or {})
+    outputs: dict[str, Any] = {}
+    stack = explicit.get("stack")
+    aws_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    if explicit.get("stack_outputs"):
+        outputs = _read_outputs_file(explicit["stack_outputs"], stack)
     elif stack:
-        region = lookup("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
         factory = cloudformation_client_factory or _default_cloudformation_client
-        stack_values = _stack_values(_describe_stack_outputs(factory(region, lookup("endpoint_url")), stack))
-
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        for layer in (flag_values, env_values, file_values, stack_values):
-            if name in layer:
-                values[name] = _convert(name, layer[name])
-                break
-    if "region" not in values:
-        fallback_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if fallback_region:
-            values["region"] = fallback_region
-        else:
-            values["region"] = ""  # let validation explain what to set, independent of os.environ
-    missing = [name for name in ("job_queue", "job_definition", "bucket") if not values.get(name)]
+        client = factory(explicit.get("region") or aws_region or None, explicit.get("endpoint_url"))
+        outputs = _describe_stack_outputs(client, stack)
+    fallback: dict[str, Any] = {"region": aws_region}  # the last fallback, independent of os.environ
+    for field in config.fields(AwsBatchSettings):
+        value = outputs.get(field.metadata.get("stack_output", ""))
+        if value:
+            fallback[field.name] = value.strip("/") if field.name == "prefix" else value
+    values = {**fallback, **explicit}
+    missing = [name for name in REQUIRED if not values.get(name)]
     if missing:
         raise ValueError(
             "missing AWS Batch settings: "
@@ -286,38 +235,37 @@ def build_aws_batch_backend(settings: AwsBatchSettings, *, session: boto3.Sessio
     )
 
 
+def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSetup:
+    """The worker's AWS Batch backend and S3 store."""
+    from scaler_aws_batch.adapter.task_manager import QueueRouting
+    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
+
+    del worker
+    # No fixed session: the backend and the store build theirs from the default credential chain, and build
+    # them again when AWS refuses the credentials (see aws_calls).
+    backend = build_aws_batch_backend(aws)
+    region, endpoint_url = aws.region, aws.endpoint_url
+
+    def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
+        return boto3.Session(region_name=region).client(
+            "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
+        )
+
+    store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
+    routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
+    return BackendSetup(backend, store, routing, job_tags=aws.user_tags, deployment=aws.job_queue)
+
+
+KIND = BackendKind(
+    name="aws-batch",
+    settings=AwsBatchSettings,
+    build=build_aws_batch,
+    min_timeout_seconds=MIN_TIMEOUT_SECONDS,
+    load=load_aws_batch_settings,
+)
+
+
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _convert(name: str, value: Any) -> Any:
-    """Turn a flag, environment or file value into the field's type; errors name the flag and the env var."""
-    if name in _INT_FIELDS:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} must be a whole number ({_where(name)}), got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{name} must be a whole number ({_where(name)}), got {value!r}")
-    if name in _FLOAT_FIELDS:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} must be a number ({_where(name)}), got {value!r}")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"{name} must be a number ({_where(name)}), got {value!r}")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string ({_where(name)}), got {value!r}")
-    return value.strip()
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -327,19 +275,6 @@ def _read_json(path: str, what: str) -> Any:
         raise ValueError(f"{what} {path!r} does not exist") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} {path!r} is not valid JSON: {exc}") from exc
-
-
-def _read_config_file(path: str) -> dict[str, Any]:
-    data = _read_json(path, "config file (--config)")
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path!r} must hold a JSON object of settings")
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"config file {path!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys: {', '.join(sorted(_FIELDS))}"
-        )
-    return {key: value for key, value in data.items() if value is not None}
 
 
 def _read_outputs_file(path: str, stack: str | None) -> dict[str, Any]:
@@ -378,41 +313,3 @@ def _describe_stack_outputs(client: CloudFormationClient, stack: str) -> dict[st
         for output in stacks[0].get("Outputs", [])
         if "OutputKey" in output
     }
-
-
-def _stack_values(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, field_name in STACK_OUTPUT_FIELDS.items():
-        value = outputs.get(key)
-        if value is None or value == "":
-            continue
-        if field_name == "prefix" and isinstance(value, str):
-            value = value.strip("/")
-        values[field_name] = value
-    return values
-
-
-def build_aws_batch(args: argparse.Namespace, env: Mapping[str, str]) -> BackendSetup:
-    """The worker's AWS Batch backend and S3 store from flags, environment, config file and stack outputs."""
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
-    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
-
-    aws = load_aws_batch_settings(args, env)
-    # No fixed session: the backend and the store build theirs from the default credential chain, and build
-    # them again when AWS refuses the credentials (see aws_calls).
-    backend = build_aws_batch_backend(aws)
-    region, endpoint_url = aws.region, aws.endpoint_url
-
-    def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
-        return boto3.Session(region_name=region).client(
-            "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
-        )
-
-    store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
-    routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
-    return BackendSetup(
-        backend, store, aws.max_concurrent_jobs, aws.job_timeout_seconds, routing, 0.5, 5.0, 0.5, aws.job_queue
-    )
-
-
-KIND = BackendKind(name="aws-batch", add_arguments=add_aws_batch_arguments, build=build_aws_batch)

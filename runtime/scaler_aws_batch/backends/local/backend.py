@@ -17,10 +17,8 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,17 +26,21 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from scaler_aws_batch.backends.base import (
-    PAYLOAD_PARAMETER,
     RUNNER_COMMAND,
     JobBackend,
     JobSpec,
     JobState,
     JobStatus,
     ListedJob,
+    Resources,
+    array_parent_status,
     resource_requirements,
+    runner_argv,
+    runner_overrides_length,
+    tail_lines,
 )
 from scaler_aws_batch.contracts import StatusReason
-from scaler_aws_batch.limits import container_overrides_length, render_command
+from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +65,25 @@ class _Job:
     status_reason: str | None = None
     children: list[str] | None = None  # array parents only
     pid: int | None = None  # a process started by an earlier adapter, followed by pid (no Popen)
-    forgotten_children: collections.Counter[JobState] = dataclasses.field(default_factory=collections.Counter)
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    #: Wall-clock times (epoch seconds) for the usage log; ``started_at`` above is monotonic, for timeouts.
+    created_wall: float = dataclasses.field(default_factory=time.time)
+    started_wall: float | None = None
+    stopped_wall: float | None = None
 
-
-def _resolve_executable(argv: list[str]) -> list[str]:
-    """Find ``scaler-batch`` next to this interpreter first, as a job image would have it on PATH."""
-    search_path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    found = shutil.which(argv[0], path=search_path)
-    if found:
-        return [found, *argv[1:]]
-    if argv[0] == RUNNER_COMMAND[0]:
-        return [sys.executable, "-m", "scaler_aws_batch", *argv[1:]]
-    raise FileNotFoundError(f"job command {argv[0]!r} is not on PATH")
+    def usage(self) -> JobUsage:
+        ran = self.started_wall is not None and self.stopped_wall is not None
+        return JobUsage(
+            compute=ComputeKind.LOCAL,
+            vcpus=float(self.resources.vcpus or 0),
+            memory_mib=self.resources.memory_mib or 0,
+            gpus=self.resources.gpus or 0,
+            attempts=1 if self.process is not None else 0,
+            created_at=self.created_wall,
+            started_at=self.started_wall,
+            stopped_at=self.stopped_wall,
+            run_seconds=(self.stopped_wall or 0.0) - (self.started_wall or 0.0) if ran else 0.0,
+        )
 
 
 class LocalProcessBackend(JobBackend):
@@ -121,7 +130,7 @@ class LocalProcessBackend(JobBackend):
 
     def submit(self, spec: JobSpec) -> str:
         job_id = str(uuid.uuid4())
-        argv = _resolve_executable(render_command(self._command, {PAYLOAD_PARAMETER: spec.payload}))
+        argv = runner_argv(spec, self._command)
         record = {
             "jobId": job_id,
             "jobName": spec.name,
@@ -140,13 +149,13 @@ class LocalProcessBackend(JobBackend):
         base_env = {**os.environ, **self._job_env, "AWS_BATCH_JOB_ATTEMPT": "1"}
         with self._lock:
             if spec.array_size is None:
-                self._add(job_id, argv, {**base_env, "AWS_BATCH_JOB_ID": job_id}, spec.timeout_seconds)
+                self._add(job_id, argv, {**base_env, "AWS_BATCH_JOB_ID": job_id}, spec.timeout_seconds, spec.resources)
             else:
                 children = []
                 for index in range(spec.array_size):
                     child_id = f"{job_id}:{index}"
                     env = {**base_env, "AWS_BATCH_JOB_ID": child_id, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}
-                    self._add(child_id, argv, env, spec.timeout_seconds)
+                    self._add(child_id, argv, env, spec.timeout_seconds, spec.resources)
                     children.append(child_id)
                 parent = _Job(job_id, [], {}, spec.timeout_seconds, self._dir / "logs" / f"{job_id}.log")
                 parent.state, parent.children = JobState.PENDING, children
@@ -212,16 +221,10 @@ class LocalProcessBackend(JobBackend):
             self._jobs[job_id] = parent
 
     def overrides_length(self, spec: JobSpec) -> int:
-        command = render_command(self._command, {PAYLOAD_PARAMETER: spec.payload})
-        return container_overrides_length(command, None, resource_requirements(spec.resources))
+        return runner_overrides_length(spec, self._command)
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
-        path = self._dir / "logs" / f"{job_id}.log"
-        try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return text.splitlines()[-lines:]
+        return tail_lines(self._dir / "logs" / f"{job_id}.log", lines)
 
     def close(self) -> None:
         self._stop.set()
@@ -236,8 +239,8 @@ class LocalProcessBackend(JobBackend):
 
     # --- internals ----------------------------------------------------------------------------------------------
 
-    def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int) -> None:
-        self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log")
+    def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int, resources: Resources) -> None:
+        self._jobs[job_id] = _Job(job_id, argv, env, timeout, self._dir / "logs" / f"{job_id}.log", resources=resources)
         self._runnable.append(job_id)
 
     def _status(self, job: _Job) -> JobStatus:
@@ -249,17 +252,9 @@ class LocalProcessBackend(JobBackend):
                 exit_code=job.exit_code,
                 attempts=1 if job.state.is_final and job.process is not None else 0,
                 log_location=str(job.log_path),
+                usage=job.usage() if job.state.is_final else None,
             )
-        summary = {state: job.forgotten_children[state] for state in JobState}
-        for child in job.children:
-            if child in self._jobs:
-                summary[self._jobs[child].state] += 1
-        done = summary[JobState.SUCCEEDED] + summary[JobState.FAILED]
-        if done < len(job.children):
-            state = JobState.PENDING
-        else:
-            state = JobState.FAILED if summary[JobState.FAILED] else JobState.SUCCEEDED
-        return JobStatus(job_id=job.job_id, state=state, array_summary=summary)
+        return array_parent_status(job.job_id, (self._jobs[child].state for child in job.children))
 
     def _signal(self, job: _Job, signum: signal.Signals) -> None:
         pid = job.process.pid if job.process is not None else job.pid
@@ -320,12 +315,15 @@ class LocalProcessBackend(JobBackend):
             self._forget(self._finished.popleft()[1])
 
     def _forget(self, job_id: str) -> None:
-        forgotten = self._jobs.pop(job_id, None)
         parent_id, _, index = job_id.rpartition(":")
         parent = self._jobs.get(parent_id) if index else None
-        if parent is not None and forgotten is not None:  # the parent's summary still counts it
-            parent.forgotten_children[forgotten.state] += 1
-        if parent is not None and parent.children and not any(child in self._jobs for child in parent.children):
+        if parent is None or not parent.children:
+            self._jobs.pop(job_id, None)
+            return
+        # Children go together with their array, once all are final: the parent's summary counts every child.
+        if all(self._jobs[child].state.is_final for child in parent.children if child in self._jobs):
+            for child in parent.children:
+                self._jobs.pop(child, None)
             del self._jobs[parent_id]
 
     def _start(self, job: _Job) -> None:
@@ -338,7 +336,7 @@ class LocalProcessBackend(JobBackend):
             job.state, job.status_reason = JobState.FAILED, f"CannotStartContainerError: {exc}"
             job.log_handle.close()
             return
-        job.state, job.started_at = JobState.RUNNING, time.monotonic()
+        job.state, job.started_at, job.started_wall = JobState.RUNNING, time.monotonic(), time.time()
         (self._dir / "jobs" / f"{job.job_id}.pid").write_text(str(job.process.pid))
         logger.debug("local job %s RUNNING as pid %d", job.job_id, job.process.pid)
 
@@ -350,11 +348,12 @@ class LocalProcessBackend(JobBackend):
         job.exit_code = code if code >= 0 else 128 - code
         if job.process is not None:
             (self._dir / "jobs" / f"{job.job_id}.exit").write_text(str(job.exit_code))
+        job.stopped_wall = time.time()
         if code == 0 and job.stop_reason != TIMEOUT_REASON:
             job.state = JobState.SUCCEEDED
         else:
             job.state = JobState.FAILED
-            job.status_reason = job.stop_reason or "Essential container in task exited"
+            job.status_reason = job.stop_reason or StatusReason.ESSENTIAL_CONTAINER_EXITED
         logger.info(
             "local job %s %s (exit %d) after %.2fs",
             job.job_id,

@@ -1,62 +1,66 @@
-"""Settings of ``scaler-batch worker --backend local``."""
+"""Settings of ``scaler-batch worker --backend local`` (the ``[local]`` table of the config file)."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
 
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
-
-DEFAULT_WORK_DIR = ".scaler-batch"
-
-
-def _positive_int(flag: str, value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{flag} must be a whole number, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{flag} must be positive, got {number}")
-    return number
+from scaler_aws_batch.config import Settings, check_whole, setting, where
+from scaler_aws_batch.worker_settings import WorkerSettings
 
 
-def _parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--job-env takes KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
+@dataclasses.dataclass(frozen=True)
+class LocalSettings(Settings):
+    section = "local"
+
+    work_dir: str = setting(
+        ".scaler-batch",
+        "Holds `logs/<job id>.log`, `jobs/<job id>.json` (the job spec without its payload) and the default store.",
+    )
+    store: str | None = setting(
+        None, "Object store URL: `file:///path` or `s3://bucket/prefix`.", default_text="`file://<work-dir>/store`"
+    )
+    max_parallel: int | None = setting(
+        None, "Job processes running at once; the rest wait RUNNABLE.", default_text="CPU count"
+    )
+    job_env: tuple[str, ...] = setting(
+        (), "Extra environment for job processes (repeatable), e.g. `PYTHONPATH=/src`.", metavar="KEY=VALUE"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_parallel is not None:
+            check_whole(self, "max_parallel", minimum=1)
+        for pair in self.job_env:
+            key, sep, _ = pair.partition("=")
+            if not sep or not key:
+                raise ValueError(f"job_env takes KEY=VALUE ({where(LocalSettings, 'job_env')}), got {pair!r}")
+
+    def job_environment(self) -> dict[str, str]:
+        return dict(pair.split("=", 1) for pair in self.job_env)
 
 
-def add_local_arguments(parser: argparse.ArgumentParser) -> None:
-    local = parser.add_argument_group("local backend")
-    local.add_argument("--work-dir", default=None, help=f"job logs, specs and the store ({DEFAULT_WORK_DIR})")
-    local.add_argument("--store", default=None, help="object store URL (default file://<work-dir>/store)")
-    local.add_argument("--max-parallel", default=None, help="jobs running at once (default: CPU count)")
-    local.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE", help="extra job environment")
-
-
-def build_local(args: argparse.Namespace, env: Mapping[str, str]) -> BackendSetup:
+def build_local(settings: LocalSettings, worker: WorkerSettings) -> BackendSetup:
     from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.backends.local.backend import LocalProcessBackend
     from scaler_aws_batch.stores import open_store
 
-    work_dir = pathlib.Path(args.work_dir or env.get("SCALER_BATCH_WORK_DIR") or DEFAULT_WORK_DIR).resolve()
-    store = open_store(args.store or (work_dir / "store").as_uri())
-    max_parallel = _positive_int("--max-parallel", args.max_parallel, os.cpu_count() or 2)
+    work_dir = pathlib.Path(settings.work_dir).resolve()
+    store = open_store(settings.store or (work_dir / "store").as_uri())
+    max_parallel = settings.max_parallel or os.cpu_count() or 2
     backend = LocalProcessBackend(
-        work_dir, max_parallel=max_parallel, job_env=_parse_env_pairs(args.job_env),
-        keep_running_on_close=getattr(args, "keep_jobs_on_exit", False),
+        work_dir, max_parallel=max_parallel, job_env=settings.job_environment(),
+        keep_running_on_close=worker.keep_jobs_on_exit,
     )  # fmt: skip
-    max_jobs = _positive_int("--max-concurrent-jobs", args.max_concurrent_jobs, 1000)
-    timeout = _positive_int("--job-timeout", args.job_timeout_seconds, 3600)
-    return BackendSetup(backend, store, max_jobs, timeout, QueueRouting(), 0.02, 0.5, 0.02, str(work_dir))
+    return BackendSetup(backend, store, QueueRouting(), deployment=str(work_dir))
 
 
-KIND = BackendKind(name="local", add_arguments=add_local_arguments, build=build_local)
+KIND = BackendKind(
+    name="local",
+    settings=LocalSettings,
+    build=build_local,
+    poll_interval_min_seconds=0.02,
+    poll_interval_max_seconds=0.5,
+    array_window_seconds=0.02,
+)

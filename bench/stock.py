@@ -1,4 +1,4 @@
-"""Scaler's own AWS Batch backend (``scaler.worker_manager.proxy.aws_batch``), as its worker manager starts it.
+"""Stock: Scaler 2.9's own AWS Batch backend (``scaler.worker_manager.proxy.aws_batch``), as its manager starts it.
 
 ``create_aws_batch_worker`` returns a spawn-context ``WorkerProcess`` whose boto3 session has no endpoint, so it is
 pointed at the emulator through ``AWS_ENDPOINT_URL`` and dummy credentials in this process's environment while it
@@ -24,10 +24,10 @@ from scaler.config.types.address import AddressConfig
 from scaler.worker_manager.proxy.aws_batch.worker import create_aws_batch_worker
 
 from batch_emulator import BatchEmulator
-from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, RequestCounter
+from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
-NAME = "scaler"
+NAME = "stock"
 #: Scaler's defaults (scaler.config.section.aws_hpc_worker_manager): 100 concurrent jobs, 60-minute job timeout.
 BASE_CONCURRENCY = 100
 JOB_TIMEOUT_SECONDS = 60 * 60
@@ -81,7 +81,7 @@ def _stdout_to(path: pathlib.Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib.Path) -> Iterator[Cluster]:
+def cluster(emulator: BatchEmulator, work_dir: pathlib.Path) -> Iterator[Cluster]:
     """A fresh scheduler and one Scaler AWS Batch worker process; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
     queue, job_definition = emulator.create_queue_and_job_definition(
@@ -112,7 +112,7 @@ def cluster(emulator: BatchEmulator, requests: RequestCounter, work_dir: pathlib
             with Client(address=scheduler.addresses.scheduler) as client:
                 if client.submit(abs, -1).result(timeout=READY_TIMEOUT_SECONDS) != 1:
                     raise RuntimeError(f"{NAME}: the adapter answered the probe task wrongly")
-                yield Cluster(NAME, client, emulator, requests, [worker_log, scheduler_log])
+                yield Cluster(NAME, client, emulator, worker.pid, [worker_log, scheduler_log])
         finally:
             if worker.is_alive():
                 worker.terminate()

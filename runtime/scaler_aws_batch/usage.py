@@ -1,0 +1,426 @@
+"""Usage and cost per task: one record per finished job, a JSON-lines log, totals and an estimated cost.
+
+The backend reports what a job used (:class:`JobUsage`, from DescribeJobs on AWS: queue, resources, attempts, times
+and the compute environment the last attempt ran in); the engine hands each finished task to :class:`UsageRecorder`,
+which appends a :class:`UsageRecord` to ``--usage-log`` and keeps totals for the one-line summary at exit.
+``scaler-batch usage FILE`` reads the log back (:func:`read_usage_log`, :func:`summarize`, :func:`format_summary`).
+
+Costs are **estimates**: resources requested x run time x a per-unit price table (:data:`DEFAULT_PRICES`, dated and
+sourced in docs/usage-and-cost.md). Instance-level waste (an instance bigger than its jobs, idle minutes before
+scale-down) is not attributed to tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import pathlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Final
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_HOUR: Final = 3600.0
+MIB_PER_GIB: Final = 1024.0
+
+
+class ComputeKind(enum.Enum):
+    """Where a job ran, as far as billing is concerned."""
+
+    EC2_SPOT = "ec2-spot"
+    EC2_ON_DEMAND = "ec2-on-demand"
+    FARGATE = "fargate"
+    FARGATE_SPOT = "fargate-spot"
+    LOCAL = "local"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def from_compute_environment(cls, environment_type: str | None, resource_type: str | None) -> ComputeKind:
+        """From DescribeComputeEnvironments' ``computeResources.type`` (EC2, SPOT, FARGATE, FARGATE_SPOT)."""
+        kinds = {
+            "EC2": cls.EC2_ON_DEMAND,
+            "SPOT": cls.EC2_SPOT,
+            "FARGATE": cls.FARGATE,
+            "FARGATE_SPOT": cls.FARGATE_SPOT,
+        }
+        if environment_type != "MANAGED" and environment_type is not None:
+            return cls.UNKNOWN  # an unmanaged environment: its instances are yours, Batch does not know their price
+        return kinds.get(resource_type or "", cls.UNKNOWN)
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"  # the task returned a result
+    TASK_ERROR = "task-error"  # the task raised; the job itself succeeded
+    JOB_FAILED = "job-failed"  # the job failed (timeout, out of memory, Spot retries exhausted, ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobUsage:
+    """What one finished job (or array child) used, as its backend reports it. Times are epoch seconds."""
+
+    queue: str | None = None
+    compute: ComputeKind = ComputeKind.UNKNOWN
+    compute_environment: str | None = None
+    vcpus: float = 0.0
+    memory_mib: int = 0
+    gpus: int = 0
+    attempts: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    #: Seconds the job's attempts ran, summed (a Spot-reclaimed attempt used its instance too).
+    run_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageRecord:
+    """One line of the usage log."""
+
+    job_id: str
+    task_ids: tuple[str, ...]
+    outcome: Outcome
+    usage: JobUsage
+
+    def to_json(self) -> dict[str, Any]:
+        usage = self.usage
+        return {
+            "job_id": self.job_id,
+            "task_ids": list(self.task_ids),
+            "queue": usage.queue,
+            "compute": usage.compute.value,
+            "compute_environment": usage.compute_environment,
+            "vcpus": usage.vcpus,
+            "memory_mib": usage.memory_mib,
+            "gpus": usage.gpus,
+            "attempts": usage.attempts,
+            "created_at": usage.created_at,
+            "started_at": usage.started_at,
+            "stopped_at": usage.stopped_at,
+            "run_seconds": round(usage.run_seconds, 3),
+            "outcome": self.outcome.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UsageRecord:
+        """Raises KeyError / ValueError / TypeError on a line that is not a usage record."""
+        usage = JobUsage(
+            queue=data["queue"],
+            compute=ComputeKind(data["compute"]),
+            compute_environment=data.get("compute_environment"),
+            vcpus=float(data["vcpus"]),
+            memory_mib=int(data["memory_mib"]),
+            gpus=int(data["gpus"]),
+            attempts=int(data["attempts"]),
+            created_at=_optional_float(data.get("created_at")),
+            started_at=_optional_float(data.get("started_at")),
+            stopped_at=_optional_float(data.get("stopped_at")),
+            run_seconds=float(data["run_seconds"]),
+        )
+        return cls(str(data["job_id"]), tuple(str(t) for t in data["task_ids"]), Outcome(data["outcome"]), usage)
+
+    @property
+    def vcpu_hours(self) -> float:
+        return self.usage.vcpus * self.usage.run_seconds / SECONDS_PER_HOUR
+
+    @property
+    def gib_hours(self) -> float:
+        return self.usage.memory_mib / MIB_PER_GIB * self.usage.run_seconds / SECONDS_PER_HOUR
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.usage.gpus * self.usage.run_seconds / SECONDS_PER_HOUR
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+# --- prices ---------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitPrices:
+    vcpu_hour: float
+    gib_hour: float
+    gpu_hour: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceTable:
+    """USD per vCPU-hour, GiB-hour and GPU-hour for each compute kind. ``label`` says what the figures are."""
+
+    label: str
+    prices: Mapping[ComputeKind, UnitPrices]
+
+    def cost(self, record: UsageRecord) -> float:
+        unit = self.prices.get(record.usage.compute)
+        if unit is None:
+            return 0.0
+        return record.vcpu_hours * unit.vcpu_hour + record.gib_hours * unit.gib_hour + record.gpu_hours * unit.gpu_hour
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, source: str) -> PriceTable:
+        """``{"label": "...", "prices": {"ec2-spot": {"vcpu_hour": .., "gib_hour": .., "gpu_hour": ..}, ...}}``."""
+        try:
+            prices = {
+                ComputeKind(kind): UnitPrices(
+                    vcpu_hour=float(unit["vcpu_hour"]),
+                    gib_hour=float(unit["gib_hour"]),
+                    gpu_hour=float(unit.get("gpu_hour", 0.0)),
+                )
+                for kind, unit in dict(data["prices"]).items()
+            }
+            label = str(data.get("label") or f"prices from {source}")
+        except (KeyError, TypeError, ValueError) as exc:
+            kinds = ", ".join(kind.value for kind in ComputeKind)
+            raise ValueError(
+                f"{source}: a price table is {{'label': str, 'prices': {{KIND: {{'vcpu_hour': USD, 'gib_hour': USD,"
+                f" 'gpu_hour': USD}}}}}} with KIND one of {kinds} ({exc})"
+            ) from exc
+        return cls(label, prices)
+
+
+def _ec2_unit_prices() -> UnitPrices:
+    """Per-vCPU and per-GiB On-Demand prices solved from two us-east-1 list prices: c6i.large (2 vCPU, 4 GiB) at
+    $0.085/h and m6i.large (2 vCPU, 8 GiB) at $0.096/h; the GPU-hour is g4dn.xlarge (1 GPU, 4 vCPU, 16 GiB, $0.526/h)
+    less its vCPUs and memory at those prices."""
+    gib_hour = (0.096 - 0.085) / 4
+    vcpu_hour = (0.085 - 4 * gib_hour) / 2
+    return UnitPrices(vcpu_hour, gib_hour, gpu_hour=0.526 - 4 * vcpu_hour - 16 * gib_hour)
+
+
+_EC2 = _ec2_unit_prices()
+#: Spot and Fargate Spot as a fraction of On-Demand: an assumption (the real discount moves with the hour and AZ).
+SPOT_FRACTION: Final = 0.35
+FARGATE_SPOT_FRACTION: Final = 0.30
+_FARGATE = UnitPrices(vcpu_hour=0.04048, gib_hour=0.004445)
+DEFAULT_PRICES: Final = PriceTable(
+    label=(
+        "ESTIMATE: us-east-1 Linux list prices recorded 2026-11-21 (aws.amazon.com/ec2/pricing/on-demand,"
+        " aws.amazon.com/fargate/pricing); Spot assumed 65% and Fargate Spot 70% below On-Demand"
+    ),
+    prices={
+        ComputeKind.EC2_ON_DEMAND: _EC2,
+        ComputeKind.EC2_SPOT: UnitPrices(
+            _EC2.vcpu_hour * SPOT_FRACTION, _EC2.gib_hour * SPOT_FRACTION, _EC2.gpu_hour * SPOT_FRACTION
+        ),
+        ComputeKind.FARGATE: _FARGATE,
+        ComputeKind.FARGATE_SPOT: UnitPrices(
+            _FARGATE.vcpu_hour * FARGATE_SPOT_FRACTION, _FARGATE.gib_hour * FARGATE_SPOT_FRACTION
+        ),
+        ComputeKind.LOCAL: UnitPrices(0.0, 0.0, 0.0),
+    },
+)
+
+
+def load_price_table(path: str | None) -> PriceTable:
+    """The default table, or the JSON file at ``path`` (ValueError naming the file when it is not one)."""
+    if path is None:
+        return DEFAULT_PRICES
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--prices {path}: cannot read a JSON price table ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--prices {path}: expected a JSON object with 'label' and 'prices'")
+    return PriceTable.from_json(data, source=path)
+
+
+# --- totals -------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Totals:
+    tasks: int = 0
+    jobs: int = 0
+    vcpu_hours: float = 0.0
+    gib_hours: float = 0.0
+    gpu_hours: float = 0.0
+    cost: float = 0.0
+
+    def add(self, record: UsageRecord, prices: PriceTable) -> None:
+        self.tasks += len(record.task_ids)
+        self.jobs += 1
+        self.vcpu_hours += record.vcpu_hours
+        self.gib_hours += record.gib_hours
+        self.gpu_hours += record.gpu_hours
+        self.cost += prices.cost(record)
+
+
+@dataclasses.dataclass
+class UsageSummary:
+    prices: PriceTable
+    total: Totals = dataclasses.field(default_factory=Totals)
+    by_queue: dict[str, Totals] = dataclasses.field(default_factory=dict)
+    by_compute: dict[ComputeKind, Totals] = dataclasses.field(default_factory=dict)
+    by_outcome: dict[Outcome, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, record: UsageRecord) -> None:
+        self.total.add(record, self.prices)
+        self.by_queue.setdefault(queue_name(record.usage.queue), Totals()).add(record, self.prices)
+        self.by_compute.setdefault(record.usage.compute, Totals()).add(record, self.prices)
+        self.by_outcome[record.outcome] = self.by_outcome.get(record.outcome, 0) + len(record.task_ids)
+
+    def one_line(self) -> str:
+        """For the worker's log at exit."""
+        total = self.total
+        kinds = ", ".join(f"{kind.value} {t.tasks}" for kind, t in sorted(self.by_compute.items(), key=_by_value))
+        return (
+            f"usage: {total.tasks} task(s) in {total.jobs} job(s) [{kinds or 'none'}]; {total.vcpu_hours:.4f} vCPU-h,"
+            f" {total.gib_hours:.4f} GiB-h, {total.gpu_hours:.4f} GPU-h; estimated cost ${total.cost:.4f}"
+        )
+
+
+def _by_value(item: tuple[ComputeKind, Totals]) -> str:
+    return item[0].value
+
+
+def queue_name(queue: str | None) -> str:
+    """A queue ARN's name part, for tables."""
+    if not queue:
+        return "-"
+    return queue.rsplit("/", 1)[-1]
+
+
+def summarize(records: Iterable[UsageRecord], prices: PriceTable = DEFAULT_PRICES) -> UsageSummary:
+    summary = UsageSummary(prices)
+    for record in records:
+        summary.add(record)
+    return summary
+
+
+def format_summary(summary: UsageSummary) -> str:
+    """The table ``scaler-batch usage`` prints."""
+    total = summary.total
+    counts = sorted((outcome.value, count) for outcome, count in summary.by_outcome.items())
+    outcomes = ", ".join(f"{name} {count}" for name, count in counts)
+    lines = [
+        f"tasks: {total.tasks} in {total.jobs} job(s) ({outcomes or 'none'})",
+        f"vCPU-hours: {total.vcpu_hours:.4f}   GiB-hours: {total.gib_hours:.4f}   GPU-hours: {total.gpu_hours:.4f}",
+        f"estimated cost: ${total.cost:.4f}",
+        f"prices: {summary.prices.label}",
+        "",
+    ]
+    header = f"{'':<28} {'tasks':>7} {'vCPU-h':>10} {'GiB-h':>10} {'GPU-h':>8} {'est. USD':>10}"
+    for title, rows in (
+        ("by queue", sorted(summary.by_queue.items())),
+        ("by compute kind", sorted(((k.value, t) for k, t in summary.by_compute.items()))),
+    ):
+        lines.append(title)
+        lines.append(header)
+        for name, t in rows:
+            lines.append(
+                f"  {name:<26} {t.tasks:>7} {t.vcpu_hours:>10.4f} {t.gib_hours:>10.4f} {t.gpu_hours:>8.4f}"
+                f" {t.cost:>10.4f}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def read_usage_log(path: str) -> list[UsageRecord]:
+    """Every record in a usage log; ValueError naming the file and line for one that is not a record."""
+    records: list[UsageRecord] = []
+    try:
+        text = pathlib.Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read usage log {path}: {exc.strerror or exc}") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(UsageRecord.from_json(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{number}: not a usage record written by --usage-log ({exc!r})") from exc
+    return records
+
+
+# --- the recorder the engine calls --------------------------------------------------------------------------------
+
+#: Array children's job ids are ``f"{parent_id}:{index}"`` on every backend.
+ARRAY_CHILD_SEPARATOR: Final = ":"
+#: Describe ``job_ids`` (at most ``describe_batch`` of them) and return their usage, for deferred array children;
+#: None for a job not final yet (its result can be stored a moment before Batch marks it SUCCEEDED).
+DescribeUsage = Callable[[Sequence[str]], Awaitable[Mapping[str, JobUsage | None]]]
+
+
+class UsageRecorder:
+    """Collects a record per finished job, appends it to the log file (if any) and keeps the totals.
+
+    Array children resolved from their result objects carry no DescribeJobs data; they are deferred and described in
+    batches (:meth:`settle`): one DescribeJobs call per ``describe_batch`` children, once their array is done.
+    """
+
+    def __init__(self, log_path: str | None, prices: PriceTable = DEFAULT_PRICES, describe_batch: int = 100) -> None:
+        self.summary = UsageSummary(prices)
+        self._describe_batch = describe_batch
+        self._deferred: dict[str, tuple[str, Outcome]] = {}  # child job id -> (task id, outcome)
+        self._file: IO[str] | None = None
+        if log_path is not None:
+            try:
+                self._file = open(log_path, "a", encoding="utf-8", buffering=1)  # closed in close()
+            except OSError as exc:
+                raise ValueError(f"--usage-log {log_path}: cannot open for appending ({exc.strerror})") from exc
+
+    def record(self, job_id: str, task_ids: Sequence[str], outcome: Outcome, usage: JobUsage | None) -> None:
+        """A finished job. An array child (``parent:index``) without ``usage`` (resolved from its result object, not
+        described) is deferred to :meth:`settle`; a job whose backend reports no usage is recorded as unknown."""
+        if usage is None and ARRAY_CHILD_SEPARATOR in job_id and len(task_ids) == 1:
+            self._deferred[job_id] = (task_ids[0], outcome)
+            return
+        self._write(UsageRecord(job_id, tuple(task_ids), outcome, usage or JobUsage()))
+
+    def _write(self, record: UsageRecord) -> None:
+        self.summary.add(record)
+        if self._file is not None:
+            self._file.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+
+    @property
+    def deferred(self) -> int:
+        return len(self._deferred)
+
+    async def settle(self, describe: DescribeUsage, *, active_parents: set[str] | None = None) -> None:
+        """Describe deferred children: all of them when ``active_parents`` is None (at exit), otherwise the ones
+        whose array the engine no longer tracks, or all once a full batch waits. Children not final yet stay."""
+        ready = [
+            job_id
+            for job_id in self._deferred
+            if active_parents is None or job_id.split(ARRAY_CHILD_SEPARATOR, 1)[0] not in active_parents
+        ]
+        if active_parents is not None and len(self._deferred) >= self._describe_batch:
+            ready = list(self._deferred)
+        for start in range(0, len(ready), self._describe_batch):
+            chunk = ready[start : start + self._describe_batch]
+            found = await describe(chunk)
+            for job_id in chunk:
+                usage = found.get(job_id)
+                if usage is None:
+                    continue  # not described this time, or not final yet: the next round asks again
+                task_id, outcome = self._deferred.pop(job_id)
+                self._write(UsageRecord(job_id, (task_id,), outcome, usage))
+
+    def flush_unknown(self) -> int:
+        """Record what is still deferred with unknown usage (at exit, when describing took too long)."""
+        left = len(self._deferred)
+        for job_id, (task_id, outcome) in list(self._deferred.items()):
+            self._write(UsageRecord(job_id, (task_id,), outcome, JobUsage()))
+        self._deferred.clear()
+        return left
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def run_usage_report(path: str, *, prices_path: str | None, chart_path: str | None, out: IO[str]) -> None:
+    """``scaler-batch usage FILE``: print the summary of a usage log (and write the chart). ValueError on bad input."""
+    records = read_usage_log(path)
+    prices = load_price_table(prices_path)
+    out.write(format_summary(summarize(records, prices)))
+    if chart_path is not None:
+        from scaler_aws_batch.usage_chart import write_cost_chart
+
+        write_cost_chart(records, prices, chart_path)
+        out.write(f"chart: {chart_path}\n")

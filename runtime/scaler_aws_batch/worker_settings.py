@@ -1,0 +1,134 @@
+"""Settings of ``scaler-batch worker`` that every backend shares (the ``[worker]`` table of the config file)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
+from scaler_aws_batch.limits import MAX_ARRAY_SIZE
+from scaler_aws_batch.tags import check_user_tags, parse_tag_pairs
+
+_PYTHON_TAG = re.compile(r"^\d+\.\d+$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings(Settings):
+    section = "worker"
+
+    scheduler: str = setting("", "The scheduler, `tcp://host:port`.", default_text="required")
+    object_storage: str | None = setting(
+        None,
+        "Scaler's object storage address, when the one the scheduler advertises is not reachable (NAT, containers).",
+        default_text="from the scheduler",
+    )
+    backend: str = setting("local", "Where jobs run: `local` processes, `aws-batch` or `slurm`.")
+    client_python: str | None = setting(
+        None,
+        "The clients' Python `major.minor`, stamped into each payload; the runner refuses a payload for another "
+        "version with a message that says how to fix it.",
+        default_text="the worker's Python",
+    )
+    max_concurrent_jobs: int = setting(
+        MAX_ARRAY_SIZE,
+        "Tasks in flight at once (each task is one job or one array child). Tasks beyond it wait in the adapter, "
+        "highest Scaler priority first. The default, one full array, lets a large `map` become a few large arrays; "
+        "jobs beyond the compute environment's capacity wait in RUNNABLE at no cost.",
+    )
+    job_timeout_seconds: int = setting(
+        3600,
+        "Seconds per job attempt, unless a task asks for its own with the `timeout` capability. AWS requires at "
+        "least 60.",
+        long="--job-timeout",
+    )
+    array_window: float | None = setting(
+        None,
+        "Seconds tasks are gathered before being submitted together as one array job.",
+        default_text="0.02 local, 0.5 AWS, 0.5 Slurm",
+    )
+    queue_size: int = setting(
+        0,
+        "How many tasks the scheduler may hand this adapter at once; those beyond the running ones wait here, "
+        "highest priority first, and gather into arrays. 0: twice `max_concurrent_jobs`.",
+    )
+    vanish_after: float = setting(
+        60.0,
+        "A job that the backend's describe calls *answer without* for this many seconds fails its tasks with "
+        "`JobVanishedError` and is asked to stop. Failed calls (throttling, 5xx, expired credentials) pause this "
+        "clock.",
+    )
+    name: str = setting(
+        "", "The worker name the scheduler shows; also part of the default `adapter_id`.", default_text="generated"
+    )
+    adapter_id: str | None = setting(
+        None,
+        "Names (`scaler-<id>-...`) and tags (`scaler-batch:adapter-id`) every job, so that the adapter restarted with "
+        "the same id finds its jobs in the backend alone (docs/reliability.md). Default: the first 12 hex digits of "
+        "the SHA-256 of the scheduler address, the backend, its job queue (AWS) or work directory (local), and "
+        "`name`: stable across restarts of one deployment. Two adapters serving the same scheduler and queue at once "
+        "need distinct ids.",
+        default_text="derived",
+    )
+    reattach_grace: float = setting(
+        180.0,
+        "After a (re)start or a scheduler restart, how many seconds a job found running waits for Scaler to send its "
+        "task again; then it is stopped. Keep it above the scheduler's worker timeout (Scaler: 60 s).",
+    )
+    submit_deadline: float = setting(
+        600.0,
+        "Seconds a submission is retried (with backoff) through throttling, server errors and expired credentials "
+        "before its tasks fail with `SubmitError`.",
+    )
+    shutdown_timeout: float = setting(
+        60.0,
+        "On SIGTERM/SIGINT, the bound in seconds on letting submissions settle and stopping every live job; the "
+        "adapter exits 1 if any job could not be stopped.",
+    )
+    keep_jobs_on_exit: bool = setting(
+        False,
+        "On SIGTERM/SIGINT, leave the jobs running (rolling restart): the next adapter with the same `adapter_id` "
+        "re-attaches to them.",
+    )
+    log_level: str = setting(
+        "INFO", "Log level. Logs carry job ids, states and timings, never task data.", choices=_LOG_LEVELS
+    )
+    usage_log: str | None = setting(
+        None,
+        "Append one JSON line per finished job (task ids, queue, compute kind, resources, attempts, times, outcome) "
+        "to this file; see docs/usage-and-cost.md. The one-line usage summary is logged at exit either way.",
+        metavar="FILE",
+    )
+    tags: tuple[str, ...] = setting(
+        (),
+        "A user tag `KEY=VALUE` on every job (repeatable), next to the stack's `job_tags` and the adapter's own; "
+        "together at most 46 user tags (Batch allows 50 per job), checked at start-up.",
+        long="--tag",
+        metavar="KEY=VALUE",
+    )
+
+    def __post_init__(self) -> None:
+        if self.client_python is not None and not _PYTHON_TAG.match(self.client_python):
+            raise ValueError(
+                f"client_python takes major.minor like 3.11 ({where(WorkerSettings, 'client_python')}), "
+                f"got {self.client_python!r}"
+            )
+        check_user_tags(parse_tag_pairs(self.tags), source=where(WorkerSettings, "tags"))
+        check_whole(self, "max_concurrent_jobs", minimum=1)
+        check_whole(self, "job_timeout_seconds", minimum=1)
+        check_whole(self, "queue_size", minimum=0)
+        check_positive(self, "vanish_after")
+        for name in ("reattach_grace", "submit_deadline", "shutdown_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} takes seconds, zero or more ({where(WorkerSettings, name)})")
+        if self.adapter_id is not None and not (
+            self.adapter_id.replace("-", "").isalnum() and len(self.adapter_id) <= 40
+        ):
+            raise ValueError(
+                f"adapter_id takes 1-40 letters, digits or '-' ({where(WorkerSettings, 'adapter_id')}), "
+                f"got {self.adapter_id!r}"
+            )
+        if self.array_window is not None and self.array_window < 0:
+            raise ValueError(
+                f"array_window must be zero or more ({where(WorkerSettings, 'array_window')}), got {self.array_window}"
+            )
