@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
+import sys
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from scaler import Client
@@ -111,3 +114,21 @@ def describe_error(exc: BaseException) -> str:
     if len(first) > 300:
         first = first[:300] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@contextlib.contextmanager
+def stdout_to(path: pathlib.Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at ``path`` while a child is spawned: the worker logs to /dev/stdout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

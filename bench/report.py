@@ -42,8 +42,13 @@ def _throughputs(results: list[dict[str, Any]], setup: str) -> list[dict[str, An
     return sorted(found, key=lambda r: r["params"]["tasks"])
 
 
+def _measured(record: dict[str, Any]) -> bool:
+    """Finished, or timed out with some results (its figures are per completed task)."""
+    return record.get("outcome") in ("ok", "timeout") and record.get("completed", 1) > 0
+
+
 def _largest(results: list[dict[str, Any]], setup: str) -> dict[str, Any] | None:
-    found = [r for r in _throughputs(results, setup) if _ok(r)]
+    found = [r for r in _throughputs(results, setup) if _measured(r)]
     return found[-1] if found else None
 
 
@@ -59,7 +64,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def targets(results: list[dict[str, Any]]) -> tuple[list[Target], dict[str, float | None]]:
     ours, stock = _largest(results, "ours"), _largest(results, "stock")
-    native_runs = {r["params"]["tasks"]: r for r in _throughputs(results, "native") if _ok(r)}
+    native_runs = {r["params"]["tasks"]: r for r in _throughputs(results, "native") if _measured(r)}
     ours_calls = ours["batch_calls_per_task"] if ours else None
     stock_calls = stock["batch_calls_per_task"] if stock else None
     ours_cpu = ours["adapter_cpu_ms_per_task"] if ours else None
@@ -165,6 +170,19 @@ def _payload_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _emulator_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = ["| setup | emulator |", "| --- | --- |"]
+    seen: set[str] = set()
+    for record in results:
+        if record["setup"] in seen:
+            continue
+        seen.add(record["setup"])
+        settings = record.get("emulator")
+        text = ", ".join(f"{key} {value}" for key, value in settings.items()) if settings else "none (no Batch)"
+        rows.append(f"| {record['setup']} | {text} |")
+    return rows
+
+
 def chart(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -172,7 +190,7 @@ def chart(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    runs = [r for r in results if r.get("scenario") == "throughput" and _ok(r)]
+    runs = [r for r in results if r.get("scenario") == "throughput" and _measured(r)]
     labels = [f"{r['setup']}\nN={r['params']['tasks']}" for r in runs]
     axes[0][0].bar(labels, [r["tasks_per_second"] for r in runs], color="tab:blue")
     axes[0][0].set_title("throughput (tasks/s, higher is better)")
@@ -262,11 +280,20 @@ def render(data: dict[str, Any], chart_path: pathlib.Path, results_path: pathlib
         "",
         *_payload_rows(results),
         "",
+        "## Emulator settings per setup",
+        "",
+        *_emulator_rows(results),
+        "",
         "## Reproduce",
         "",
         "```sh",
-        "make bench   # runs python -m bench.run --json bench/results/full.json, then this report",
+        "make bench         # python -m bench.run --json bench/results/full.json, then python -m bench.report",
+        "make bench-quick   # 2,000 instead of 10,000 tasks, a stream of 50: bench/results/quick.json",
+        ".venv/bin/python -m bench.run --smoke --setups ours native   # tiny workloads: does everything run?",
         "```",
+        "",
+        "Code: `bench/run.py` (setups and plan), `bench/scenarios.py` (workloads and figures), `bench/ours.py`,",
+        "`bench/stock.py`, `bench/native.py`, `bench/report.py` (this page, the chart), `bench/notes.py` (prose).",
         "",
     ]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from scaler.config.types.address import AddressConfig
 from scaler.worker_manager.proxy.aws_batch.worker import create_aws_batch_worker
 
 from batch_emulator import BatchEmulator
-from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster
+from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, stdout_to
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
 NAME = "stock"
@@ -63,24 +63,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stdout_to(path: pathlib.Path) -> Iterator[None]:
-    """Point file descriptors 1 and 2 at ``path`` while a child is spawned: the worker logs to /dev/stdout."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-@contextlib.contextmanager
 def cluster(emulator: BatchEmulator, work_dir: pathlib.Path) -> Iterator[Cluster]:
     """A fresh scheduler and one Scaler AWS Batch worker process; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +88,7 @@ def cluster(emulator: BatchEmulator, work_dir: pathlib.Path) -> Iterator[Cluster
             job_timeout_seconds=JOB_TIMEOUT_SECONDS,
         )
         worker_log = work_dir / "worker.log"
-        with _environment({**AWS_ENV, "AWS_ENDPOINT_URL": emulator.endpoint_url}), _stdout_to(worker_log):
+        with _environment({**AWS_ENV, "AWS_ENDPOINT_URL": emulator.endpoint_url}), stdout_to(worker_log):
             worker.start()
         try:
             with Client(address=scheduler.addresses.scheduler) as client:

@@ -41,8 +41,16 @@ class Network(Construct):
     isolated: bool
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, vpc_id: str | None, max_azs: int, nat_gateways: int
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc_id: str | None,
+        max_azs: int,
+        nat_gateways: int,
+        parameter_store: bool = False,
     ) -> None:
+        """``parameter_store``: jobs take secrets from SSM Parameter Store, which the ECS agent reads through SSM."""
         super().__init__(scope, construct_id)
         self.isolated = nat_gateways == 0
         self.endpoint_security_group = None
@@ -75,9 +83,12 @@ class Network(Construct):
             allow_all_outbound=True,
         )
         if self.isolated and vpc_id is None:
-            self._add_interface_endpoints()
+            endpoints = dict(INTERFACE_ENDPOINTS)
+            if parameter_store:
+                endpoints["Ssm"] = ec2.InterfaceVpcEndpointAwsService.SSM
+            self._add_interface_endpoints(endpoints)
 
-    def _add_interface_endpoints(self) -> None:
+    def _add_interface_endpoints(self, endpoints: dict[str, ec2.InterfaceVpcEndpointAwsService]) -> None:
         group = ec2.SecurityGroup(
             self,
             "EndpointSecurityGroup",
@@ -87,7 +98,7 @@ class Network(Construct):
         )
         group.add_ingress_rule(self.security_group, ec2.Port.tcp(HTTPS), "HTTPS from the Batch job instances")
         self.endpoint_security_group = group
-        for construct_id, service in INTERFACE_ENDPOINTS.items():
+        for construct_id, service in endpoints.items():
             self.vpc.add_interface_endpoint(
                 f"{construct_id}Endpoint",
                 service=service,

@@ -36,7 +36,12 @@ class ScalerBatchStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.network = Network(
-            self, "Network", vpc_id=config.vpc_id, max_azs=config.max_azs, nat_gateways=config.nat_gateways
+            self,
+            "Network",
+            vpc_id=config.vpc_id,
+            max_azs=config.max_azs,
+            nat_gateways=config.nat_gateways,
+            parameter_store=any(":ssm:" in arn for arn in config.job_secrets.values()),
         )
         self.task_bucket = TaskBucket(
             self,

@@ -33,6 +33,7 @@ CONTEXT = cdk_json_context(
 )
 #: The interface endpoints' service suffixes (``com.amazonaws.<region>.<suffix>``) an isolated VPC must have.
 INTERFACE_SERVICES = {"ecr.api", "ecr.dkr", "ecs", "ecs-agent", "ecs-telemetry", "logs", "sts", "secretsmanager"}
+#: ... plus SSM when a job secret is a Parameter Store parameter (the ECS agent reads it through SSM).
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +152,8 @@ def test_isolated_vpc_has_every_endpoint_jobs_and_instances_need(hardened: dict[
     endpoints = _resources(hardened, "AWS::EC2::VPCEndpoint").values()
     interface = [e for e in endpoints if e["Properties"]["VpcEndpointType"] == "Interface"]
     gateway = [e for e in endpoints if e["Properties"].get("VpcEndpointType", "Gateway") == "Gateway"]
-    assert {_endpoint_service(e) for e in interface} == INTERFACE_SERVICES
-    assert len(interface) == len(INTERFACE_SERVICES)
+    assert {_endpoint_service(e) for e in interface} == INTERFACE_SERVICES | {"ssm"}
+    assert len(interface) == len(INTERFACE_SERVICES) + 1
     assert [_endpoint_service(e) for e in gateway] == ["s3"]
     subnet_ids = {json.dumps({"Ref": key}) for key in _resources(hardened, "AWS::EC2::Subnet")}
     for endpoint in interface:

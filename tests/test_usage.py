@@ -154,7 +154,7 @@ def test_summary_sums_hours_and_cost_by_queue_and_compute_kind() -> None:
     text = format_summary(summary)
     assert "tasks: 3 in 3 job(s) (job-failed 1, success 1, task-error 1)" in text
     assert "vCPU-hours: 4.5000   GiB-hours: 9.0000   GPU-hours: 2.0000" in text
-    assert f"estimated cost: ${spot_cost + on_demand_cost:.4f}" in text
+    assert f"estimated cost: ${spot_cost + on_demand_cost:.6f}" in text
     assert "prices: test prices" in text
     assert "ec2-spot" in text and "ec2-on-demand" in text
     assert summary.one_line().startswith("usage: 3 task(s) in 3 job(s) [ec2-on-demand 1, ec2-spot 2]")

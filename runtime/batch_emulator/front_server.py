@@ -42,9 +42,9 @@ class KeepAliveHandler(MotoRequestHandler):  # type: ignore[misc]
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 
-    def log_message(self, format: str, *args: Any) -> None:
-        # Idle keep-alive connections time out routinely: debug, not stderr.
-        LOG.debug("batch emulator front server: " + format, *args)
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # werkzeug prints these to stderr; idle keep-alive connections time out routinely: debug level.
+        LOG.debug("batch emulator front server %s: " + message, type, *args)
 
     def run_wsgi(self) -> None:
         environ: dict[str, Any] = self.make_environ()

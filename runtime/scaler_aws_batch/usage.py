@@ -269,7 +269,7 @@ class UsageSummary:
         kinds = ", ".join(f"{kind.value} {t.tasks}" for kind, t in sorted(self.by_compute.items(), key=_by_value))
         return (
             f"usage: {total.tasks} task(s) in {total.jobs} job(s) [{kinds or 'none'}]; {total.vcpu_hours:.4f} vCPU-h,"
-            f" {total.gib_hours:.4f} GiB-h, {total.gpu_hours:.4f} GPU-h; estimated cost ${total.cost:.4f}"
+            f" {total.gib_hours:.4f} GiB-h, {total.gpu_hours:.4f} GPU-h; estimated cost ${total.cost:.6f}"
         )
 
 
@@ -299,11 +299,11 @@ def format_summary(summary: UsageSummary) -> str:
     lines = [
         f"tasks: {total.tasks} in {total.jobs} job(s) ({outcomes or 'none'})",
         f"vCPU-hours: {total.vcpu_hours:.4f}   GiB-hours: {total.gib_hours:.4f}   GPU-hours: {total.gpu_hours:.4f}",
-        f"estimated cost: ${total.cost:.4f}",
+        f"estimated cost: ${total.cost:.6f}",
         f"prices: {summary.prices.label}",
         "",
     ]
-    header = f"{'':<28} {'tasks':>7} {'vCPU-h':>10} {'GiB-h':>10} {'GPU-h':>8} {'est. USD':>10}"
+    header = f"{'':<28} {'tasks':>7} {'vCPU-h':>10} {'GiB-h':>10} {'GPU-h':>8} {'est. USD':>11}"
     for title, rows in (
         ("by queue", sorted(summary.by_queue.items())),
         ("by compute kind", sorted(((k.value, t) for k, t in summary.by_compute.items()))),
@@ -313,7 +313,7 @@ def format_summary(summary: UsageSummary) -> str:
         for name, t in rows:
             lines.append(
                 f"  {name:<26} {t.tasks:>7} {t.vcpu_hours:>10.4f} {t.gib_hours:>10.4f} {t.gpu_hours:>8.4f}"
-                f" {t.cost:>10.4f}"
+                f" {t.cost:>11.6f}"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

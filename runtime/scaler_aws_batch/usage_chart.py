@@ -7,6 +7,7 @@ report works without it.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Sequence
 
 from scaler_aws_batch.usage import PriceTable, UsageRecord
@@ -60,8 +61,8 @@ def write_cost_chart(records: Sequence[UsageRecord], prices: PriceTable, path: s
     axes.set_ylabel("estimated cost (USD), cumulative")
     axes.set_title("Estimated cost over the run", fontsize=11)
     axes.legend(loc="upper left")
-    figure.text(0.01, 0.01, prices.label[:150], fontsize=6)
-    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    figure.text(0.01, 0.01, textwrap.fill(prices.label, 170), fontsize=6)  # what the figures are: estimates
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     try:
         figure.savefig(path, format="png", dpi=100)
     except OSError as exc:
