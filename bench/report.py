@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bench.notes import MISSED, SETUP_NOTES
+from bench.notes import MISSED, SCOPE, SETUP_NOTES
 
 DOC = pathlib.Path("docs/benchmarks.md")
 CHART = pathlib.Path("docs/benchmarks.png")
@@ -240,6 +240,8 @@ def render(data: dict[str, Any], chart_path: pathlib.Path, results_path: pathlib
         *(f"- **{name}**: {text}" for name, text in SETUP_NOTES.items()),
         "",
         "## Targets",
+        "",
+        SCOPE,
         "",
         "| target | value | status |",
         "| --- | --- | --- |",

@@ -184,7 +184,7 @@ def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None
     aws.emulator.faults.spot_reclaim_attempts.update({1, 2})  # the job definition allows 2 attempts
     aws.emulator.faults.spot_reclaim_after_seconds = 0.2
     future = aws.client.submit(lambda: __import__("time").sleep(30))
-    with pytest.raises(SpotRetriesExhaustedError, match="every attempt lost its Spot instance") as caught:
+    with pytest.raises(SpotRetriesExhaustedError, match="every attempt lost its Spot capacity") as caught:
         future.result(timeout=WAIT_SECONDS)
     assert "2 attempt(s)" in str(caught.value) and "On-Demand" in str(caught.value)
 

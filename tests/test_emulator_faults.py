@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from batch_emulator import BatchEmulator, EmulatorConfig, Faults, JobInfo
 from batch_emulator.testing import describe_job, log_messages, wait_for_status, wait_until
-from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT, StatusReason
 
 SPOT_RETRY = {
     "attempts": 3,
@@ -38,7 +38,7 @@ def test_spot_reclaim_on_attempt_1_then_success_on_attempt_2(emu: BatchEmulator)
     assert job["status"] == "SUCCEEDED"
     assert len(job["attempts"]) == 2
     first, second = job["attempts"]
-    assert first["statusReason"] == "Host EC2 (instance i-0123456789abcdef0) terminated."
+    assert first["statusReason"] == f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance i-0123456789abcdef0) terminated."
     assert "exitCode" not in first["container"]
     assert second["container"]["exitCode"] == 0
 
@@ -54,7 +54,7 @@ def test_spot_reclaim_without_retries_left_fails_the_job(emu: BatchEmulator) -> 
     spared = batch.submit_job(jobName="spared", jobQueue=queue, jobDefinition=jobdef)["jobId"]
     job = wait_for_status(batch, doomed)
     assert job["status"] == "FAILED"
-    assert job["statusReason"].startswith("Host EC2")
+    assert job["statusReason"].startswith(StatusReason.SPOT_RECLAIM_PREFIX)
     assert len(job["attempts"]) == 3
     assert wait_for_status(batch, spared)["status"] == "SUCCEEDED"
 

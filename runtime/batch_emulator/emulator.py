@@ -5,7 +5,7 @@ Design
 Two real HTTP servers on 127.0.0.1, random ports, both in this process:
 
 * moto's `ThreadedMotoServer` (the "moto endpoint"): plain moto, used by the emulator itself to read job queues and
-  job definitions, write job logs and delete S3 objects for fault injection.
+  job definitions and delete S3 objects for fault injection (job logs go through the front server).
 * the front server (the public `endpoint_url`, a threaded HTTP/1.1 server that keeps connections alive, see
   `front_server`): a WSGI app that serves the Batch *job* APIs itself (SubmitJob, DescribeJobs, ListJobs,
   CancelJob(s), TerminateJob(s), tagging of job ARNs) and hands every other request, unchanged, to moto's own
@@ -48,6 +48,7 @@ from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
 from batch_emulator.s3_requests import S3Requests
+from scaler_aws_batch.contracts import RUNNER_COMMAND
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -61,7 +62,7 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 DUMMY_KEY = "testing"
-DEFAULT_COMMAND = ("scaler-batch", "run-job", "--payload", "Ref::payload")
+DEFAULT_COMMAND = RUNNER_COMMAND
 
 TAG_OPERATIONS = frozenset({"TagResource", "UntagResource", "ListTagsForResource"})
 # Operations the emulator serves itself; every other request goes to moto.
@@ -175,7 +176,8 @@ class BatchEmulator:
             job_env=self.job_env,
             endpoint_url=lambda: self._endpoint_url,
             batch=self._moto_client("batch"),
-            logs=self._moto_client("logs"),
+            # Job logs go through the front server, which keeps its connections: one or two calls per job.
+            logs=self._make_client("logs", self._endpoint_url, None),
             s3=self._moto_client("s3"),
             work_dir=work_dir,
         )
@@ -326,11 +328,13 @@ class BatchEmulator:
         log_group: str = "/aws/batch/job",
         image: str = "scaler-aws-batch:emulated",
         compute_type: str = "UNMANAGED",
+        fargate: bool = False,
     ) -> tuple[str, str]:
         """Create (in moto) a service role, a compute environment, a job queue, a job definition running
         `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
         `compute_type` UNMANAGED, or a managed environment's resource type: EC2, SPOT, FARGATE or FARGATE_SPOT
-        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does).
+        (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does). ``fargate`` makes the job
+        definition a Fargate one (1 vCPU, 2048 MiB), whose jobs the emulator holds to Fargate's sizes.
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -391,6 +395,10 @@ class BatchEmulator:
             "containerProperties": container,
             "parameters": parameters or {},
         }
+        if fargate:
+            kwargs["platformCapabilities"] = [rules.FARGATE]
+            container["networkConfiguration"] = {"assignPublicIp": "DISABLED"}
+            container["executionRoleArn"] = role_arn
         if retry_strategy is not None:
             kwargs["retryStrategy"] = retry_strategy
         if timeout_seconds is not None:
@@ -599,6 +607,8 @@ def _validate_job_definition(body: bytes) -> None:
     req = _parse_json(body)
     rules.validate_timeout(req.get("timeout"))
     rules.validate_retry_strategy(req.get("retryStrategy"))
+    if rules.is_fargate(req):
+        rules.validate_fargate_resources((req.get("containerProperties") or {}).get("resourceRequirements") or [])
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

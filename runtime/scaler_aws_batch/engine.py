@@ -44,7 +44,7 @@ from scaler_aws_batch.backends.base import (
     JobStatus,
     Resources,
 )
-from scaler_aws_batch.contracts import JobTag, StatusReason, job_name_prefix
+from scaler_aws_batch.contracts import SPOT_INTERRUPTION_PREFIXES, JobTag, StatusReason, job_name_prefix
 from scaler_aws_batch.errors import (
     JobFailedError,
     JobOutOfMemoryError,
@@ -204,10 +204,10 @@ def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedErr
     logs = f"\n--- last log lines ---\n{tail}"
     if reason.startswith(StatusReason.TIMEOUT):
         return JobTimeoutError(f"the task ran past its timeout and was stopped; {detail}{logs}", status.job_id, 143)
-    if reason.startswith(StatusReason.SPOT_RECLAIM_PREFIX):
+    if reason.startswith(SPOT_INTERRUPTION_PREFIXES):
         return SpotRetriesExhaustedError(
-            f"every attempt lost its Spot instance; raise the retry attempts or use the On-Demand queue "
-            f"(capability on_demand=1); {detail}{logs}",
+            "every attempt lost its Spot capacity (EC2 Spot or Fargate Spot); raise the retry attempts or use the "
+            f"On-Demand queue (capability on_demand=1); {detail}{logs}",
             status.job_id,
             status.exit_code,
         )

@@ -25,6 +25,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch import fargate
 from scaler_aws_batch.aws_calls import (
     DEFAULT_OTHER_TPS,
     AwsCalls,
@@ -80,6 +81,10 @@ _READ_TIMEOUT_SECONDS: Final = 60
 class _JobDefinitionInfo:
     command: tuple[str, ...]
     default_parameters: Mapping[str, str]
+    #: Fargate job definitions accept only Fargate's vCPU/memory combinations and no GPUs.
+    fargate: bool = False
+    default_vcpus: float | None = None
+    default_memory_mib: int | None = None
 
 
 def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
@@ -201,6 +206,7 @@ class AwsBatchBackend(JobBackend):
         return "aws-batch"
 
     def submit(self, spec: JobSpec) -> str:
+        self._check_platform(spec)
         queue = spec.queue or self.job_queue
         request: SubmitJobRequestTypeDef = {
             "jobName": spec.name,
@@ -406,6 +412,17 @@ class AwsBatchBackend(JobBackend):
         """The token bucket that paces ``operation``."""
         return self.calls.limiter(operation)
 
+    def _check_platform(self, spec: JobSpec) -> None:
+        """Refuse, before SubmitJob, a size a Fargate job definition cannot run (AWS would fail the job later)."""
+        info = self._job_definition()
+        if not info.fargate:
+            return
+        vcpus = spec.resources.vcpus if spec.resources.vcpus is not None else info.default_vcpus
+        memory = spec.resources.memory_mib if spec.resources.memory_mib is not None else info.default_memory_mib
+        problem = fargate.check(vcpus or 0.0, memory or 0, gpus=spec.resources.gpus or 0)
+        if problem is not None:
+            raise JobRejectedError(f"job {spec.name!r}: {problem}")
+
     def _job_definition(self) -> _JobDefinitionInfo:
         with self._job_definition_lock:
             if self._job_definition_info is None:
@@ -459,7 +476,17 @@ class AwsBatchBackend(JobBackend):
             definition.get("revision"),
             len(command),
         )
-        return _JobDefinitionInfo(command=command, default_parameters=dict(definition.get("parameters", {})))
+        container = definition.get("containerProperties", {})
+        defaults = {item["type"]: item["value"] for item in container.get("resourceRequirements", [])}
+        vcpus = defaults.get("VCPU", container.get("vcpus"))
+        memory = defaults.get("MEMORY", container.get("memory"))
+        return _JobDefinitionInfo(
+            command=command,
+            default_parameters=dict(definition.get("parameters", {})),
+            fargate="FARGATE" in definition.get("platformCapabilities", []),
+            default_vcpus=float(vcpus) if vcpus is not None else None,
+            default_memory_mib=int(memory) if memory is not None else None,
+        )
 
     @staticmethod
     def _job_status(job: JobDetailTypeDef) -> JobStatus | None:
