@@ -879,6 +879,8 @@ class JobEngine:
 
     def _resolved(self, resolving: asyncio.Task[None]) -> None:
         self._resolving.discard(resolving)
+        if self._read_results:  # an idle reconcile loop must come round to delete it
+            self._wake_reconciler.set()
         if not resolving.cancelled() and resolving.exception() is not None:
             logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
         if not self._resolving:
