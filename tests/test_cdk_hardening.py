@@ -21,6 +21,7 @@ from cdk_support import (
     checkov_failures,
     synth_to,
 )
+from scaler_aws_batch.contracts import JobTag, StackOutput
 from test_cdk_cli import CDK_BIN, _offline_env
 
 pytestmark = pytest.mark.cdk
@@ -270,9 +271,9 @@ def test_image_pull_behavior_goes_into_the_ecs_agent_config(hardened: dict[str, 
 def test_job_tags_output_and_the_adapter_may_set_only_allowed_keys(
     hardened: dict[str, Any], default: dict[str, Any]
 ) -> None:
-    assert json.loads(hardened["Outputs"]["JobTags"]["Value"]) == JOB_TAGS
-    assert "JobTags" not in default["Outputs"]
+    assert json.loads(hardened["Outputs"][StackOutput.JOB_TAGS]["Value"]) == JOB_TAGS
+    assert StackOutput.JOB_TAGS not in default["Outputs"]
     (policy,) = _resources(hardened, "AWS::IAM::ManagedPolicy").values()
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     allowed = statements["TagOwnJobsAtSubmit"]["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"]
-    assert sorted(allowed) == sorted(["scaler-batch:*", *JOB_TAGS, "project", "run-*"])
+    assert sorted(allowed) == sorted([f"{JobTag.PREFIX}*", *JOB_TAGS, "project", "run-*"])

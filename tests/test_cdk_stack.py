@@ -401,7 +401,7 @@ def test_adapter_tags_jobs_reads_logs_and_uses_the_prefix_only(template_json: di
     (log_group_id,) = _resources(template_json, "AWS::Logs::LogGroup")
     tag = statements["TagOwnJobsAtSubmit"]
     assert tag["Action"] == "batch:TagResource"
-    assert tag["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": ["scaler-batch:*"]}}
+    assert tag["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": [f"{JobTag.PREFIX}*"]}}
     objects = statements["PayloadsAndResults"]
     assert objects["Resource"] == {
         "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{CONTEXT['payload_prefix']}*"]]
