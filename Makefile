@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 # jsii (under aws-cdk-lib) prints a banner for every process on Node 20; the CDK still works.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test lint typecheck synth bench bench-quick clean slurm-install
+.PHONY: demo test lint typecheck synth bench bench-quick dist clean slurm-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +56,10 @@ bench: $(VENV)/.dev-installed
 bench-quick: $(VENV)/.dev-installed
 	nice -n 10 $(BIN)/python -m bench.run --quick --json bench/results/quick.json
 
+# The wheel clients (and custom job images) install; the package is not on PyPI.
+dist: $(BIN)/python
+	rm -rf dist
+	$(PIP) wheel -q --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out dist .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Batch compute: Spot and On-Demand EC2 compute environments that scale to zero, and the job queues over them."""
+"""Batch compute: Spot and On-Demand compute environments (EC2 instances that scale to zero, or Fargate), and the
+job queues over them."""
 
 from __future__ import annotations
 
@@ -47,18 +48,19 @@ def instance_class(family: str) -> ec2.InstanceClass:
 
 class Compute(Construct):
     """Managed EC2 compute environments (minimum 0 vCPUs unless ``min_vcpus`` asks for warm capacity, so an idle
-    stack runs no instance) and three queues:
+    stack runs no instance), or Fargate Spot and Fargate ones (``fargate``: no instances at all), and three queues:
 
     * ``default_queue``: Spot first, then On-Demand (each one optional, per the config);
     * ``on_demand_queue``: On-Demand only, for work that must not be interrupted;
-    * ``gpu_queue``: On-Demand GPU instances with the ECS GPU AMI, when enabled.
+    * ``gpu_queue``: On-Demand GPU instances with the ECS GPU AMI, when enabled (EC2 only: Fargate has no GPUs).
 
-    Instances run the ECS-optimized Amazon Linux 2023 AMI (its NVIDIA variant for GPU), updated by Batch.
+    Instances run the ECS-optimized Amazon Linux 2023 AMI (its NVIDIA variant for GPU), updated by Batch; it has an
+    x86_64 and an arm64 (Graviton) build, picked by instance type.
     """
 
-    launch_template: ec2.LaunchTemplate
-    spot_environment: batch.ManagedEc2EcsComputeEnvironment | None
-    on_demand_environment: batch.ManagedEc2EcsComputeEnvironment
+    launch_template: ec2.LaunchTemplate | None
+    spot_environment: batch.ManagedEc2EcsComputeEnvironment | batch.FargateComputeEnvironment | None
+    on_demand_environment: batch.ManagedEc2EcsComputeEnvironment | batch.FargateComputeEnvironment
     gpu_environment: batch.ManagedEc2EcsComputeEnvironment | None
     default_queue: batch.JobQueue
     on_demand_queue: batch.JobQueue
@@ -72,6 +74,7 @@ class Compute(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         security_group: ec2.ISecurityGroup,
+        fargate: bool,
         max_vcpus: int,
         instance_types: Sequence[str],
         spot: bool,
@@ -88,39 +91,44 @@ class Compute(Construct):
         self._subnets = subnets
         self._security_group = security_group
         self._runnable_timeout = runnable_timeout
-        self.launch_template = ec2.LaunchTemplate(
-            self,
-            "LaunchTemplate",
-            require_imdsv2=True,
-            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
-            http_put_response_hop_limit=IMDS_HOP_LIMIT,
-            user_data=ecs_agent_user_data(image_pull_behavior),
-        )
-        # Warm starts: only the first environment of the default queue keeps min_vcpus running; the others (and a
-        # default of 0) scale to zero.
-        warm_spot = min_vcpus if spot else 0
-        warm_on_demand = 0 if spot else min_vcpus
+        self.launch_template = None
+        if fargate:  # min_vcpus and image_pull_behavior are EC2 settings (the config refuses them with Fargate)
+            self.spot_environment = self._fargate("SpotEnvironment", spot=True, max_vcpus=max_vcpus) if spot else None
+            self.on_demand_environment = self._fargate("OnDemandEnvironment", spot=False, max_vcpus=max_vcpus)
+        else:
+            self.launch_template = ec2.LaunchTemplate(
+                self,
+                "LaunchTemplate",
+                require_imdsv2=True,
+                http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+                http_put_response_hop_limit=IMDS_HOP_LIMIT,
+                user_data=ecs_agent_user_data(image_pull_behavior),
+            )
+            # Warm starts: only the first environment of the default queue keeps min_vcpus running; the others (and a
+            # default of 0) scale to zero.
+            warm_spot = min_vcpus if spot else 0
+            warm_on_demand = 0 if spot else min_vcpus
 
-        self.spot_environment = (
-            self._environment(
-                "SpotEnvironment",
-                spot=True,
-                allocation=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
+            self.spot_environment = (
+                self._environment(
+                    "SpotEnvironment",
+                    spot=True,
+                    allocation=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
+                    max_vcpus=max_vcpus,
+                    instance_types=instance_types,
+                    min_vcpus=warm_spot,
+                )
+                if spot
+                else None
+            )
+            self.on_demand_environment = self._environment(
+                "OnDemandEnvironment",
+                spot=False,
+                allocation=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
                 max_vcpus=max_vcpus,
                 instance_types=instance_types,
-                min_vcpus=warm_spot,
+                min_vcpus=warm_on_demand,
             )
-            if spot
-            else None
-        )
-        self.on_demand_environment = self._environment(
-            "OnDemandEnvironment",
-            spot=False,
-            allocation=batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
-            max_vcpus=max_vcpus,
-            instance_types=instance_types,
-            min_vcpus=warm_on_demand,
-        )
         default_order: list[batch.IComputeEnvironment] = []
         if self.spot_environment is not None:
             default_order.append(self.spot_environment)
@@ -131,7 +139,7 @@ class Compute(Construct):
 
         self.gpu_environment = None
         self.gpu_queue = None
-        if gpu:
+        if gpu and not fargate:
             self.gpu_environment = self._environment(
                 "GpuEnvironment",
                 spot=False,
@@ -178,6 +186,17 @@ class Compute(Construct):
             instance_classes=[instance_class(name) for name in instance_types if "." not in name and not optimal],
             images=list(images) if images is not None else [STANDARD_IMAGE],
             update_to_latest_image_version=True,
+        )
+
+    def _fargate(self, construct_id: str, *, spot: bool, max_vcpus: int) -> batch.FargateComputeEnvironment:
+        return batch.FargateComputeEnvironment(
+            self,
+            construct_id,
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            security_groups=[self._security_group],
+            spot=spot,
+            maxv_cpus=max_vcpus,
         )
 
     def _queue(self, construct_id: str, order: Sequence[batch.IComputeEnvironment]) -> batch.JobQueue:

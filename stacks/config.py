@@ -13,12 +13,17 @@ import enum
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
-from scaler_aws_batch.contracts import JobTag
+from scaler_aws_batch import fargate
+from scaler_aws_batch.contracts import Architecture, JobTag
 from scaler_aws_batch.tags import MAX_USER_TAGS, check_user_tags
 
 T = TypeVar("T")
+
+#: Relative ``requirements_file`` paths are read from here (where ``cdk.json`` lives).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: The job-level settings AWS enforces (docs/aws-limits.md gives their public sources).
 MIN_JOB_TIMEOUT_SECONDS = 60
@@ -33,8 +38,11 @@ SUPPORTED_PYTHON_MINORS = range(10, 15)
 LOG_RETENTION_DAYS_ALLOWED: tuple[int, ...] = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )  # fmt: skip
-#: The instance-type list value that lets Batch pick from current C, M and R families.
+#: The instance-type list value that lets Batch pick from current C, M and R families (x86_64 only).
 OPTIMAL = "optimal"
+#: Fargate's ephemeral storage setting (GiB): AWS Batch accepts 21 to 200.
+MIN_EPHEMERAL_STORAGE_GIB = 21
+MAX_EPHEMERAL_STORAGE_GIB = 200
 
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -63,6 +71,31 @@ def secret_resource_arn(reference: str) -> str:
     return match["arn"] if match is not None else reference
 
 
+#: Debian package names (Debian Policy 5.6.1): they travel as one build argument into ``apt-get install``.
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+#: An image reference: ``[registry/]repository[:tag][@sha256:digest]``, lower-case repository path.
+_IMAGE_URI = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[0-9a-f]{64})?$"
+)
+#: Graviton (arm64) families: a 'g' after the generation (m7g, c6gn, r8gd) or the first one, a1. 'g5' is x86 (GPU).
+_GRAVITON = re.compile(r"^(?:a1|[a-z]+[0-9]+[a-z-]*g[a-z-]*)$")
+
+
+class ComputeChoice(enum.Enum):
+    """What runs the jobs."""
+
+    EC2 = "ec2"  # managed EC2 instances (Spot, then On-Demand), scaled from zero
+    FARGATE = "fargate"  # Fargate Spot, then Fargate: no instances at all
+
+
+class ArchitectureChoice(enum.Enum):
+    """The job image's CPU architecture; EC2 instance families must match it."""
+
+    X86_64 = Architecture.X86_64
+    ARM64 = Architecture.ARM64
+
+
 class RemovalChoice(enum.Enum):
     """What ``cdk destroy`` does with the bucket and the log group."""
 
@@ -86,7 +119,7 @@ class StackConfig:
     gpu_queue: bool = False
     gpu_instance_types: tuple[str, ...] = ("g4dn", "g5")
     gpu_max_vcpus: int = 64
-    job_vcpus: int = 1
+    job_vcpus: float = 1
     job_memory_mib: int = 2048
     job_timeout_seconds: int = 3600
     retry_attempts: int = 3
@@ -106,6 +139,16 @@ class StackConfig:
     job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Tag keys (IAM patterns, ``*`` allowed) the worker may add with ``--tag``, besides the ``job_tags`` keys.
     worker_tag_keys: tuple[str, ...] = ()
+    compute: ComputeChoice = ComputeChoice.EC2
+    architecture: ArchitectureChoice = ArchitectureChoice.X86_64
+    #: A pip requirements file installed into the built image (relative to the repository root, or absolute).
+    requirements_file: str | None = None
+    #: Debian packages installed into the built image with apt-get (e.g. libgomp1 for LightGBM).
+    system_packages: tuple[str, ...] = ()
+    #: A prebuilt image to run instead of building ``container/Dockerfile``: synth and deploy need no Docker.
+    image_uri: str | None = None
+    #: Fargate only: the task's ephemeral storage in GiB, where ``/tmp`` (payloads, results, scratch) lives.
+    ephemeral_storage_gib: int = MIN_EPHEMERAL_STORAGE_GIB
 
     def __post_init__(self) -> None:
         _check(
@@ -141,6 +184,16 @@ class StackConfig:
             self.image_pull_behavior,
             f"one of the ECS agent's ECS_IMAGE_PULL_BEHAVIOR values: {', '.join(IMAGE_PULL_BEHAVIORS)}",
         )
+        if self.compute is ComputeChoice.FARGATE:  # settings of EC2 container instances; Fargate has none
+            _check(
+                self.min_vcpus == 0, "min_vcpus", self.min_vcpus, "0 with compute=fargate (Fargate has no warm pool)"
+            )
+            _check(
+                self.image_pull_behavior == "default",
+                "image_pull_behavior",
+                self.image_pull_behavior,
+                "'default' with compute=fargate (an ECS agent setting of EC2 instances)",
+            )
         _check_job_secrets(self.job_secrets)
         try:
             check_user_tags(self.job_tags, source="cdk.json context 'job_tags'")
@@ -153,21 +206,48 @@ class StackConfig:
                 pattern,
                 f"tag keys or patterns such as 'team' or 'cost-center*', not starting with 'aws:' or {JobTag.PREFIX!r}",
             )
-        _check_instance_types("instance_types", self.instance_types)
+        if self.compute is ComputeChoice.EC2:
+            _check_instance_types("instance_types", self.instance_types, self.architecture)
         _check(
             self.spot or self.on_demand_fallback,
             "on_demand_fallback",
             self.on_demand_fallback,
             "true when spot is false: the default queue needs at least one compute environment",
         )
-        _check_instance_types("gpu_instance_types", self.gpu_instance_types)
-        _check(self.gpu_max_vcpus >= 1, "gpu_max_vcpus", self.gpu_max_vcpus, "a positive number of vCPUs")
         _check(
-            1 <= self.job_vcpus <= self.max_vcpus,
-            "job_vcpus",
-            self.job_vcpus,
-            f"a whole number of vCPUs from 1 to max_vcpus ({self.max_vcpus}); EC2 jobs take whole vCPUs",
+            not (self.gpu_queue and self.compute is ComputeChoice.FARGATE),
+            "gpu_queue",
+            self.gpu_queue,
+            "false with compute=fargate: Fargate has no GPUs (use compute=ec2 for a GPU queue)",
         )
+        if self.gpu_queue:
+            _check_instance_types("gpu_instance_types", self.gpu_instance_types, self.architecture)
+        _check(self.gpu_max_vcpus >= 1, "gpu_max_vcpus", self.gpu_max_vcpus, "a positive number of vCPUs")
+        if self.compute is ComputeChoice.EC2:
+            _check(
+                float(self.job_vcpus).is_integer() and 1 <= self.job_vcpus <= self.max_vcpus,
+                "job_vcpus",
+                self.job_vcpus,
+                f"a whole number of vCPUs from 1 to max_vcpus ({self.max_vcpus}); EC2 jobs take whole vCPUs",
+            )
+        else:
+            problem = fargate.check(self.job_vcpus, self.job_memory_mib)
+            _check(
+                problem is None, "job_vcpus", self.job_vcpus, f"a size Fargate accepts with job_memory_mib: {problem}"
+            )
+            _check(
+                self.job_vcpus <= self.max_vcpus,
+                "max_vcpus",
+                self.max_vcpus,
+                f"at least job_vcpus ({self.job_vcpus:g})",
+            )
+        _check(
+            MIN_EPHEMERAL_STORAGE_GIB <= self.ephemeral_storage_gib <= MAX_EPHEMERAL_STORAGE_GIB,
+            "ephemeral_storage_gib",
+            self.ephemeral_storage_gib,
+            f"{MIN_EPHEMERAL_STORAGE_GIB} to {MAX_EPHEMERAL_STORAGE_GIB} GiB (AWS Batch's Fargate range)",
+        )
+        self._check_image()
         _check(
             self.job_memory_mib >= MIN_JOB_MEMORY_MIB,
             "job_memory_mib",
@@ -215,6 +295,47 @@ class StackConfig:
             "the client's Python major.minor, 3.10 to 3.14, e.g. '3.11'",
         )
 
+    def _check_image(self) -> None:
+        if self.image_uri is not None:
+            _check(
+                bool(_IMAGE_URI.match(self.image_uri)),
+                "image_uri",
+                self.image_uri,
+                "an image reference such as '123456789012.dkr.ecr.us-east-1.amazonaws.com/my-runner:1.0' or"
+                " 'ghcr.io/org/runner@sha256:<digest>'",
+            )
+            for key in ("requirements_file", "system_packages"):
+                _check(
+                    not getattr(self, key),
+                    key,
+                    getattr(self, key),
+                    "nothing when image_uri is set: they only change the image this stack builds; install them in"
+                    " your image instead (docs/deploy.md, 'Bring your own image')",
+                )
+        if self.requirements_file is not None:
+            path = self.requirements_path
+            _check(
+                path is not None and path.is_file(),
+                "requirements_file",
+                self.requirements_file,
+                f"an existing pip requirements file (relative paths start at {REPO_ROOT})",
+            )
+        for package in self.system_packages:
+            _check(
+                bool(_DEBIAN_PACKAGE.match(package)),
+                "system_packages",
+                package,
+                "Debian package names such as 'libgomp1' (lower-case letters, digits, '+', '-', '.')",
+            )
+
+    @property
+    def requirements_path(self) -> Path | None:
+        """The requirements file as an absolute path (``None`` when unset)."""
+        if self.requirements_file is None:
+            return None
+        path = Path(self.requirements_file).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
     @property
     def destroy_on_delete(self) -> bool:
         return self.removal_policy is RemovalChoice.DESTROY
@@ -259,22 +380,44 @@ def _check_job_secrets(secrets: Mapping[str, str]) -> None:
         )
 
 
-def _check_instance_types(key: str, types: Sequence[str]) -> None:
-    _check(len(types) > 0, key, list(types), f"a non-empty list of x86_64 instance types or families, or ['{OPTIMAL}']")
+def _check_instance_types(key: str, types: Sequence[str], architecture: ArchitectureChoice) -> None:
+    arm = architecture is ArchitectureChoice.ARM64
+    _check(
+        len(types) > 0,
+        key,
+        list(types),
+        f"a non-empty list of {architecture.value} instance types or families" + ("" if arm else f", or ['{OPTIMAL}']"),
+    )
     if OPTIMAL in types:
         _check(len(types) == 1, key, list(types), f"either ['{OPTIMAL}'] alone or a list of instance types")
+        _check(
+            not arm,
+            key,
+            list(types),
+            "Graviton families such as ['m7g', 'c7g', 'r7g']: 'optimal' picks x86_64 families only",
+        )
         return
     for name in types:
         match = _INSTANCE_TYPE.match(name)
         _check(match is not None, key, name, "an instance type such as 'm6i.xlarge' or a family such as 'm6i'")
         assert match is not None  # for mypy: _check raised otherwise
-        # Graviton families carry a 'g' after the generation (m7g, c6gn, r6gd); 'g5' is an x86 GPU family.
-        _check(
-            "g" not in match["suffix"] and match["family"] != "a1",
-            key,
-            name,
-            "an x86_64 type: the job image is built for linux/amd64, Graviton (arm64) types cannot run it",
-        )
+        graviton = bool(_GRAVITON.match(match["family"]))
+        if arm:
+            _check(
+                graviton,
+                key,
+                name,
+                "a Graviton (arm64) type such as 'm7g', 'c7g' or 'g5g': architecture is arm64, so the job image is"
+                " built for linux/arm64 and x86_64 instances cannot run it (or set architecture=x86_64)",
+            )
+        else:
+            _check(
+                not graviton,
+                key,
+                name,
+                "an x86_64 type: the job image is built for linux/amd64, Graviton (arm64) types cannot run it"
+                " (or set architecture=arm64 and list Graviton types only)",
+            )
 
 
 def _parse_str(key: str, raw: object) -> str:
@@ -325,11 +468,34 @@ def _parse_str_list(key: str, raw: object) -> tuple[str, ...]:
     return tuple(str(item) for item in items)
 
 
-def _parse_removal(key: str, raw: object) -> RemovalChoice:
-    choices = [choice.value for choice in RemovalChoice]
-    _check(isinstance(raw, str) and raw.strip().lower() in choices, key, raw, f"one of {choices}")
-    assert isinstance(raw, str)
-    return RemovalChoice(raw.strip().lower())
+def _parse_number(key: str, raw: object) -> float:
+    if isinstance(raw, bool):
+        _check(False, key, raw, "a number")
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            pass
+    _check(False, key, raw, "a number")
+    raise AssertionError("unreachable")
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum_parser(kind: type[E]) -> Callable[[str, object], E]:
+    def parse(key: str, raw: object) -> E:
+        choices = [choice.value for choice in kind]
+        _check(isinstance(raw, str) and raw.strip().lower() in choices, key, raw, f"one of {choices}")
+        assert isinstance(raw, str)
+        return kind(raw.strip().lower())
+
+    return parse
+
+
+_parse_removal = _enum_parser(RemovalChoice)
 
 
 def _parse_str_map(key: str, raw: object) -> dict[str, str]:
@@ -367,7 +533,7 @@ _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "gpu_queue": _parse_bool,
     "gpu_instance_types": _parse_str_list,
     "gpu_max_vcpus": _parse_int,
-    "job_vcpus": _parse_int,
+    "job_vcpus": _parse_number,
     "job_memory_mib": _parse_int,
     "job_timeout_seconds": _parse_int,
     "retry_attempts": _parse_int,
@@ -382,4 +548,10 @@ _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "image_pull_behavior": _parse_str,
     "job_tags": _parse_str_map,
     "worker_tag_keys": _parse_str_list,
+    "compute": _enum_parser(ComputeChoice),
+    "architecture": _enum_parser(ArchitectureChoice),
+    "requirements_file": _parse_optional_str,
+    "system_packages": _parse_str_list,
+    "image_uri": _parse_optional_str,
+    "ephemeral_storage_gib": _parse_int,
 }

@@ -1,40 +1,56 @@
-"""The one job definition every task runs: the runner image, a locked-down container, Spot-aware retries."""
+"""The one job definition every task runs: the runner image, a locked-down container, Spot-aware retries.
+
+On EC2 the container runs on the compute environments' instances; on Fargate it runs as a Fargate task in the
+private subnets with no public IP. Both are non-privileged with a read-only root filesystem and ``/tmp`` as scratch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Size
+from aws_cdk import CfnResource, Duration, RemovalPolicy, Size
 from aws_cdk import aws_batch as batch
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-#: The image builds from the repository root (it installs this repo's package) with ``container/Dockerfile``.
-#: The root ``.dockerignore`` keeps the build context (and CDK's asset staging copy) to what the image needs.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = "container/Dockerfile"
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT, Architecture
+
 #: The container's only writable path: a scratch volume, since the root filesystem is read-only.
 SCRATCH_PATH = "/tmp"
+SCRATCH_VOLUME = "scratch"
 LOG_STREAM_PREFIX = "job"
 ECS_TASKS = "ecs-tasks.amazonaws.com"
+FARGATE_ARCHITECTURES = {
+    Architecture.X86_64: ecs.CpuArchitecture.X86_64,
+    Architecture.ARM64: ecs.CpuArchitecture.ARM64,
+}
+
+
+def retry_strategies() -> list[batch.RetryStrategy]:
+    """:data:`SPOT_RETRY_EVALUATE_ON_EXIT` (retry lost Spot capacity, exit on anything else) as CDK objects."""
+    strategies: list[batch.RetryStrategy] = []
+    for entry in SPOT_RETRY_EVALUATE_ON_EXIT:
+        action = batch.Action.RETRY if entry["action"] == "RETRY" else batch.Action.EXIT
+        reason = batch.Reason.custom(on_status_reason=entry.get("onStatusReason"), on_reason=entry.get("onReason"))
+        strategies.append(batch.RetryStrategy.of(action, reason))
+    return strategies
 
 
 class JobDefinition(Construct):
-    """An EC2 job definition running ``command`` from the image built from ``container/``.
+    """A job definition running ``command`` from ``image`` on EC2 or (``fargate``) on Fargate.
 
-    Not privileged, read-only root filesystem, ``/tmp`` as scratch, logs to ``log_group``. Retries only when EC2
-    reclaimed the Spot host, exits on anything else (Batch would retry every failure otherwise).
+    Not privileged, read-only root filesystem, ``/tmp`` as scratch, logs to ``log_group``. Retries only when Spot
+    capacity was lost (EC2 reclaimed the host, or Fargate Spot interrupted the task), exits on anything else (Batch
+    would retry every failure otherwise).
     """
 
     log_group: logs.LogGroup
     job_role: iam.Role
     execution_role: iam.Role
-    image_asset: ecs.AssetImage
-    container: batch.EcsEc2ContainerDefinition
+    container: batch.EcsEc2ContainerDefinition | batch.EcsFargateContainerDefinition
     job_definition: batch.EcsJobDefinition
 
     def __init__(
@@ -44,9 +60,12 @@ class JobDefinition(Construct):
         *,
         command: Sequence[str],
         parameters: dict[str, str],
-        python_version: str,
-        vcpus: int,
+        image: ecs.ContainerImage,
+        fargate: bool,
+        architecture: str,
+        vcpus: float,
         memory_mib: int,
+        ephemeral_storage_gib: int,
         timeout: Duration,
         retry_attempts: int,
         log_retention: logs.RetentionDays,
@@ -70,28 +89,35 @@ class JobDefinition(Construct):
             assumed_by=iam.ServicePrincipal(ECS_TASKS),
             description="Scaler Batch job: pull the runner image, write the job log",
         )
-        self.image_asset = ecs.ContainerImage.from_asset(
-            str(REPO_ROOT),
-            file=DOCKERFILE,
-            build_args={"PYTHON_VERSION": python_version},
-            platform=ecr_assets.Platform.LINUX_AMD64,
-            ignore_mode=IgnoreMode.DOCKER,
-        )
-        self.container = batch.EcsEc2ContainerDefinition(
-            self,
-            "Container",
-            image=self.image_asset,
-            command=list(command),
-            cpu=vcpus,
-            memory=Size.mebibytes(memory_mib),
-            privileged=False,
-            readonly_root_filesystem=True,
-            volumes=[batch.EcsVolume.host(name="scratch", container_path=SCRATCH_PATH)],
-            environment={"TMPDIR": SCRATCH_PATH},
-            job_role=self.job_role,
-            execution_role=self.execution_role,
-            logging=ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group),
-        )
+        # The same locked-down container on both platforms: read-only root, /tmp as scratch, the stack's roles and log.
+        common: dict[str, Any] = {
+            "image": image,
+            "command": list(command),
+            "memory": Size.mebibytes(memory_mib),
+            "readonly_root_filesystem": True,
+            "volumes": [batch.EcsVolume.host(name=SCRATCH_VOLUME, container_path=SCRATCH_PATH)],
+            "environment": {"TMPDIR": SCRATCH_PATH},
+            "job_role": self.job_role,
+            "execution_role": self.execution_role,
+            "logging": ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group),
+        }
+        if fargate:
+            self.container = batch.EcsFargateContainerDefinition(
+                self,
+                "Container",
+                cpu=vcpus,
+                # Private subnets: the task needs no public address to reach ECR, S3 and the logs.
+                assign_public_ip=False,
+                ephemeral_storage_size=Size.gibibytes(ephemeral_storage_gib),
+                fargate_platform_version=ecs.FargatePlatformVersion.LATEST,
+                fargate_cpu_architecture=FARGATE_ARCHITECTURES[architecture],
+                fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
+                **common,
+            )
+        else:
+            self.container = batch.EcsEc2ContainerDefinition(
+                self, "Container", cpu=int(vcpus), privileged=False, **common
+            )
         self.job_definition = batch.EcsJobDefinition(
             self,
             "JobDefinition",
@@ -99,9 +125,13 @@ class JobDefinition(Construct):
             parameters=dict(parameters),
             timeout=timeout,
             retry_attempts=retry_attempts,
-            retry_strategies=[
-                batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
-                batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
-            ],
+            retry_strategies=retry_strategies(),
             propagate_tags=True,
         )
+        if fargate:
+            resource = self.job_definition.node.default_child
+            assert isinstance(resource, CfnResource)
+            # Fargate takes no host volumes: a volume with only a name is task storage (the ephemeral storage above).
+            resource.add_property_override("ContainerProperties.Volumes", [{"Name": SCRATCH_VOLUME}])
+            # Fargate never runs privileged containers; AWS accepts an explicit false, which keeps the rule visible.
+            resource.add_property_override("ContainerProperties.Privileged", False)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
+from aws_cdk import aws_batch as batch
 from constructs import IConstruct
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def acknowledge_findings(stack: ScalerBatchStack) -> None:
     )
     for environment in (stack.compute.spot_environment, stack.compute.on_demand_environment,
                         stack.compute.gpu_environment):  # fmt: skip
-        if environment is not None:
+        if isinstance(environment, batch.ManagedEc2EcsComputeEnvironment):  # Fargate has no instance role
             acknowledge(
                 environment,
                 [f"AwsSolutions-IAM4[Policy::{ECS_INSTANCE_POLICY}]"],

@@ -12,8 +12,9 @@ from constructs import Construct
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND, StackOutput
 from stacks.access import AdapterAccess
 from stacks.compute import Compute
-from stacks.config import StackConfig
+from stacks.config import ComputeChoice, StackConfig
 from stacks.job_definition import JobDefinition
+from stacks.job_image import job_image
 from stacks.job_secrets import JobSecrets
 from stacks.nag import acknowledge_findings
 from stacks.network import Network
@@ -35,6 +36,7 @@ class ScalerBatchStack(Stack):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        fargate = config.compute is ComputeChoice.FARGATE
         self.network = Network(
             self,
             "Network",
@@ -56,6 +58,7 @@ class ScalerBatchStack(Stack):
             vpc=self.network.vpc,
             subnets=self.network.subnets,
             security_group=self.network.security_group,
+            fargate=fargate,
             max_vcpus=config.max_vcpus,
             instance_types=config.instance_types,
             spot=config.spot,
@@ -72,9 +75,19 @@ class ScalerBatchStack(Stack):
             "Job",
             command=RUNNER_COMMAND,
             parameters={PAYLOAD_PARAMETER: PAYLOAD_DEFAULT},
-            python_version=config.python_version,
+            image=job_image(
+                self,
+                image_uri=config.image_uri,
+                python_version=config.python_version,
+                architecture=config.architecture.value,
+                requirements=config.requirements_path,
+                system_packages=config.system_packages,
+            ),
+            fargate=fargate,
+            architecture=config.architecture.value,
             vcpus=config.job_vcpus,
             memory_mib=config.job_memory_mib,
+            ephemeral_storage_gib=config.ephemeral_storage_gib,
             timeout=Duration.seconds(config.job_timeout_seconds),
             retry_attempts=config.retry_attempts,
             log_retention=retention_days(config.log_retention_days),
@@ -119,6 +132,19 @@ class ScalerBatchStack(Stack):
         CfnOutput(self, StackOutput.PAYLOAD_PREFIX, value=self.task_bucket.prefix)
         CfnOutput(self, StackOutput.REGION, value=Aws.REGION)
         CfnOutput(self, StackOutput.LOG_GROUP_NAME, value=self.job.log_group.log_group_name)
+        # The worker compares its clients' Python with these before it starts (a mismatch fails every task).
+        CfnOutput(
+            self,
+            StackOutput.PYTHON_VERSION,
+            value=config.python_version,
+            description="Python major.minor of the job image; clients must use the same",
+        )
+        CfnOutput(
+            self,
+            StackOutput.ARCHITECTURE,
+            value=config.architecture.value,
+            description="CPU architecture of the job image",
+        )
         CfnOutput(
             self,
             StackOutput.ADAPTER_POLICY_ARN,

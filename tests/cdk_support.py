@@ -33,6 +33,46 @@ def cdk_json_context(**overrides: Any) -> dict[str, Any]:
     return context
 
 
+#: checkov findings accepted for the stack's template (every variant), each with the reason (also listed in
+#: docs/deploy.md).
+CHECKOV_TEMPLATE_SKIPS = {
+    "CKV_AWS_18": "S3 server access logs would need a second bucket for short-lived payloads; use CloudTrail data"
+    " events (same reason as the cdk-nag S1 acknowledgment).",
+    "CKV_AWS_21": "No versioning: payloads and results are written once and expire; versions would keep expired"
+    " data (and its cost) around and make `cdk destroy` leave objects behind.",
+    "CKV_AWS_158": "The job log group uses CloudWatch's default encryption at rest; a KMS key would add a key to manage"
+    " and pay for; task code should not log secrets (the runner logs no payloads).",
+    "CKV_AWS_115": "CDK's own S3 auto-delete Lambda (custom resource, runs only on stack delete): no concurrency limit"
+    " is needed.",
+    "CKV_AWS_116": "CDK's own S3 auto-delete Lambda: CloudFormation invokes it synchronously and reports failures; a"
+    " dead-letter queue would never receive anything.",
+    "CKV_AWS_117": "CDK's own S3 auto-delete Lambda only calls the S3 API; putting it in the VPC would add ENIs and"
+    " slow stack deletion for no benefit.",
+}
+#: cfn-lint findings accepted, by rule and the logical-id prefix of CDK-generated resources they come from.
+CFN_LINT_ALLOWED = {
+    "W3005": "CustomS3AutoDeleteObjectsCustomResourceProvider",  # CDK's provider adds a redundant DependsOn
+}
+
+
+def cfn_lint_unexpected(template: pathlib.Path) -> tuple[list[dict[str, Any]], int, str]:
+    """Run cfn-lint on a template; return its findings other than :data:`CFN_LINT_ALLOWED`, its exit code and
+    stderr."""
+    result = subprocess.run(
+        [tool("cfn-lint"), "--format", "json", str(template)], capture_output=True, text=True, check=False
+    )
+    findings = json.loads(result.stdout or "[]")
+    unexpected = [
+        finding
+        for finding in findings
+        if not (
+            finding["Rule"]["Id"] in CFN_LINT_ALLOWED
+            and finding["Location"]["Path"][1].startswith(CFN_LINT_ALLOWED[finding["Rule"]["Id"]])
+        )
+    ]
+    return unexpected, result.returncode, result.stderr
+
+
 def checkov_failures(path: pathlib.Path, framework: str, skips: Iterable[str]) -> tuple[list[tuple[str, str]], int]:
     """Run checkov on one file; return its failed checks as (check id, resource) and its exit code."""
     result = subprocess.run(

@@ -54,6 +54,11 @@ class Harness:
         probe: bool = True,
     ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
         """Another scheduler and adapter on the same backend, with extra adapter flags or job environment."""
+        args, env = self.adapter_setup(work_dir, job_env)
+        return scaler_with_adapter(work_dir, [*args, *extra_args], env=env, probe=probe)
+
+    def adapter_setup(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        """The adapter's flags and extra environment for a run in ``work_dir``."""
         raise NotImplementedError
 
     def job_records(self) -> list[dict[str, Any]]:
@@ -78,18 +83,9 @@ class LocalHarness(Harness):
     def __init__(self, work_dir: pathlib.Path) -> None:
         self.work_dir = work_dir
 
-    def _args(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> list[str]:
+    def adapter_setup(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
         env_args = [item for key, value in (job_env or {}).items() for item in ("--job-env", f"{key}={value}")]
-        return ["--backend", "local", "--work-dir", str(work_dir), *env_args]
-
-    def variant(
-        self,
-        work_dir: pathlib.Path,
-        extra_args: Sequence[str] = (),
-        job_env: dict[str, str] | None = None,
-        probe: bool = True,
-    ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
-        return scaler_with_adapter(work_dir, [*self._args(work_dir, job_env), *extra_args], probe=probe)
+        return ["--backend", "local", "--work-dir", str(work_dir), *env_args], {}
 
     def job_records(self) -> list[dict[str, Any]]:
         records = [json.loads(path.read_text()) for path in (self.work_dir / "jobs").glob("*.json")]
@@ -212,19 +208,10 @@ class SlurmHarness(Harness):
         self.work_dir = work_dir
         self.cluster = cluster
 
-    def _args(self, work_dir: pathlib.Path) -> list[str]:
-        return ["--backend", "slurm", "--work-dir", str(work_dir / "slurm"), "--vanish-after", "30"]
-
-    def variant(
-        self,
-        work_dir: pathlib.Path,
-        extra_args: Sequence[str] = (),
-        job_env: dict[str, str] | None = None,
-        probe: bool = True,
-    ) -> contextlib.AbstractContextManager[tuple[Client, AdapterProcess]]:
+    def adapter_setup(self, work_dir: pathlib.Path, job_env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        args = ["--backend", "slurm", "--work-dir", str(work_dir / "slurm"), "--vanish-after", "30"]
         # sbatch passes the worker's environment on to its jobs (--export=ALL, Slurm's default).
-        env = {**self.cluster.env, **(job_env or {})}
-        return scaler_with_adapter(work_dir, [*self._args(work_dir), *extra_args], env=env, probe=probe)
+        return args, {**self.cluster.env, **(job_env or {})}
 
     def job_records(self) -> list[dict[str, Any]]:
         """From Slurm itself: one record per job or array job, in submission order."""

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Final
 
 #: What ``make test`` installs with apt-get when these are missing (see the Makefile).
@@ -148,8 +149,7 @@ class SlurmCluster:
     def _environ(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 
-    def _wait(self, ready: object, what: str, timeout: float) -> None:
-        assert callable(ready)
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(daemon.poll() is not None for daemon in self._daemons):

@@ -40,6 +40,7 @@ from scaler_aws_batch.aws_calls import (
 )
 from scaler_aws_batch.backends.aws_batch.backend import AwsBatchBackend
 from scaler_aws_batch.backends.base import RUNNER_COMMAND, JobRejectedError, JobSpec, JobState, Resources
+from scaler_aws_batch.contracts import StatusReason
 
 REGION = "us-east-1"
 ACCOUNT_ROLE_POLICY = json.dumps(
@@ -700,7 +701,7 @@ def test_emulator_agrees_with_overrides_length_at_the_limit() -> None:
     assert fits_status.state is JobState.SUCCEEDED
     assert too_long_status.state is JobState.FAILED
     assert too_long_status.status_reason is not None
-    assert "Container Overrides length must be at most 8192" in too_long_status.status_reason
+    assert StatusReason.OVERRIDES_TOO_LONG in too_long_status.status_reason
 
 
 @needs_emulator

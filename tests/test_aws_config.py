@@ -6,6 +6,7 @@ DescribeStacks runs against moto's CloudFormation in server mode, over real HTTP
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,13 +17,16 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from scaler_aws_batch import config
+from scaler_aws_batch import cli, config
 from scaler_aws_batch.backends.aws_batch.settings import (
     AwsBatchSettings,
     build_aws_batch_backend,
+    check_image_python,
     load_aws_batch_settings,
 )
 from scaler_aws_batch.contracts import StackOutput
+from scaler_aws_batch.wire import python_version_tag
+from scaler_aws_batch.worker_settings import WorkerSettings
 
 REGION = "eu-west-1"
 QUEUE_ARN = "arn:aws:batch:eu-west-1:123456789012:job-queue/spot-queue"
@@ -351,3 +355,56 @@ def test_build_aws_batch_backend_uses_the_settings() -> None:
         assert backend.api_calls == {}
     finally:
         backend.close()
+
+
+# ---------------------------------------------------------------------------------------------------- job image check
+
+
+def _worker_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str, python: str) -> str:
+    """Run `scaler-batch worker` on a cdk-outputs.json whose job image has Python ``python``; return its stderr."""
+    outputs = {**STACK_OUTPUTS, StackOutput.PYTHON_VERSION: python, StackOutput.ARCHITECTURE: "arm64"}
+    path = _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": outputs})
+    argv = ["worker", "--backend", "aws-batch", "--scheduler", "tcp://127.0.0.1:1", "--stack-outputs", path, *extra]
+    assert cli.main(argv) == 2  # refused before it connects to anything
+    return capsys.readouterr().err
+
+
+def test_stack_outputs_fill_the_image_python_and_architecture(tmp_path: Path) -> None:
+    outputs = {**STACK_OUTPUTS, StackOutput.PYTHON_VERSION: "3.12", StackOutput.ARCHITECTURE: "arm64"}
+    settings = load_aws_batch_settings(
+        _parse("--stack-outputs", _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": outputs})), {}
+    )
+    assert (settings.image_python, settings.image_architecture) == ("3.12", "arm64")
+    with pytest.raises(ValueError, match=r"image_architecture must be one of x86_64, arm64"):
+        AwsBatchSettings(
+            job_queue="q", job_definition="jd", bucket="my-bucket", region=REGION, image_architecture="ia64"
+        )
+
+
+def test_worker_refuses_to_start_when_the_image_python_differs_from_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours = python_version_tag()
+    image = "3.99" if ours != "3.99" else "3.98"
+    message = _worker_with_outputs(tmp_path, capsys, python=image)
+    assert f"the job image runs Python {image} (stack output PythonVersion" in message
+    assert f"clients use Python {ours} (this worker's own Python" in message
+    assert f"-c python_version={ours}" in message and f"--client-python {image}" in message
+
+
+def test_worker_refuses_a_client_python_the_image_does_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = _worker_with_outputs(tmp_path, capsys, "--client-python", "3.10", python="3.12")
+    assert "the job image runs Python 3.12" in message and "clients use Python 3.10 (client_python;" in message
+    assert "-c python_version=3.10" in message
+
+
+def test_matching_client_python_passes_the_image_check(tmp_path: Path) -> None:
+    outputs = {**STACK_OUTPUTS, StackOutput.PYTHON_VERSION: "3.12"}
+    settings = load_aws_batch_settings(
+        _parse("--stack-outputs", _write(tmp_path, "cdk-outputs.json", {"ScalerBatch": outputs})), {}
+    )
+    check_image_python(settings, WorkerSettings(client_python="3.12"))  # the clients say they use the image's
+    unchecked = dataclasses.replace(settings, image_python=None)  # a stack without the output: nothing to compare
+    check_image_python(unchecked, WorkerSettings(client_python="3.10"))

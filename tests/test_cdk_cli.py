@@ -61,3 +61,35 @@ def test_cdk_cli_synth_works_offline(tmp_path: pathlib.Path) -> None:
     report = json.loads((outdir / "validation-report.json").read_text())
     assert [plugin["violations"] for plugin in report["pluginReports"]] == [[]]
     assert not (REPO / "cdk.context.json").exists(), "the default app needs no context lookups"
+
+
+@pytest.mark.skipif(not CDK_BIN.exists(), reason="the CDK CLI is not installed: run `npm ci` (make test does)")
+@pytest.mark.parametrize(
+    ("context", "platform"),
+    [
+        (["-c", "compute=fargate", "-c", "architecture=arm64"], "linux/arm64"),
+        (["-c", "image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/my-runner:1.0"], None),
+    ],
+    ids=["fargate-arm64", "prebuilt-image"],
+)
+def test_cdk_cli_synth_of_a_variant_works_offline_without_docker(
+    tmp_path: pathlib.Path, context: list[str], platform: str | None
+) -> None:
+    env = _offline_env()
+    # No Docker on PATH: synth never builds, and a prebuilt image leaves nothing for deploy to build either.
+    env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), "/usr/bin", "/bin"])
+    outdir = tmp_path / "cdk.out"
+    result = subprocess.run(
+        [str(CDK_BIN), "synth", *context, "--output", str(outdir), "--ci", "--no-notices", "--no-version-reporting",
+         "--quiet"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    images = json.loads((outdir / f"{STACK_NAME}.assets.json").read_text()).get("dockerImages", {})
+    assert [image["source"]["platform"] for image in images.values()] == ([platform] if platform else [])
+    report = json.loads((outdir / "validation-report.json").read_text())
+    assert [plugin["violations"] for plugin in report["pluginReports"]] == [[]]

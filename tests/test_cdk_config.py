@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import re
 from typing import Any
 
 import pytest
 
 from cdk_support import REPO, TEST_ENV, cdk_json_context
-from stacks.config import RemovalChoice, StackConfig
+from stacks.config import ArchitectureChoice, ComputeChoice, RemovalChoice, StackConfig
 
 pytestmark = pytest.mark.cdk
 
@@ -20,7 +21,8 @@ def _config(**context: Any) -> StackConfig:
 
 def test_cdk_json_holds_exactly_the_defaults() -> None:
     context = cdk_json_context()
-    assert set(context) == set(StackConfig.keys()) - {"vpc_id"} | {"nag"}
+    # Keys whose default is "unset" (None) are left out of cdk.json.
+    assert set(context) == set(StackConfig.keys()) - {"vpc_id", "requirements_file", "image_uri"} | {"nag"}
     assert StackConfig.from_context(context.get) == StackConfig()
 
 
@@ -31,6 +33,8 @@ def test_defaults() -> None:
     assert config.spot and config.on_demand_fallback and not config.gpu_queue
     assert config.python_version == "3.11"
     assert config.removal_policy is RemovalChoice.DESTROY and config.destroy_on_delete
+    assert config.compute is ComputeChoice.EC2 and config.architecture is ArchitectureChoice.X86_64
+    assert config.requirements_file is None and config.image_uri is None and config.system_packages == ()
 
 
 def test_string_values_from_the_command_line_are_converted() -> None:
@@ -67,6 +71,7 @@ def test_config_is_frozen() -> None:
         ("instance_types", [], "non-empty list"),
         ("instance_types", ["m7g"], "x86_64"),
         ("instance_types", ["c6gn.large"], "x86_64"),
+        ("instance_types", ["a1.large"], "x86_64"),
         ("instance_types", ["optimal", "m6i"], "alone"),
         ("instance_types", ["M6I"], "instance type such as"),
         ("instance_types", 5, "list of strings"),
@@ -86,6 +91,14 @@ def test_config_is_frozen() -> None:
         ("python_version", "3.9", "3.10 to 3.14"),
         ("python_version", 3.11, "non-empty string"),
         ("nat_gateways", 3, "0 to max_azs"),
+        ("compute", "lambda", "one of ['ec2', 'fargate']"),
+        ("architecture", "aarch64", "one of ['x86_64', 'arm64']"),
+        ("job_vcpus", 1.5, "whole number of vCPUs"),
+        ("ephemeral_storage_gib", 20, "21 to 200 GiB"),
+        ("system_packages", ["libgomp1; curl evil"], "Debian package names"),
+        ("system_packages", ["LibGomp"], "Debian package names"),
+        ("image_uri", "not an image!", "image reference"),
+        ("requirements_file", "no/such/requirements.txt", "existing pip requirements file"),
         ("min_vcpus", -1, "0 (scale to zero when idle)"),
         ("min_vcpus", 512, "up to max_vcpus (256)"),
         ("image_pull_behavior", "never", "prefer-cached"),
@@ -102,6 +115,49 @@ def test_config_is_frozen() -> None:
 def test_bad_context_raises_value_error_naming_the_key(key: str, value: object, hint: str) -> None:
     with pytest.raises(ValueError, match=rf"'{key}'.*{re.escape(hint)}"):
         _config(**{key: value})
+
+
+def test_graviton_architecture_needs_graviton_instance_types() -> None:
+    with pytest.raises(ValueError, match=r"'instance_types' is 'm6i'.*Graviton \(arm64\) type such as 'm7g'"):
+        _config(architecture="arm64")  # the default families are x86_64
+    with pytest.raises(ValueError, match=r"'instance_types'.*'optimal' picks x86_64 families only"):
+        _config(architecture="arm64", instance_types="optimal")
+    with pytest.raises(ValueError, match=r"'gpu_instance_types' is 'g4dn'.*Graviton"):
+        _config(architecture="arm64", instance_types="m7g,c7g.large", gpu_queue=True)
+    config = _config(
+        architecture="arm64", instance_types="m7g,c6gn.xlarge,r8gd", gpu_queue=True, gpu_instance_types="g5g"
+    )
+    assert config.architecture is ArchitectureChoice.ARM64 and config.instance_types == ("m7g", "c6gn.xlarge", "r8gd")
+
+
+def test_fargate_ignores_instance_types_and_refuses_gpu() -> None:
+    config = _config(compute="fargate", architecture="arm64")  # the x86_64 defaults of instance_types do not apply
+    assert config.compute is ComputeChoice.FARGATE
+    with pytest.raises(ValueError, match=r"'gpu_queue'.*Fargate has no GPUs"):
+        _config(compute="fargate", gpu_queue=True)
+    with pytest.raises(ValueError, match=r"'min_vcpus'.*0 with compute=fargate"):
+        _config(compute="fargate", min_vcpus=4)
+    with pytest.raises(ValueError, match=r"'image_pull_behavior'.*'default' with compute=fargate"):
+        _config(compute="fargate", image_pull_behavior="prefer-cached")
+
+
+def test_fargate_job_size_must_be_a_fargate_combination() -> None:
+    assert _config(compute="fargate", job_vcpus="0.25", job_memory_mib=512).job_vcpus == 0.25
+    with pytest.raises(ValueError, match=r"'job_vcpus'.*nearest valid combination is vcpus=2, memory=16384"):
+        _config(compute="fargate", job_vcpus=1, job_memory_mib=16384)
+    with pytest.raises(ValueError, match=r"'job_vcpus'.*nearest valid combination is vcpus=4, memory=8192"):
+        _config(compute="fargate", job_vcpus=3, job_memory_mib=4096)
+
+
+def test_prebuilt_image_excludes_build_settings(tmp_path: pathlib.Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.1.0\n")
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-runner@sha256:" + "a" * 64
+    assert _config(image_uri=image).image_uri == image
+    assert _config(requirements_file=str(requirements)).requirements_path == requirements
+    for key, value in (("requirements_file", str(requirements)), ("system_packages", "libgomp1")):
+        with pytest.raises(ValueError, match=rf"'{key}'.*nothing when image_uri is set"):
+            _config(image_uri=image, **{key: value})
 
 
 def test_spot_off_needs_the_on_demand_environment() -> None:

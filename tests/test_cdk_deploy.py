@@ -36,6 +36,7 @@ from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
 from conftest import WAIT_SECONDS, scaler_with_adapter, wait_for
 from harness import AWS_ENV
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.wire import InlineParameter, decode_payload, parse_parameter
 
 if TYPE_CHECKING:
@@ -51,16 +52,7 @@ pytestmark = [
 
 #: The cdk.json context; cdk-nag is covered by tests/test_cdk_stack.py, so it is off here to keep synth short.
 CONTEXT = cdk_json_context(nag=False)
-EXPECTED_OUTPUTS = {
-    "JobQueueArn",
-    "OnDemandJobQueueArn",
-    "JobDefinitionArn",
-    "BucketName",
-    "PayloadPrefix",
-    "Region",
-    "LogGroupName",
-    "AdapterPolicyArn",
-}
+EXPECTED_OUTPUTS = StackOutput.every() - {StackOutput.GPU_JOB_QUEUE_ARN, StackOutput.JOB_TAGS}
 #: What ``cdk deploy`` asks for (the stack creates IAM roles and policies with generated names).
 CAPABILITIES: list[Any] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 #: A version ``cdk bootstrap`` writes today; the template's rule only refuses versions 1-5.

@@ -9,53 +9,32 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from cdk_support import NO_ENV, STACK_NAME, TEST_ENV, cdk_json_context, checkov_failures, synth_to, tool
+from cdk_support import (
+    CHECKOV_TEMPLATE_SKIPS,
+    NO_ENV,
+    STACK_NAME,
+    TEST_ENV,
+    cdk_json_context,
+    cfn_lint_unexpected,
+    checkov_failures,
+    synth_to,
+)
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
+from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT, JobTag, StackOutput
 
 pytestmark = pytest.mark.cdk
 
 from aws_cdk.assertions import Match, Template  # noqa: E402  (after cdk_support, which quiets jsii's banner)
 
 CONTEXT = cdk_json_context(gpu_queue=True, python_version="3.12")
-EXPECTED_OUTPUTS = {
-    "JobQueueArn",
-    "OnDemandJobQueueArn",
-    "GpuJobQueueArn",
-    "JobDefinitionArn",
-    "BucketName",
-    "PayloadPrefix",
-    "Region",
-    "LogGroupName",
-    "AdapterPolicyArn",
-}
+EXPECTED_OUTPUTS = StackOutput.every() - {StackOutput.JOB_TAGS}  # JobTags only with user tags
 #: The tag key the runtime puts on every job it submits (scaler_aws_batch.engine); the stop permissions depend on it.
-ADAPTER_TAG = "scaler-batch:adapter-id"
-
-#: checkov findings accepted for this stack, each with the reason (also listed in docs/deploy.md).
-CHECKOV_SKIPS = {
-    "CKV_AWS_18": "S3 server access logs would need a second bucket for short-lived payloads; use CloudTrail data"
-    " events (same reason as the cdk-nag S1 acknowledgment).",
-    "CKV_AWS_21": "No versioning: payloads and results are written once and expire; versions would keep expired"
-    " data (and its cost) around and make `cdk destroy` leave objects behind.",
-    "CKV_AWS_158": "The job log group uses CloudWatch's default encryption at rest; a KMS key would add a key to manage"
-    " and pay for; task code should not log secrets (the runner logs no payloads).",
-    "CKV_AWS_115": "CDK's own S3 auto-delete Lambda (custom resource, runs only on stack delete): no concurrency limit"
-    " is needed.",
-    "CKV_AWS_116": "CDK's own S3 auto-delete Lambda: CloudFormation invokes it synchronously and reports failures; a"
-    " dead-letter queue would never receive anything.",
-    "CKV_AWS_117": "CDK's own S3 auto-delete Lambda only calls the S3 API; putting it in the VPC would add ENIs and"
-    " slow stack deletion for no benefit.",
-}
-#: cfn-lint findings accepted, by rule and the logical-id prefix of CDK-generated resources they come from.
-CFN_LINT_ALLOWED = {
-    "W3005": "CustomS3AutoDeleteObjectsCustomResourceProvider",  # CDK's provider adds a redundant DependsOn
-}
+ADAPTER_TAG = JobTag.ADAPTER_ID
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +141,7 @@ def test_default_queue_is_spot_then_on_demand(template: Template, template_json:
 
 def test_on_demand_and_gpu_queues_use_only_their_environment(template_json: dict[str, Any]) -> None:
     ids = _environment_ids(template_json)
-    for output, role in (("OnDemandJobQueueArn", "on_demand"), ("GpuJobQueueArn", "gpu")):
+    for output, role in ((StackOutput.ON_DEMAND_JOB_QUEUE_ARN, "on_demand"), (StackOutput.GPU_JOB_QUEUE_ARN, "gpu")):
         queue = template_json["Resources"][_queue_id(template_json, output)]
         assert queue["Properties"]["ComputeEnvironmentOrder"] == [
             {"ComputeEnvironment": _arn_of(ids[role]), "Order": 1}
@@ -237,15 +216,16 @@ def test_job_definition_is_locked_down(template: Template) -> None:
     )
 
 
-def test_retry_strategy_retries_spot_reclaims_and_exits_on_anything_else(template: Template) -> None:
+def test_retry_strategy_retries_lost_spot_capacity_and_exits_on_anything_else(template: Template) -> None:
     template.has_resource_properties(
         "AWS::Batch::JobDefinition",
         {
             "RetryStrategy": {
                 "Attempts": CONTEXT["retry_attempts"],
+                # CloudFormation spells the API's keys capitalised.
                 "EvaluateOnExit": [
-                    {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
-                    {"Action": "EXIT", "OnReason": "*"},
+                    {key[0].upper() + key[1:]: value for key, value in rule.items()}
+                    for rule in SPOT_RETRY_EVALUATE_ON_EXIT
                 ],
             }
         },
@@ -277,7 +257,8 @@ def test_image_asset_builds_container_dockerfile_with_the_python_version(synthes
     (image,) = assets["dockerImages"].values()
     source = image["source"]
     assert source["dockerFile"] == "container/Dockerfile"
-    assert source["dockerBuildArgs"] == {"PYTHON_VERSION": CONTEXT["python_version"]}
+    assert source["dockerBuildArgs"] == {"PYTHON_VERSION": CONTEXT["python_version"]}  # no requirements, no packages
+    assert "dockerBuildContexts" not in source
     assert source["platform"] == "linux/amd64"
     staged = outdir / source["directory"]
     assert (staged / "container" / "Dockerfile").is_file()
@@ -363,7 +344,7 @@ def test_adapter_can_submit_only_to_its_queues_with_its_job_definition(template_
     (job_definition_id,) = _resources(template_json, "AWS::Batch::JobDefinition")
     queue_arns = [
         {"Fn::GetAtt": [_queue_id(template_json, output), "JobQueueArn"]}
-        for output in ("JobQueueArn", "OnDemandJobQueueArn", "GpuJobQueueArn")
+        for output in (StackOutput.JOB_QUEUE_ARN, StackOutput.ON_DEMAND_JOB_QUEUE_ARN, StackOutput.GPU_JOB_QUEUE_ARN)
     ]
     resources = statement["Resource"]
     assert resources[:4] == [*queue_arns, {"Ref": job_definition_id}]
@@ -420,7 +401,7 @@ def test_adapter_tags_jobs_reads_logs_and_uses_the_prefix_only(template_json: di
     (log_group_id,) = _resources(template_json, "AWS::Logs::LogGroup")
     tag = statements["TagOwnJobsAtSubmit"]
     assert tag["Action"] == "batch:TagResource"
-    assert tag["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": ["scaler-batch:*"]}}
+    assert tag["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": [f"{JobTag.PREFIX}*"]}}
     objects = statements["PayloadsAndResults"]
     assert objects["Resource"] == {
         "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{CONTEXT['payload_prefix']}*"]]
@@ -463,6 +444,8 @@ def test_job_role_reaches_only_the_payload_prefix(template_json: dict[str, Any])
 def test_outputs_the_runtime_reads(template: Template, template_json: dict[str, Any]) -> None:
     assert set(template_json["Outputs"]) == EXPECTED_OUTPUTS
     template.has_output("PayloadPrefix", {"Value": CONTEXT["payload_prefix"]})
+    template.has_output("PythonVersion", {"Value": CONTEXT["python_version"]})
+    template.has_output("Architecture", {"Value": "x86_64"})
     template.has_output("Region", {"Value": {"Ref": "AWS::Region"}})
     template.has_output("AdapterPolicyArn", {"Export": {"Name": f"{STACK_NAME}-AdapterPolicyArn"}})
     (bucket_id,) = _resources(template_json, "AWS::S3::Bucket")
@@ -501,28 +484,15 @@ def test_cdk_nag_gate_fails_synth_on_a_new_finding(tmp_path: pathlib.Path) -> No
 
 
 def test_cfn_lint_is_clean(synthesized: pathlib.Path) -> None:
-    outdir = synthesized
-    result = subprocess.run(
-        [tool("cfn-lint"), "--format", "json", str(outdir / f"{STACK_NAME}.template.json")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    findings = json.loads(result.stdout or "[]")
-    unexpected = [
-        finding
-        for finding in findings
-        if not (
-            finding["Rule"]["Id"] in CFN_LINT_ALLOWED
-            and finding["Location"]["Path"][1].startswith(CFN_LINT_ALLOWED[finding["Rule"]["Id"]])
-        )
-    ]
+    unexpected, returncode, stderr = cfn_lint_unexpected(synthesized / f"{STACK_NAME}.template.json")
     assert unexpected == [], json.dumps(unexpected, indent=1)
-    assert result.returncode in (0, 4), result.stderr  # 4: only the allowed warnings above
+    assert returncode in (0, 4), stderr  # 4: only the allowed warnings
 
 
 def test_checkov_is_clean_with_justified_skips(synthesized: pathlib.Path) -> None:
-    failed, returncode = checkov_failures(synthesized / f"{STACK_NAME}.template.json", "cloudformation", CHECKOV_SKIPS)
+    failed, returncode = checkov_failures(
+        synthesized / f"{STACK_NAME}.template.json", "cloudformation", CHECKOV_TEMPLATE_SKIPS
+    )
     assert failed == [], failed
     assert returncode == 0
 
@@ -544,8 +514,8 @@ def test_spot_off_makes_an_on_demand_only_default_queue(on_demand_retain: dict[s
         assert queue["Properties"]["ComputeEnvironmentOrder"] == [
             {"ComputeEnvironment": _arn_of(ids["on_demand"]), "Order": 1}
         ]
-    assert "GpuJobQueueArn" not in on_demand_retain["Outputs"]
-    assert set(on_demand_retain["Outputs"]) == EXPECTED_OUTPUTS - {"GpuJobQueueArn"}
+    assert StackOutput.GPU_JOB_QUEUE_ARN not in on_demand_retain["Outputs"]
+    assert set(on_demand_retain["Outputs"]) == EXPECTED_OUTPUTS - {StackOutput.GPU_JOB_QUEUE_ARN}
 
 
 def test_retain_removal_policy_keeps_bucket_and_logs(on_demand_retain: dict[str, Any]) -> None:

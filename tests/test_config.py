@@ -86,6 +86,8 @@ def test_the_sample_file_in_docs_loads() -> None:
     )
     assert isinstance(local, LocalSettings)
     assert (local.max_parallel, local.job_environment()) == (2, {"PYTHONUNBUFFERED": "1"})
+    _, backend, slurm = _load("-c", str(SAMPLE), "--backend", "slurm")  # the flag beats the file's backend
+    assert (backend, slurm.work_dir, slurm.partition) == ("slurm", ".scaler-batch/slurm", None)
 
 
 def test_file_mistakes_stop_the_worker_with_what_to_fix(tmp_path: pathlib.Path) -> None:

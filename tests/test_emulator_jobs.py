@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from batch_emulator.testing import describe_job, log_messages, wait_for_status, wait_until
+from scaler_aws_batch.contracts import StatusReason
 
 PRINT_ENV = r"""
 import json, os, sys
@@ -336,7 +337,7 @@ def test_timeout_kills_the_attempt_and_is_not_retried() -> None:
         for job_id, exit_code in ((polite, 143), (stubborn, 137)):
             job = wait_for_status(batch, job_id)
             assert job["status"] == "FAILED"
-            assert job["statusReason"] == "Job attempt duration exceeded timeout"
+            assert job["statusReason"] == StatusReason.TIMEOUT
             assert len(job["attempts"]) == 1
             assert job["attempts"][0]["container"]["exitCode"] == exit_code
             assert job["timeout"] == {"attemptDurationSeconds": 60}
@@ -350,7 +351,7 @@ def test_time_scale_shrinks_aws_timeouts() -> None:
             jobName="t", jobQueue=queue, jobDefinition=jobdef, timeout={"attemptDurationSeconds": 60}
         )["jobId"]
         job = wait_for_status(batch, job_id)
-        assert (job["status"], job["statusReason"]) == ("FAILED", "Job attempt duration exceeded timeout")
+        assert (job["status"], job["statusReason"]) == ("FAILED", StatusReason.TIMEOUT)
 
 
 def test_retries_until_attempts_run_out_and_evaluate_on_exit_exit_stops_them(emu: BatchEmulator) -> None:
@@ -365,7 +366,7 @@ def test_retries_until_attempts_run_out_and_evaluate_on_exit_exit_stops_them(emu
     stopped = wait_for_status(batch, stop)
     assert stopped["status"] == "FAILED"
     assert len(stopped["attempts"]) == 1
-    assert stopped["statusReason"] == "Essential container in task exited"
+    assert stopped["statusReason"] == StatusReason.ESSENTIAL_CONTAINER_EXITED
     retried = wait_for_status(batch, retry)
     assert retried["status"] == "FAILED"
     assert len(retried["attempts"]) == 3  # no entry matched: RETRY until attempts run out

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from batch_emulator.testing import wait_for_status
+from scaler_aws_batch.contracts import StatusReason
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_container_overrides_over_8192_fail_when_the_job_starts(emu: BatchEmulat
     fits = batch.submit_job(jobName="fits", jobQueue=queue, jobDefinition=jobdef, parameters={"payload": "y" * 7000})
     failed = wait_for_status(batch, too_long["jobId"])
     assert failed["status"] == "FAILED"
-    assert failed["statusReason"] == "Container Overrides length must be at most 8192"
+    assert failed["statusReason"] == StatusReason.OVERRIDES_TOO_LONG
     assert failed["attempts"] == []
     assert wait_for_status(batch, fits["jobId"])["status"] == "SUCCEEDED"
 
@@ -83,7 +84,7 @@ def test_overrides_budget_counts_environment_and_resource_overrides(
         },
     )
     failed = wait_for_status(batch, job["jobId"])
-    assert (failed["status"], failed["statusReason"]) == ("FAILED", "Container Overrides length must be at most 8192")
+    assert (failed["status"], failed["statusReason"]) == ("FAILED", StatusReason.OVERRIDES_TOO_LONG)
 
 
 def test_describe_jobs_over_100_ids_is_rejected(emu: BatchEmulator) -> None:

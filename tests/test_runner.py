@@ -14,7 +14,12 @@ import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch import runner, wire
-from scaler_aws_batch.errors import PayloadError, PythonVersionMismatchError, ResultSerializationError
+from scaler_aws_batch.errors import (
+    CloudpickleVersionMismatchError,
+    PayloadError,
+    PythonVersionMismatchError,
+    ResultSerializationError,
+)
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 
 SERIALIZER = cloudpickle.dumps(DefaultSerializer())
@@ -29,10 +34,16 @@ def _blobs(task_id: str, function: Any, *arguments: Any) -> wire.TaskBlobs:
     )
 
 
-def _builder(store: LocalDirectoryStore, *, python: str | None = None, threshold: int = 1 << 40) -> wire.PayloadBuilder:
+def _builder(
+    store: LocalDirectoryStore,
+    *,
+    python: str | None = None,
+    cloudpickle_version: str | None = None,
+    threshold: int = 1 << 40,
+) -> wire.PayloadBuilder:
     return wire.PayloadBuilder(
         python=python or wire.python_version_tag(),
-        cloudpickle_version=cloudpickle.__version__,
+        cloudpickle_version=cloudpickle_version or cloudpickle.__version__,
         result_store=store.url,
         store_threshold=threshold,
     )
@@ -119,6 +130,28 @@ def test_python_version_mismatch_is_a_failure_that_says_what_to_fix(store: Local
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, PythonVersionMismatchError)
     assert "Python 2.7" in str(error) and "python_version=2.7" in str(error)
+
+
+def test_cloudpickle_major_mismatch_names_both_versions_and_the_fix(store: LocalDirectoryStore) -> None:
+    ours = cloudpickle.__version__
+    theirs = f"{int(ours.split('.')[0]) - 1}.2.0"
+    builder = _builder(store, cloudpickle_version=theirs)
+    builder.add_task(_blobs("t1", abs, -1))
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    error = pickle.loads(_result(store, "t1").body)
+    assert isinstance(error, CloudpickleVersionMismatchError)
+    message = str(error)
+    assert f"cloudpickle {theirs}" in message and f"cloudpickle {ours}" in message
+    assert f"cloudpickle=={theirs.split('.')[0]}.*" in message and "requirements_file" in message
+
+
+def test_same_cloudpickle_major_with_another_minor_runs(store: LocalDirectoryStore) -> None:
+    major = cloudpickle.__version__.split(".")[0]
+    builder = _builder(store, cloudpickle_version=f"{major}.999.0")
+    builder.add_task(_blobs("t1", abs, -1))
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    result = _result(store, "t1")
+    assert result.status == "success" and DefaultSerializer.deserialize(result.body) == 1
 
 
 def test_unpicklable_result_is_a_clear_failure(store: LocalDirectoryStore) -> None:

@@ -12,6 +12,7 @@ import pytest
 from conftest import wait_for
 from scaler_aws_batch.backends.base import BackendError, JobRejectedError, JobSpec, JobState, JobStatus, Resources
 from scaler_aws_batch.backends.slurm.backend import SlurmBackend
+from scaler_aws_batch.contracts import JobTag
 from slurm_cluster import SlurmCluster
 
 #: argv is ``sh -c SCRIPT sh run-job --payload PAYLOAD``: the payload is $3; array children add their index.
@@ -20,7 +21,7 @@ SCRIPT = (
 )
 RUNNER = ("sh", "-c", SCRIPT, "sh")
 NO_RESOURCES = Resources()
-TAGS = {"scaler-batch:adapter-id": "adapter-1234", "scaler-batch:task-id": "task-1"}
+TAGS = {JobTag.ADAPTER_ID: "adapter-1234", JobTag.TASK_ID: "task-1"}
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_a_restarted_adapter_finds_its_jobs_again(
     mine = [line.split("|") for line in listing.stdout.splitlines() if line.startswith(f"{parent}|")]
     assert len(mine) == 3
     assert all(
-        name == "scaler-test" and "scaler-batch:adapter-id=adapter-1234" in comment for _, name, comment, *_ in mine
+        name == "scaler-test" and f"{JobTag.ADAPTER_ID}=adapter-1234" in comment for _, name, comment, *_ in mine
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 from cdk_support import tool
 from conftest import WAIT_SECONDS
 from harness import BUCKET, SPOT_RETRY_STRATEGY, AwsHarness
+from scaler_aws_batch.contracts import JobTag
 from scaler_aws_batch.usage import ComputeKind, Outcome, UsageRecord, read_usage_log, summarize
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +94,7 @@ def test_usage_log_has_one_record_per_job_the_emulator_ran(
     for record in records:
         job = ran[record.job_id]
         if ":" not in record.job_id:  # a single job: tagged with its task's id
-            assert record.task_ids == (job["tags"]["scaler-batch:task-id"],)
+            assert record.task_ids == (job["tags"][JobTag.TASK_ID],)
         attempts = [(a["startedAt"], a["stoppedAt"]) for a in job["attempts"]]
         assert record.usage.attempts == len(attempts) >= 1
         assert record.usage.run_seconds == pytest.approx(sum(stop - start for start, stop in attempts) / 1000.0)

@@ -164,6 +164,8 @@ class Engine:
         length = rules.container_overrides_length(command, env_over, rr_over)
         environment = _merge_named(cp.get("environment") or [], env_over, "name")
         resources = _merge_named(cp.get("resourceRequirements") or [], rr_over, "type")
+        if rules.is_fargate(jobdef):
+            rules.validate_fargate_resources(resources)
         log_conf = cp.get("logConfiguration") or {}
         options = log_conf.get("options") or {}
         order = queue.get("computeEnvironmentOrder") or [{}]
@@ -200,6 +202,8 @@ class Engine:
             created_at=now_ms(),
             array_size=array_size,
         )
+        if rules.is_fargate(jobdef):
+            job.extra["platform"] = rules.FARGATE  # a Spot interruption reads as Fargate Spot's, not EC2's
         for key in ("shareIdentifier", "schedulingPriorityOverride", "dependsOn"):
             if key in req:
                 job.extra[key] = req[key]

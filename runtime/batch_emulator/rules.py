@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scaler_aws_batch import fargate
 from scaler_aws_batch.contracts import StatusReason
 
 SUBMIT_JOB_MAX_BYTES = 30 * 1024
@@ -34,6 +35,8 @@ MSG_TIMEOUT = StatusReason.TIMEOUT  # exact
 MSG_ESSENTIAL_EXITED = StatusReason.ESSENTIAL_CONTAINER_EXITED  # exact (AWS's statusReason for a non-zero exit)
 SPOT_INSTANCE_ID = "i-0123456789abcdef0"
 MSG_SPOT = f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance {SPOT_INSTANCE_ID}) terminated."  # exact shape
+MSG_FARGATE_SPOT = f"{StatusReason.FARGATE_SPOT_INTERRUPTED_PREFIX}."  # exact (ECS's stoppedReason, see docs/deploy.md)
+FARGATE = "FARGATE"
 MSG_TOO_MANY_REQUESTS = "Too Many Requests"  # exact
 
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -122,6 +125,25 @@ def validate_retry_strategy(strategy: Mapping[str, Any] | None) -> None:
                     + ("digits" if key == "onExitCode" else "letters, numbers, periods, colons and white space")
                     + ", optionally ending with *"
                 )
+
+
+def is_fargate(job_definition: Mapping[str, Any]) -> bool:
+    return FARGATE in (job_definition.get("platformCapabilities") or [])
+
+
+def validate_fargate_resources(resources: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse what Fargate cannot run: a vCPU/memory pair outside its combinations, or a GPU (scaler_aws_batch.fargate
+    holds AWS's table)."""
+    values = {str(item.get("type")): str(item.get("value")) for item in resources}
+    try:
+        vcpus = float(values.get("VCPU", "0"))
+        memory = int(values.get("MEMORY", "0"))
+        gpus = int(values.get("GPU", "0"))
+    except ValueError as exc:
+        raise client_error(f"resourceRequirements values must be numbers: {values}") from exc
+    problem = fargate.check(vcpus, memory, gpus=gpus)
+    if problem is not None:
+        raise client_error(f"Fargate resource requirements are not valid: {problem}")
 
 
 def glob_match(pattern: str, value: str) -> bool:

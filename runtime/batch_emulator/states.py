@@ -31,6 +31,7 @@ from batch_emulator.model import (
     now_ms,
 )
 from batch_emulator.render import job_arn
+from scaler_aws_batch.contracts import StatusReason
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -166,7 +167,7 @@ class JobStates:
         if fault_effects.spot_reclaimed(self.faults, job, attempt):
             self.clock.schedule(
                 self.faults.spot_reclaim_after_seconds,
-                lambda: self._kill_attempt(job, attempt, "spot", rules.MSG_SPOT),
+                lambda: self._kill_attempt(job, attempt, "spot", _spot_message(job)),
             )
 
     def _kill_attempt(self, job: Job, attempt: Attempt, cause: str, reason: str) -> None:
@@ -267,7 +268,7 @@ class JobStates:
         self._running -= 1
         cause = attempt.kill_cause
         if cause == "spot":
-            attempt.status_reason = rules.MSG_SPOT
+            attempt.status_reason = _spot_message(job)
         else:
             if returncode is not None:
                 attempt.exit_code = 128 - returncode if returncode < 0 else returncode
@@ -279,7 +280,7 @@ class JobStates:
             elif attempt.exit_code != 0:
                 attempt.status_reason = rules.MSG_ESSENTIAL_EXITED
         if cause is None and start_error is None and attempt.exit_code == 0:
-            self._finalize(job, SUCCEEDED, "Essential container in task exited")
+            self._finalize(job, SUCCEEDED, StatusReason.ESSENTIAL_CONTAINER_EXITED)
         elif cause in ("timeout", "terminate"):
             self._finalize(job, FAILED, attempt.status_reason)
         elif not self.stopping and rules.should_retry(
@@ -291,3 +292,9 @@ class JobStates:
         else:
             self._finalize(job, FAILED, attempt.status_reason)
         self._dispatch()
+
+
+def _spot_message(job: Job) -> str:
+    """The status reason of lost Spot capacity: EC2's reclaimed host, or Fargate Spot's interrupted task."""
+    top = job.parent or job
+    return rules.MSG_FARGATE_SPOT if top.extra.get("platform") == rules.FARGATE else rules.MSG_SPOT

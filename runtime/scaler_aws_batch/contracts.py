@@ -31,6 +31,23 @@ class StackOutput:
     ADAPTER_POLICY_ARN: Final = "AdapterPolicyArn"
     #: JSON object of the ``cdk.json`` ``job_tags``; present only when there are some.
     JOB_TAGS: Final = "JobTags"
+    #: The job image's Python major.minor: the worker refuses to start when its clients' version differs.
+    PYTHON_VERSION: Final = "PythonVersion"
+    #: The job image's CPU architecture, ``x86_64`` or ``arm64`` (:class:`Architecture`).
+    ARCHITECTURE: Final = "Architecture"
+
+    @classmethod
+    def every(cls) -> frozenset[str]:
+        """Every output key the stack can have (the GPU queue's only with a GPU queue, JobTags only with tags)."""
+        return frozenset(value for name, value in vars(cls).items() if name.isupper())
+
+
+class Architecture:
+    """The job image's CPU architecture as the ``architecture`` context key and the ``Architecture`` output say it
+    (``platform.machine()`` of the job's interpreter)."""
+
+    X86_64: Final = "x86_64"
+    ARM64: Final = "arm64"
 
 
 # --- the Batch emulator's stand-alone entry point (``python -m batch_emulator``) -------------------------------------
@@ -47,19 +64,29 @@ class StatusReason:
 
     TIMEOUT: Final = "Job attempt duration exceeded timeout"
     SPOT_RECLAIM_PREFIX: Final = "Host EC2"
+    #: Fargate Spot's interruption: ECS's stoppedReason for a reclaimed FARGATE_SPOT task, which Batch reports as the
+    #: job's statusReason (sources in docs/deploy.md, "Fargate Spot interruptions").
+    FARGATE_SPOT_INTERRUPTED_PREFIX: Final = "Your Spot Task was interrupted"
     OVERRIDES_TOO_LONG: Final = "Container Overrides length must be at most 8192"
     ESSENTIAL_CONTAINER_EXITED: Final = "Essential container in task exited"
 
 
-#: Batch's recommended retry rule set for Spot: retry a reclaimed host, exit on anything else. Without the catch-all
-#: EXIT, Batch retries every failure (AWS's rule when no entry matches).
+#: Status-reason prefixes of a lost Spot capacity (EC2 Spot reclaim, Fargate Spot interruption): retried by the job
+#: definition, and reported as "Spot retries exhausted" when every attempt ended this way.
+SPOT_INTERRUPTION_PREFIXES: Final[tuple[str, ...]] = (
+    StatusReason.SPOT_RECLAIM_PREFIX,
+    StatusReason.FARGATE_SPOT_INTERRUPTED_PREFIX,
+)
+
+#: Batch's recommended retry rule set for Spot: retry a reclaimed host or an interrupted Fargate Spot task, exit on
+#: anything else. Without the catch-all EXIT, Batch retries every failure (AWS's rule when no entry matches).
 SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
-    {"onStatusReason": f"{StatusReason.SPOT_RECLAIM_PREFIX}*", "action": "RETRY"},
+    *({"onStatusReason": f"{prefix}*", "action": "RETRY"} for prefix in SPOT_INTERRUPTION_PREFIXES),
     {"onReason": "*", "action": "EXIT"},
 )
 
 
-# --- job tags -----------------------------------------------------------------------------------------------------
+# --- job tags and names: a restarted adapter (and an operator) finds every job in AWS alone -----------------------
 
 
 class JobTag:
@@ -68,10 +95,18 @@ class JobTag:
 
     PREFIX: Final = "scaler-batch:"
     ADAPTER_ID: Final = "scaler-batch:adapter-id"
-    TASK_ID: Final = "scaler-batch:task-id"
+    TASK_ID: Final = "scaler-batch:task-id"  # the first task of the job
+    TASK_COUNT: Final = "scaler-batch:task-count"
 
 
 #: AWS Batch accepts at most 50 tags on a resource, the adapter's own included.
 MAX_JOB_TAGS: Final = 50
 #: How many of those the adapter keeps for its own keys (``JobTag``; room for more to come).
 ADAPTER_TAG_BUDGET: Final = 4
+
+#: Every job name starts with ``<JOB_NAME_PREFIX>-<adapter id>-``; ListJobs finds an adapter's jobs by that prefix.
+JOB_NAME_PREFIX: Final = "scaler"
+
+
+def job_name_prefix(adapter_id: str) -> str:
+    return f"{JOB_NAME_PREFIX}-{adapter_id}-"

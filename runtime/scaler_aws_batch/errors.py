@@ -26,6 +26,10 @@ class PythonVersionMismatchError(ScalerBatchError):
     """The client pickled the task under a Python major.minor that differs from the job image's."""
 
 
+class CloudpickleVersionMismatchError(ScalerBatchError):
+    """The client pickled the task with a cloudpickle major version that differs from the job image's."""
+
+
 class ResultSerializationError(ScalerBatchError):
     """The task finished but its return value could not be serialized with the client's serializer."""
 

@@ -1,6 +1,7 @@
 """The in-container runner: what every job executes (``scaler-batch run-job --payload <Ref::payload>``).
 
-It reads the payload (inline or from the store), checks its version and the Python version, runs each task of the
+It reads the payload (inline or from the store), checks its version and that this image can load it (the client's
+Python major.minor and cloudpickle major version), runs each task of the
 job (all of them for a single job, the one at ``AWS_BATCH_JOB_ARRAY_INDEX`` for an array child), and writes one
 result object per task.
 
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scaler_aws_batch.errors import (
+    CloudpickleVersionMismatchError,
     ObjectMissingError,
     PayloadError,
     PythonVersionMismatchError,
@@ -115,21 +117,45 @@ class _BlobReader:
         return data
 
 
+def _check_compatible(payload: Payload) -> Any:
+    """Refuse a payload this image cannot load (another Python minor or cloudpickle major than the client's), with
+    both versions and the fix; return the ``cloudpickle`` module otherwise."""
+    here = python_version_tag()
+    if payload.python != here:
+        raise PythonVersionMismatchError(
+            f"the client serialized this task under Python {payload.python} but the job image runs Python {here}; "
+            f"build the image with the client's version (CDK context python_version={payload.python}) or run "
+            f"the adapter with --client-python {here} if the client really uses {here}"
+        )
+    try:
+        import cloudpickle
+    except ImportError as exc:
+        raise CloudpickleVersionMismatchError(
+            f"the job image has no cloudpickle, the client used cloudpickle {payload.cloudpickle}; install "
+            f"cloudpickle=={_major(payload.cloudpickle)}.* in the image"
+        ) from exc
+    ours = str(cloudpickle.__version__)
+    if _major(payload.cloudpickle) != _major(ours):
+        raise CloudpickleVersionMismatchError(
+            f"the client serialized this task with cloudpickle {payload.cloudpickle} but the job image has "
+            f"cloudpickle {ours}; payloads load only within one major version: pin cloudpickle=="
+            f"{_major(payload.cloudpickle)}.* in the image's requirements (CDK context requirements_file) or "
+            f"install cloudpickle {_major(ours)}.x on the clients"
+        )
+    return cloudpickle
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
 def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: JobContext) -> TaskResultEnvelope:
     started = time.monotonic()
     status = "success"
-    here = python_version_tag()
     try:
-        if payload.python != here:
-            raise PythonVersionMismatchError(
-                f"the client serialized this task under Python {payload.python} but the job image runs Python {here}; "
-                f"build the image with the client's version (CDK context python_version={payload.python}) or run "
-                f"the adapter with --client-python {here} if the client really uses {here}"
-            )
+        cloudpickle = _check_compatible(payload)
         serializer_bytes = blobs.read(entry.serializer)
         try:
-            import cloudpickle
-
             serializer: Any = cloudpickle.loads(serializer_bytes)
         except (pickle.UnpicklingError, ImportError, AttributeError, EOFError, TypeError) as exc:
             raise PayloadError(f"cannot load the client's serializer: {type(exc).__name__}: {exc}") from exc

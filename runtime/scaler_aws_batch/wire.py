@@ -32,7 +32,7 @@ import json
 import struct
 import sys
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from scaler_aws_batch.errors import PayloadError, PayloadVersionError
@@ -353,3 +353,11 @@ def decode_result(data: bytes, *, expected_task_id: str) -> TaskResultEnvelope:
         attempt=int(header.get("attempt", 0)),
         duration_seconds=float(header.get("duration_seconds", 0.0)),
     )
+
+
+def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes]) -> tuple[str, ...]:
+    """The task ids a job runs, in array-index order, from its payload parameter alone (``read_stored`` fetches a
+    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks."""
+    parsed = parse_parameter(parameter)
+    envelope = parsed.envelope if isinstance(parsed, InlineParameter) else read_stored(parsed.key)
+    return tuple(task.task_id for task in decode_payload(envelope).tasks)

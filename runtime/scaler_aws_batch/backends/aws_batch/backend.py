@@ -13,6 +13,7 @@ covers static keys replaced on disk or in the environment).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -24,6 +25,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from scaler_aws_batch import fargate
 from scaler_aws_batch.aws_calls import (
     DEFAULT_OTHER_TPS,
     AwsCalls,
@@ -40,6 +42,7 @@ from scaler_aws_batch.backends.base import (
     JobSpec,
     JobState,
     JobStatus,
+    ListedJob,
     Resources,
 )
 from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
@@ -49,8 +52,10 @@ if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
     from mypy_boto3_batch.literals import ResourceTypeType
     from mypy_boto3_batch.type_defs import (
+        DescribeJobsResponseTypeDef,
         JobDefinitionTypeDef,
         JobDetailTypeDef,
+        ListJobsResponseTypeDef,
         ResourceRequirementTypeDef,
         SubmitJobRequestTypeDef,
     )
@@ -76,6 +81,10 @@ _READ_TIMEOUT_SECONDS: Final = 60
 class _JobDefinitionInfo:
     command: tuple[str, ...]
     default_parameters: Mapping[str, str]
+    #: Fargate job definitions accept only Fargate's vCPU/memory combinations and no GPUs.
+    fargate: bool = False
+    default_vcpus: float | None = None
+    default_memory_mib: int | None = None
 
 
 def _safe_message(exc: botocore.exceptions.ClientError, payload: str) -> str:
@@ -197,6 +206,7 @@ class AwsBatchBackend(JobBackend):
         return "aws-batch"
 
     def submit(self, spec: JobSpec) -> str:
+        self._check_platform(spec)
         queue = spec.queue or self.job_queue
         request: SubmitJobRequestTypeDef = {
             "jobName": spec.name,
@@ -314,6 +324,51 @@ class AwsBatchBackend(JobBackend):
                 raise BackendError(f"{operation} of job {job_id} (state {current.state.value}) was refused") from exc
         logger.info("asked AWS Batch to stop job %s (last seen %s)", job_id, state.value if state else "unknown")
 
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        # ListJobs takes one filter; with a JOB_NAME filter it returns jobs in every status, and a trailing "*" makes
+        # the value a prefix match. Live jobs are then described (100 ids a call) for their payloads.
+        found: dict[str, ListedJob] = {}
+        for queue in dict.fromkeys(queue or self.job_queue for queue in queues):
+            kwargs: dict[str, Any] = {
+                "jobQueue": queue,
+                "filters": [{"name": "JOB_NAME", "values": [f"{name_prefix}*"]}],
+            }
+            while True:
+                try:
+                    page = self.calls.call("ListJobs", functools.partial(self._list_jobs_page, kwargs))
+                except botocore.exceptions.ClientError as exc:
+                    raise BackendError(f"ListJobs on queue {queue!r} failed ({error_code(exc)})") from exc
+                for summary in page.get("jobSummaryList", []):
+                    state = _job_state(summary.get("status", ""))
+                    if state is None or not summary.get("jobName", "").startswith(name_prefix):
+                        continue
+                    size = summary.get("arrayProperties", {}).get("size")
+                    found[summary["jobId"]] = ListedJob(summary["jobId"], summary["jobName"], state, size)
+                token = page.get("nextToken")
+                if not token:
+                    break
+                kwargs["nextToken"] = token
+        live = [job_id for job_id, job in found.items() if not job.state.is_final]
+        for start in range(0, len(live), self.max_describe_batch):
+            chunk = live[start : start + self.max_describe_batch]
+            try:
+                response = self.calls.call("DescribeJobs", functools.partial(self._describe_raw, chunk))
+            except botocore.exceptions.ClientError as exc:
+                raise BackendError(f"DescribeJobs failed ({error_code(exc)})") from exc
+            for job in response.get("jobs", []):
+                listed = found.get(job.get("jobId", ""))
+                if listed is not None:
+                    payload = job.get("parameters", {}).get(PAYLOAD_PARAMETER)
+                    found[listed.job_id] = dataclasses.replace(listed, payload=payload)
+        logger.info("found %d job(s) named %s* (%d live)", len(found), name_prefix, len(live))
+        return list(found.values())
+
+    def _list_jobs_page(self, kwargs: dict[str, Any]) -> ListJobsResponseTypeDef:
+        return self._batch.list_jobs(**kwargs)
+
+    def _describe_raw(self, job_ids: list[str]) -> DescribeJobsResponseTypeDef:
+        return self._batch.describe_jobs(jobs=job_ids)
+
     def overrides_length(self, spec: JobSpec) -> int:
         info = self._job_definition()
         parameters = {**info.default_parameters, PAYLOAD_PARAMETER: spec.payload}
@@ -356,6 +411,17 @@ class AwsBatchBackend(JobBackend):
     def limiter(self, operation: str) -> TokenBucket:
         """The token bucket that paces ``operation``."""
         return self.calls.limiter(operation)
+
+    def _check_platform(self, spec: JobSpec) -> None:
+        """Refuse, before SubmitJob, a size a Fargate job definition cannot run (AWS would fail the job later)."""
+        info = self._job_definition()
+        if not info.fargate:
+            return
+        vcpus = spec.resources.vcpus if spec.resources.vcpus is not None else info.default_vcpus
+        memory = spec.resources.memory_mib if spec.resources.memory_mib is not None else info.default_memory_mib
+        problem = fargate.check(vcpus or 0.0, memory or 0, gpus=spec.resources.gpus or 0)
+        if problem is not None:
+            raise JobRejectedError(f"job {spec.name!r}: {problem}")
 
     def _job_definition(self) -> _JobDefinitionInfo:
         with self._job_definition_lock:
@@ -410,7 +476,17 @@ class AwsBatchBackend(JobBackend):
             definition.get("revision"),
             len(command),
         )
-        return _JobDefinitionInfo(command=command, default_parameters=dict(definition.get("parameters", {})))
+        container = definition.get("containerProperties", {})
+        defaults = {item["type"]: item["value"] for item in container.get("resourceRequirements", [])}
+        vcpus = defaults.get("VCPU", container.get("vcpus"))
+        memory = defaults.get("MEMORY", container.get("memory"))
+        return _JobDefinitionInfo(
+            command=command,
+            default_parameters=dict(definition.get("parameters", {})),
+            fargate="FARGATE" in definition.get("platformCapabilities", []),
+            default_vcpus=float(vcpus) if vcpus is not None else None,
+            default_memory_mib=int(memory) if memory is not None else None,
+        )
 
     @staticmethod
     def _job_status(job: JobDetailTypeDef) -> JobStatus | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,7 +32,7 @@ from scaler_aws_batch.backends.aws_batch.backend import (
 from scaler_aws_batch.backends.base import BackendError
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.config import Settings, check_positive, setting, where
-from scaler_aws_batch.contracts import StackOutput
+from scaler_aws_batch.contracts import Architecture, StackOutput
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 from scaler_aws_batch.tags import check_user_tags
 from scaler_aws_batch.worker_settings import WorkerSettings
@@ -39,6 +40,8 @@ from scaler_aws_batch.worker_settings import WorkerSettings
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.client import CloudFormationClient
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
 
 #: AWS's account-wide SubmitJob limit per region.
 MAX_SUBMIT_TPS: Final = 50.0
@@ -56,6 +59,8 @@ _BUCKET_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_PATTERN: Final = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 _LOG_GROUP_PATTERN: Final = re.compile(r"^[A-Za-z0-9_./#-]{1,512}$")
 _PREFIX_PATTERN: Final = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
+_PYTHON_PATTERN: Final = re.compile(r"^[0-9]+\.[0-9]+$")
+ARCHITECTURES: Final = (Architecture.X86_64, Architecture.ARM64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +114,19 @@ class AwsBatchSettings(Settings):
         stack_output=StackOutput.JOB_TAGS,
         metavar="JSON",
     )
+    image_python: str | None = setting(
+        None,
+        "Python `major.minor` of the job image; the worker refuses to start when the clients' (`client_python`) "
+        "differs, since no task could load.",
+        stack_output=StackOutput.PYTHON_VERSION,
+        default_text="not checked",
+    )
+    image_architecture: str | None = setting(
+        None,
+        "CPU architecture of the job image (`x86_64` or `arm64`), logged at start.",
+        stack_output=StackOutput.ARCHITECTURE,
+        default_text="unknown",
+    )
     stack_outputs: str | None = setting(
         None, "The file `cdk deploy --outputs-file` writes; fills the settings above.", metavar="FILE.json"
     )
@@ -151,6 +169,15 @@ class AwsBatchSettings(Settings):
         if self.endpoint_url is not None and not re.match(r"^https?://[^\s/]+", self.endpoint_url):
             raise ValueError(
                 f"endpoint_url {self.endpoint_url!r} must start with http:// or https:// ({_where('endpoint_url')})"
+            )
+        if self.image_python is not None and not _PYTHON_PATTERN.match(self.image_python):
+            raise ValueError(
+                f"image_python takes major.minor like 3.11 ({_where('image_python')}), got {self.image_python!r}"
+            )
+        if self.image_architecture is not None and self.image_architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"image_architecture must be one of {', '.join(ARCHITECTURES)} ({_where('image_architecture')}), "
+                f"got {self.image_architecture!r}"
             )
         check_positive(self, "submit_tps", maximum=MAX_SUBMIT_TPS, why=", AWS's account limit")
         check_positive(self, "describe_tps")
@@ -235,12 +262,36 @@ def build_aws_batch_backend(settings: AwsBatchSettings, *, session: boto3.Sessio
     )
 
 
+def check_image_python(aws: AwsBatchSettings, worker: WorkerSettings) -> None:
+    """Refuse to start when the job image's Python (the stack's ``PythonVersion``) is not the clients': cloudpickle
+    payloads load only on the Python minor they were made with, so every task would fail in its job."""
+    from scaler_aws_batch.wire import python_version_tag
+
+    if aws.image_python is None:
+        return
+    client_python = worker.client_python or python_version_tag()
+    if client_python == aws.image_python:
+        return
+    source = "client_python" if worker.client_python else "this worker's own Python, the default of client_python"
+    raise ValueError(
+        f"the job image runs Python {aws.image_python} (stack output PythonVersion, {_where('image_python')}) but the "
+        f"clients use Python {client_python} ({source}; {where(WorkerSettings, 'client_python')}): every task "
+        f"would fail to load. Redeploy the stack with `npx cdk deploy -c python_version={client_python}`, or run "
+        f"the clients on Python {aws.image_python} and tell the worker so with --client-python {aws.image_python}"
+    )
+
+
 def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSetup:
     """The worker's AWS Batch backend and S3 store."""
     from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
 
-    del worker
+    check_image_python(aws, worker)
+    logger.info(
+        "job image: Python %s, %s (stack outputs PythonVersion, Architecture)",
+        aws.image_python or "unknown",
+        aws.image_architecture or "unknown architecture",
+    )
     # No fixed session: the backend and the store build theirs from the default credential chain, and build
     # them again when AWS refuses the credentials (see aws_calls).
     backend = build_aws_batch_backend(aws)
@@ -253,7 +304,7 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
 
     store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
     routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
-    return BackendSetup(backend, store, routing, job_tags=aws.user_tags)
+    return BackendSetup(backend, store, routing, job_tags=aws.user_tags, deployment=aws.job_queue)
 
 
 KIND = BackendKind(

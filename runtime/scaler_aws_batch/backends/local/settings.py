@@ -46,12 +46,14 @@ def build_local(settings: LocalSettings, worker: WorkerSettings) -> BackendSetup
     from scaler_aws_batch.backends.local.backend import LocalProcessBackend
     from scaler_aws_batch.stores import open_store
 
-    del worker
     work_dir = pathlib.Path(settings.work_dir).resolve()
     store = open_store(settings.store or (work_dir / "store").as_uri())
     max_parallel = settings.max_parallel or os.cpu_count() or 2
-    backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=settings.job_environment())
-    return BackendSetup(backend, store, QueueRouting())
+    backend = LocalProcessBackend(
+        work_dir, max_parallel=max_parallel, job_env=settings.job_environment(),
+        keep_running_on_close=worker.keep_jobs_on_exit,
+    )  # fmt: skip
+    return BackendSetup(backend, store, QueueRouting(), deployment=str(work_dir))
 
 
 KIND = BackendKind(
