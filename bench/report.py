@@ -263,7 +263,7 @@ def render(data: dict[str, Any], chart_path: pathlib.Path, results_path: pathlib
         "",
         "## Throughput and cost per task",
         "",
-        "`client.map(abs, range(-N, 0))`; Batch calls from the emulator's own counts, S3 requests split by who made",
+        "`abs(-i)` for i in 1..N, submitted at once; Batch calls from the emulator, S3 requests split by who made",
         "them (the adapter, or the jobs, told apart by the SDK app id the emulator gives jobs), adapter CPU and peak",
         "RSS from /proc of the adapter process (stock: its worker process). Native workers have no adapter.",
         "",

@@ -18,7 +18,7 @@ import pytest
 from conftest import WAIT_SECONDS, wait_for
 from harness import BUCKET, PREFIX, AwsHarness
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
-from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, JobTag, StatusReason
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, JobTag, StatusReason, job_name_prefix
 from scaler_aws_batch.errors import (
     CapabilityError,
     JobTimeoutError,
@@ -177,7 +177,8 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
     assert job["status"] == "SUCCEEDED" and job["attempts"] == 2, "Batch retried the reclaimed attempt"
     # One result reached the client: the surviving attempt's, which saw every run so far.
     assert result == len(list(runs.iterdir())) and result in (1, 2)
-    assert not aws.stored_object_exists("results/"), "the one result was consumed; nothing is left behind"
+    # The one result was consumed: nothing is left behind once it was handed over.
+    wait_for(lambda: not aws.stored_object_exists("results/"), "the consumed result to be deleted")
 
 
 @pytest.mark.job_processes
@@ -193,8 +194,13 @@ def test_spot_reclaim_on_every_attempt_is_a_clear_error(aws: AwsHarness) -> None
 def test_vanished_job_fails_its_task_within_the_bound(aws: AwsHarness) -> None:
     aws.emulator.faults.vanish_job_name_glob = "scaler-*"
     # The adapter runs with --vanish-after 5: the error arrives instead of a wait that never ends.
-    with pytest.raises(JobVanishedError, match=r"not seen for 5s"):
+    with pytest.raises(JobVanishedError, match=r"answered without it for 5s") as caught:
         aws.client.submit(lambda: 1).result(timeout=WAIT_SECONDS)
+    assert "asked to stop" in str(caught.value)
+    # The adapter also asked Batch to stop the vanished job (which answers that it does not know it).
+    job_id = caught.value.job_id
+    wait_for(lambda: f"stop job {job_id} " in aws.adapter.log_text() or f"job {job_id} is unknown before" in
+             aws.adapter.log_text(), "the vanished job to be stopped")  # fmt: skip
 
 
 @pytest.mark.job_processes
@@ -243,8 +249,9 @@ def test_tags_carry_the_task_and_adapter_ids(aws: AwsHarness) -> None:
     before = len(aws.job_records())
     assert aws.client.submit(abs, -5).result(timeout=WAIT_SECONDS) == 5
     (job,) = _new_jobs(aws, before)
-    assert job["jobName"].startswith("scaler-")
-    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.TASK_ID}
+    assert job["jobName"].startswith(job_name_prefix(job["tags"][JobTag.ADAPTER_ID]))
+    assert set(job["tags"]) == {JobTag.ADAPTER_ID, JobTag.TASK_ID, JobTag.TASK_COUNT}
+    assert job["tags"][JobTag.TASK_COUNT] == "1"
     assert base64.b16decode(job["tags"][JobTag.TASK_ID].upper())
 
 

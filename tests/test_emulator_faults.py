@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import pytest
 from botocore.exceptions import ClientError
@@ -255,3 +255,49 @@ def test_queue_and_job_definition_from_cloudformation_run_jobs(emu: BatchEmulato
     job = wait_for_status(batch, job_id)
     assert job["status"] == "SUCCEEDED"
     assert log_messages(emu.client("logs"), "/aws/batch/job", job["container"]["logStreamName"]) == ["from cfn"]
+
+
+def test_expired_credentials_are_refused_for_their_key_only_and_for_a_while(emu: BatchEmulator) -> None:
+    import boto3
+
+    def client(service: Literal["s3", "batch"], key: str) -> Any:
+        return boto3.client(service, endpoint_url=emu.endpoint_url, region_name=emu.region, aws_access_key_id=key,
+                            aws_secret_access_key=key)  # fmt: skip
+
+    def s3_with(key: str) -> Any:
+        return client("s3", key)
+
+    emu.client("s3").create_bucket(Bucket="creds")
+    emu.faults.expire_credentials("adapter", 60)
+    requests: list[Callable[[], object]] = [
+        lambda: s3_with("adapter").list_objects_v2(Bucket="creds"),
+        lambda: client("batch", "adapter").list_jobs(jobQueue="q"),
+    ]
+    for request in requests:
+        with pytest.raises(ClientError) as caught:
+            request()
+        assert caught.value.response["Error"]["Code"] in ("ExpiredToken", "ExpiredTokenException")
+    assert s3_with("someone-else").list_objects_v2(Bucket="creds")["KeyCount"] == 0
+    assert emu.api_calls.credential_errors == {"s3": 1, "batch": 1}
+    emu.faults.expire_credentials("adapter", 0)
+    assert s3_with("adapter").list_objects_v2(Bucket="creds")["KeyCount"] == 0
+
+
+def test_s3_slow_down_and_server_error_bursts(emu: BatchEmulator) -> None:
+    s3 = emu.client("s3", max_attempts=1)
+    s3.create_bucket(Bucket="slow")
+    emu.faults.s3_slow_down_rate = 1.0
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket="slow", Key="k", Body=b"x")
+    assert caught.value.response["Error"]["Code"] == "SlowDown"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    emu.faults.s3_slow_down_rate = 0.0
+    s3.put_object(Bucket="slow", Key="k", Body=b"x")
+    batch = emu.client("batch", max_attempts=1)
+    queue, _ = emu.create_queue_and_job_definition(command=["python3", "-c", SLEEP, "0"])
+    emu.faults.burst_server_errors(60)
+    with pytest.raises(ClientError) as burst:
+        batch.list_jobs(jobQueue=queue)
+    assert burst.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    emu.faults.burst_server_errors(0)
+    assert batch.list_jobs(jobQueue=queue)["jobSummaryList"] == []

@@ -6,6 +6,7 @@ import os
 import random
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,8 +125,31 @@ class Faults:
     is reported SUCCEEDED. The glob may use {job_id}, {job_name}, {array_index} and {attempt}."""
     on_success_hooks: list[SuccessHook] = field(default_factory=list)
     """Callables run (with an S3 client) after a job attempt exits 0 and before it is reported SUCCEEDED."""
+    s3_slow_down_rate: float = 0.0
+    """Share of S3 requests (every client: the adapter's and the jobs') answered 503 SlowDown, as S3 does while it
+    scales a prefix."""
+    expired_access_keys: dict[str, float] = field(default_factory=dict)
+    """Access key id -> `time.monotonic()` until which every request signed with it (Batch, S3, Logs, any service)
+    is answered as if its credentials had expired. Set it with `expire_credentials`."""
+    server_errors_until: float = 0.0
+    """`time.monotonic()` until which every Batch job-API request is answered HTTP 500 (a burst). See
+    `burst_server_errors`."""
     _rng: random.Random = field(default_factory=random.Random, repr=False, init=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, init=False, compare=False)
+
+    def expire_credentials(self, access_key_id: str, seconds: float) -> None:
+        """Requests signed with `access_key_id` fail with an expired-token error for the next `seconds`."""
+        with self._lock:
+            self.expired_access_keys[access_key_id] = time.monotonic() + seconds
+
+    def credentials_expired(self, access_key_id: str) -> bool:
+        with self._lock:
+            until = self.expired_access_keys.get(access_key_id)
+            return until is not None and time.monotonic() < until
+
+    def burst_server_errors(self, seconds: float) -> None:
+        """Every Batch job-API request answers HTTP 500 for the next `seconds`."""
+        self.server_errors_until = time.monotonic() + seconds
 
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
@@ -155,6 +179,8 @@ class ApiCalls(Counter[str]):
         super().__init__(*args, **kwargs)
         self.throttled: Counter[str] = Counter()
         self.server_errors: Counter[str] = Counter()
+        self.credential_errors: Counter[str] = Counter()  # by service
+        self.s3_slow_downs = 0
         self.max_describe_ids = 0
         self.describe_ids_total = 0
 
@@ -163,6 +189,8 @@ class ApiCalls(Counter[str]):
             "calls": dict(self),
             "throttled": dict(self.throttled),
             "server_errors": dict(self.server_errors),
+            "credential_errors": dict(self.credential_errors),
+            "s3_slow_downs": self.s3_slow_downs,
             "max_describe_ids": self.max_describe_ids,
             "describe_ids_total": self.describe_ids_total,
         }

@@ -239,6 +239,8 @@ class BatchEmulator:
             self.api_calls.clear()
             self.api_calls.throttled.clear()
             self.api_calls.server_errors.clear()
+            self.api_calls.credential_errors.clear()
+            self.api_calls.s3_slow_downs = 0
             self.api_calls.max_describe_ids = 0
             self.api_calls.describe_ids_total = 0
 
@@ -439,10 +441,31 @@ class BatchEmulator:
                 self.api_calls.throttled[operation] += 1
             return BatchApiError("TooManyRequestsException", rules.MSG_TOO_MANY_REQUESTS, 429)
         server = faults.server_error_rate_by_api.get(operation, faults.server_error_rate)
-        if faults.draw(server):
+        if time.monotonic() < faults.server_errors_until or faults.draw(server):
             with self._stats_lock:
                 self.api_calls.server_errors[operation] += 1
             return BatchApiError("ServerException", "Internal Server Error (injected)", 500)
+        return None
+
+    def _credential_or_s3_fault(self, environ: dict[str, Any]) -> Callable[[StartResponse], list[bytes]] | None:
+        """Expired credentials (any service, by access key id) and S3 SlowDown, decided from the SigV4 scope."""
+        auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+        try:
+            scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+            access_key, service = scope[0], scope[3]
+        except IndexError:
+            return None
+        if self.faults.credentials_expired(access_key):
+            with self._stats_lock:
+                self.api_calls.credential_errors[service] += 1
+            if service == "s3":
+                return lambda start: _s3_error_response(start, 400, "ExpiredToken", "The provided token has expired.")
+            error = BatchApiError("ExpiredTokenException", "The security token included in the request is expired", 403)
+            return lambda start: _error_response(start, error)
+        if service == "s3" and self.faults.draw(self.faults.s3_slow_down_rate):
+            with self._stats_lock:
+                self.api_calls.s3_slow_downs += 1
+            return lambda start: _s3_error_response(start, 503, "SlowDown", "Please reduce your request rate.")
         return None
 
     def _record_describe(self, count: int) -> None:
@@ -468,6 +491,9 @@ class _FrontApp:
         self._moto_app = moto_app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        fault = self._emu._credential_or_s3_fault(environ)
+        if fault is not None:
+            return fault(start_response)
         operation = self._emu._operation(environ)
         if operation is None:
             if _signed_service(environ) == "s3":
@@ -607,7 +633,25 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     return value
 
 
-_REASONS = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Slow Down",
+}
+
+
+def _s3_error_response(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
+    payload = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+        f"<RequestId>{uuid.uuid4()}</RequestId></Error>"
+    ).encode()
+    start_response(
+        f"{status} {_REASONS.get(status, 'Error')}",
+        [("Content-Type", "application/xml"), ("Content-Length", str(len(payload)))],
+    )
+    return [payload]
 
 
 def _error_response(start_response: StartResponse, error: BatchApiError) -> list[bytes]:

@@ -151,7 +151,8 @@ class AwsUnavailableError(BackendUnavailableError):
     """AWS did not serve the call for a transient reason (``error_class``); the request itself may be fine."""
 
     def __init__(self, message: str, error_class: ErrorClass) -> None:
-        super().__init__(message, hint=HINTS.get(error_class, ""))
+        ambiguous = error_class in (ErrorClass.SERVER, ErrorClass.NETWORK)
+        super().__init__(message, hint=HINTS.get(error_class, ""), maybe_applied=ambiguous)
         self.error_class = error_class
 
 

@@ -9,7 +9,6 @@ import argparse
 import logging
 import os
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +67,7 @@ def build_worker(
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
     from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.reattach import default_adapter_id
     from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
     from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
@@ -83,7 +83,8 @@ def build_worker(
     setup = kind.build(backend_settings, worker)
     user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
     engine_settings = EngineSettings(
-        adapter_id=uuid.uuid4().hex[:16],
+        adapter_id=worker.adapter_id
+        or default_adapter_id(scheduler=worker.scheduler, backend=kind.name, queue=setup.deployment, name=worker.name),
         client_python=worker.client_python or python_version_tag(),
         cloudpickle_version=cloudpickle.__version__,
         job_timeout_seconds=worker.job_timeout_seconds,
@@ -95,6 +96,9 @@ def build_worker(
         spot_reclaims_before_on_demand=worker.spot_reclaims_before_on_demand,
         runnable_warn_seconds=worker.runnable_warn_after,
         user_tags=user_tags,
+        reattach_grace_seconds=worker.reattach_grace,
+        submit_deadline_seconds=worker.submit_deadline,
+        queues=tuple(dict.fromkeys((None, setup.routing.on_demand, setup.routing.gpu))),
     )
     adapter = AdapterSettings(
         scheduler_address=worker.scheduler,
@@ -103,6 +107,8 @@ def build_worker(
         max_concurrent_jobs=worker.max_concurrent_jobs,
         task_queue_size=worker.queue_size,
         routing=setup.routing,
+        keep_jobs_on_exit=worker.keep_jobs_on_exit,
+        shutdown_timeout_seconds=worker.shutdown_timeout,
     )
     return adapter, JobEngine(setup.backend, setup.store, engine_settings, setup.keys, UsageRecorder(worker.usage_log))
 

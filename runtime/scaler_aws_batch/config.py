@@ -123,6 +123,9 @@ def add_arguments(cls: type[Settings], parser: argparse.ArgumentParser, title: s
             del options["metavar"]
         if is_repeatable(hints[field.name]):
             options["action"] = "append"
+        if hints[field.name] is bool:  # a switch: present means true (false through env or the config file)
+            options["action"] = "store_true"
+            options.pop("metavar", None)
         try:
             group.add_argument(flag(field), **options)
         except argparse.ArgumentError:

@@ -111,7 +111,7 @@ SPOT_RETRY_EVALUATE_ON_EXIT: Final[tuple[dict[str, str], ...]] = (
 )
 
 
-# --- job tags -----------------------------------------------------------------------------------------------------
+# --- job tags and names: a restarted adapter (and an operator) finds every job in AWS alone -----------------------
 
 
 class JobTag:
@@ -120,10 +120,18 @@ class JobTag:
 
     PREFIX: Final = "scaler-batch:"
     ADAPTER_ID: Final = "scaler-batch:adapter-id"
-    TASK_ID: Final = "scaler-batch:task-id"
+    TASK_ID: Final = "scaler-batch:task-id"  # the first task of the job
+    TASK_COUNT: Final = "scaler-batch:task-count"
 
 
 #: AWS Batch accepts at most 50 tags on a resource, the adapter's own included.
 MAX_JOB_TAGS: Final = 50
 #: How many of those the adapter keeps for its own keys (``JobTag``; room for more to come).
 ADAPTER_TAG_BUDGET: Final = 4
+
+#: Every job name starts with ``<JOB_NAME_PREFIX>-<adapter id>-``; ListJobs finds an adapter's jobs by that prefix.
+JOB_NAME_PREFIX: Final = "scaler"
+
+
+def job_name_prefix(adapter_id: str) -> str:
+    return f"{JOB_NAME_PREFIX}-{adapter_id}-"

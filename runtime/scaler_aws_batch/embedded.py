@@ -39,8 +39,14 @@ class EmbeddedScheduler:
     """``with EmbeddedScheduler() as cluster: Client(cluster.addresses.scheduler)``."""
 
     def __init__(
-        self, *, logging_level: str = "WARNING", log_path: str = "/dev/stderr", host: str = "127.0.0.1"
+        self,
+        *,
+        logging_level: str = "WARNING",
+        log_path: str = "/dev/stderr",
+        host: str = "127.0.0.1",
+        worker_timeout_seconds: int = defaults.DEFAULT_WORKER_TIMEOUT_SECONDS,
     ) -> None:
+        self._worker_timeout_seconds = worker_timeout_seconds
         self._scheduler_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._storage_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
         self._logging_level = logging_level
@@ -62,6 +68,16 @@ class EmbeddedScheduler:
         )
         self._storage.start()
         self._storage.wait_until_ready()
+        self._start_scheduler()
+        logger.info("embedded scheduler on %s, object storage on %s", *dataclasses.astuple(self.addresses))
+        return self.addresses
+
+    def restart_scheduler(self) -> None:
+        """Stop the scheduler and start a new one on the same address (the object storage keeps running)."""
+        self._stop_process(self._scheduler)
+        self._start_scheduler()
+
+    def _start_scheduler(self) -> None:
         self._scheduler = _PatchedSchedulerProcess(
             bind_address=self._scheduler_address,
             object_storage_address=self._storage_address,
@@ -70,7 +86,7 @@ class EmbeddedScheduler:
             io_threads=defaults.DEFAULT_IO_THREADS,
             max_number_of_tasks_waiting=defaults.DEFAULT_MAX_NUMBER_OF_TASKS_WAITING,
             client_timeout_seconds=defaults.DEFAULT_CLIENT_TIMEOUT_SECONDS,
-            worker_timeout_seconds=defaults.DEFAULT_WORKER_TIMEOUT_SECONDS,
+            worker_timeout_seconds=self._worker_timeout_seconds,
             object_retention_seconds=defaults.DEFAULT_OBJECT_RETENTION_SECONDS,
             load_balance_seconds=defaults.DEFAULT_LOAD_BALANCE_SECONDS,
             load_balance_trigger_times=defaults.DEFAULT_LOAD_BALANCE_TRIGGER_TIMES,
@@ -82,17 +98,19 @@ class EmbeddedScheduler:
             logging_level=self._logging_level,
         )
         self._scheduler.start()
-        logger.info("embedded scheduler on %s, object storage on %s", *dataclasses.astuple(self.addresses))
-        return self.addresses
 
     def stop(self) -> None:
         for process in (self._scheduler, self._storage):  # the scheduler goes first, as Scaler's combo does
-            if process is not None and process.is_alive():
-                process.terminate()
-                process.join(timeout=15)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+            self._stop_process(process)
+
+    @staticmethod
+    def _stop_process(process: SchedulerProcess | ObjectStorageServerProcess | None) -> None:
+        if process is not None and process.is_alive():
+            process.terminate()
+            process.join(timeout=15)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
     def __enter__(self) -> EmbeddedScheduler:
         self.start()

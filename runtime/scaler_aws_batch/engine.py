@@ -8,10 +8,18 @@
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
 - **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
   parents are read through their status summary and children are described only once some have finished; the
-  interval adapts; a job that vanishes fails its tasks after ``vanish_bound_seconds``.
+  interval adapts; a job that DescribeJobs *answered without* for ``vanish_bound_seconds`` fails its tasks and is
+  stopped (failed describe calls pause that clock: an outage is not a vanish).
+- **Outages.** A submission that meets throttling, server errors or expired credentials is requeued with backoff
+  until ``submit_deadline_seconds``; only then does it fail, with the hint of its error class.
+- **Re-attachment** (:mod:`scaler_aws_batch.reattach`). Job names start with the adapter id, so a restarted adapter
+  finds its live jobs and their task tables in the backend alone. A task sent again attaches to its live job, or
+  gets its stored result with no job at all; jobs whose tasks are not sent again within the grace period stop.
+- **Shutdown.** :meth:`JobEngine.shutdown` stops intake, lets submissions in flight settle, then stops every live
+  job within a bound (or leaves them running for a later re-attach).
 - **Outcomes.** A finished job's result object is read from the store, its signature and its nonce (which binds it
-  to this submission) checked, and handed over as bytes, never unpickled; reads run concurrently in the background
-  and results are deleted in batches (:mod:`scaler_aws_batch.results`). A FAILED job
+  to this submission) checked, and handed over as bytes, never unpickled; reads run
+  concurrently in the background and results are deleted in batches (:mod:`scaler_aws_batch.results`). A FAILED job
   without a result becomes a clear error (timeout, Spot retries exhausted, overrides too long, out of memory,
   non-zero exit) carrying the job's last log lines.
 """
@@ -22,18 +30,29 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import pickle
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.backends.base import (
+    BackendError,
+    BackendUnavailableError,
+    JobBackend,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Resources,
+)
 from scaler_aws_batch.contracts import (
     SPOT_INTERRUPTION_PREFIXES,
     SPOT_RECLAIMS_BEFORE_ON_DEMAND,
     JobTag,
     RunnerExit,
     StatusReason,
+    job_name_prefix,
 )
 from scaler_aws_batch.errors import (
     JobFailedError,
@@ -47,9 +66,11 @@ from scaler_aws_batch.errors import (
     ResultRejectedError,
     SpotRetriesExhaustedError,
     StoreError,
+    StoreUnavailableError,
     SubmitError,
 )
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
+from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock, take_stock
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
@@ -89,8 +110,17 @@ class EngineSettings:
     store_threshold_bytes: int = 2048
     overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
     log_tail_lines: int = 20
-    job_name_prefix: str = "scaler"
     delete_results: bool = True
+    #: A result read is deleted this long after it was handed over, not at once: an adapter killed in between leaves
+    #: it in the store, and the next adapter delivers it when Scaler sends the task again instead of running it.
+    result_delete_delay_seconds: float = 1.0
+    #: How long a job found at start (or kept over a scheduler restart) waits for Scaler to send its task again
+    #: before it is stopped. Longer than the scheduler's worker timeout (Scaler: 60 s), which delays the re-send.
+    reattach_grace_seconds: float = 180.0
+    #: How long a submission keeps being retried through throttling, server errors and expired credentials.
+    submit_deadline_seconds: float = 600.0
+    #: Queues searched for this adapter's jobs at start (None: the backend's default queue).
+    queues: tuple[str | None, ...] = (None,)
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
     reupload_after_seconds: float = 6 * 3600
     #: Where a task goes after ``spot_reclaims_before_on_demand`` Spot reclaims (None: it fails instead).
@@ -108,12 +138,16 @@ class EngineSettings:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
+        if self.vanish_bound_seconds <= 0 or self.reattach_grace_seconds < 0 or self.submit_deadline_seconds < 0:
+            raise ValueError("the vanish bound must be positive; the re-attach grace and submit deadline not negative")
         if self.spot_reclaims_before_on_demand < 1:
             raise ValueError(
                 f"--spot-reclaims-before-on-demand must be at least 1, got {self.spot_reclaims_before_on_demand}"
             )
         if self.runnable_warn_seconds <= 0:
             raise ValueError(f"--runnable-warn-after must be positive, got {self.runnable_warn_seconds}")
+        if not self.adapter_id or not self.adapter_id.replace("-", "").isalnum() or len(self.adapter_id) > 40:
+            raise ValueError(f"the adapter id must be 1-40 letters, digits or '-', got {self.adapter_id!r}")
         check_user_tags(self.user_tags, source="job tags")
 
 
@@ -243,7 +277,9 @@ class _Task:
     future: asyncio.Future[TaskOutcome]
     job_id: str | None = None  # the single job, or the array child ``parent:index``
     state: JobState | None = None
-    nonce: str = ""  # the nonce of the payload that carries this task; its result must echo it
+    submit_deadline: float | None = None  # set at the first submission attempt
+    maybe_submitted: bool = False  # an earlier attempt failed in a way that may have created the job
+    nonce: str = ""  # the nonce of the payload that carries this task; its result must echo it ('' : any)
     spot_reclaims: int = 0  # over every job this task ran in
     uploads: tuple[str, ...] = ()  # store keys that payload refers to
 
@@ -252,7 +288,8 @@ class _Task:
 class _Job:
     job_id: str
     tasks: dict[int | None, str]  # array index (None for a single job) -> task id
-    last_seen: float
+    checked_at: float  # when describe last answered (with or without this job)
+    missing_seconds: float = 0.0  # answered-without time since the job was last reported
     state: JobState | None = None
     queue: str | None = None
     resources: Resources = dataclasses.field(default_factory=Resources)
@@ -282,6 +319,14 @@ class JobEngine:
         self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
+        self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
+        self._awaiting_job: dict[str, tuple[str, int | None]] = {}  # ... -> (job id, array index)
+        self._read_results: collections.deque[tuple[float, str]] = collections.deque()  # (read at, task id)
+        self._stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
+        self._intake_open = True
+        self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._wake_packer = asyncio.Event()
         self._wake_reconciler = asyncio.Event()
         self._results = ResultIO(store)
@@ -323,13 +368,18 @@ class JobEngine:
             await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
 
     async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
-        return {job_id: status.usage for job_id, status in (await self._describe(job_ids)).items()}
+        return {job_id: status.usage for job_id, status in (await self._describe(job_ids))[0].items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
     def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:
         future: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
-        self._tasks[work.task_id] = _Task(work=work, future=future)
+        task = self._tasks[work.task_id] = _Task(work=work, future=future)
+        if self._attach(task):
+            return future
+        if self._stored.pop(work.task_id, None) is not None:
+            asyncio.get_running_loop().create_task(self._deliver_stored(work))
+            return future
         self._enqueue(work)
         return future
 
@@ -357,9 +407,11 @@ class JobEngine:
         self.stats["cancelled"] += 1
         return True
 
-    async def _cancel_job(self, task_id: str, job_id: str, state: JobState | None) -> None:
+    async def _cancel_job(
+        self, task_id: str, job_id: str, state: JobState | None, reason: str = "Cancelled by the Scaler client"
+    ) -> None:
         try:
-            await asyncio.to_thread(self._backend.cancel, job_id, state, "Cancelled by the Scaler client")
+            await asyncio.to_thread(self._backend.cancel, job_id, state, reason)
             logger.info("task %s: cancelled job %s (last state %s)", task_id, job_id, state.value if state else "-")
         except BackendError as exc:
             logger.warning("task %s: cancelling job %s failed: %s", task_id, job_id, exc)
@@ -370,10 +422,188 @@ class JobEngine:
         finally:
             await asyncio.to_thread(self._results.close)
 
+    # --- re-attachment ------------------------------------------------------------------------------------------
+
+    async def take_stock(self) -> Stock:
+        """Find this adapter's live jobs and stored results (before the adapter takes any task). Their tasks wait
+        ``reattach_grace_seconds`` for Scaler to send them again."""
+        try:
+            stock = await asyncio.to_thread(
+                take_stock, self._backend, self._store, job_name_prefix(self._settings.adapter_id),
+                self._settings.queues, self._keys,
+            )  # fmt: skip
+        except (BackendError, StoreError) as exc:
+            # Serving beats refusing: tasks sent again will run again, and their old jobs are not stopped.
+            logger.error("taking stock of adapter %s's jobs failed; continuing without re-attach: %s",
+                         self._settings.adapter_id, exc)  # fmt: skip
+            return Stock(live_jobs=(), stored_results=frozenset())
+        self.adopt(stock.live_jobs)
+        for listed in stock.unreadable:  # ours by name, but nobody can ever claim it
+            await self._cancel_job("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
+        # Results in the store are delivered when their task comes again, but never deleted unclaimed: the prefix
+        # may be shared with other adapters whose results these are (the bucket's lifecycle rule expires them).
+        self._stored.update(dict.fromkeys(stock.stored_results, math.inf))
+        logger.info("took stock for adapter id %s: %d live job(s) with %d task(s), %d stored result(s)",
+                    self._settings.adapter_id, len(stock.live_jobs), sum(len(job.task_ids) for job in stock.live_jobs),
+                    len(stock.stored_results))  # fmt: skip
+        return stock
+
+    def adopt(self, jobs: Sequence[FoundJob]) -> None:
+        deadline = time.monotonic() + self._settings.reattach_grace_seconds
+        for found in jobs:
+            job = self._jobs.get(found.job_id)
+            if job is None:
+                job = self._jobs[found.job_id] = _Job(found.job_id, {}, checked_at=time.monotonic(), state=found.state)
+            is_array = found.array_size is not None
+            for index, task_id in enumerate(found.task_ids):
+                job.tasks[index if is_array else None] = task_id
+                if task_id not in self._tasks:
+                    self._awaiting[task_id] = deadline
+                    self._awaiting_job[task_id] = (found.job_id, index if is_array else None)
+        if jobs:
+            self._wake_reconciler.set()
+
+    def detach_all(self) -> None:
+        """The scheduler went away: keep every submitted job, waiting for its task to be sent again (grace period);
+        forget tasks not yet submitted (nobody waits for their results any more)."""
+        deadline = time.monotonic() + self._settings.reattach_grace_seconds
+        placed = {task_id: (job.job_id, index) for job in self._jobs.values() for index, task_id in job.tasks.items()}
+        for task_id, task in list(self._tasks.items()):
+            del self._tasks[task_id]
+            if task_id in placed:
+                self._awaiting[task_id] = deadline
+                self._awaiting_job[task_id] = placed[task_id]
+            task.future.cancel()
+        for ids in self._pending.values():
+            ids.clear()
+
+    def _attach(self, task: _Task) -> bool:
+        task_id = task.work.task_id
+        if self._awaiting.pop(task_id, None) is None:
+            return False
+        job_id, index = self._awaiting_job.pop(task_id)
+        job = self._jobs.get(job_id)
+        if job is None or job.tasks.get(index) != task_id:
+            return False
+        task.job_id = job.job_id if index is None else f"{job.job_id}:{index}"
+        task.state = job.state
+        logger.info("task %s: attached to its live job %s", task_id, task.job_id)
+        self.stats["attached"] += 1
+        self._wake_reconciler.set()
+        return True
+
+    async def _deliver_stored(self, work: TaskWork) -> None:
+        status = JobStatus(job_id="(stored result)", state=JobState.SUCCEEDED)
+        try:
+            outcome = await asyncio.to_thread(self._read_result, work.task_id, status)
+        except StoreError as exc:
+            logger.warning("task %s: reading its stored result failed, running it: %s", work.task_id, exc)
+            outcome = None
+        if outcome is None:  # gone meanwhile: run the task after all
+            key = work.pack_key()
+            self._pending.setdefault(key, []).append(work.task_id)
+            self._pending_since.setdefault(key, time.monotonic())
+            self._wake_packer.set()
+            return
+        logger.info("task %s: delivered its stored result, no job submitted", work.task_id)
+        self.stats["stored-delivered"] += 1
+        self._finish(work.task_id, outcome)
+
+    async def _delete_read_results(self, now: float) -> None:
+        due: set[str] = set()
+        while self._read_results and now - self._read_results[0][0] >= self._settings.result_delete_delay_seconds:
+            due.add(self._read_results.popleft()[1])
+        if due:
+            self._delete_results(due)
+
+    async def _expire_awaiting(self, now: float) -> None:
+        """Stop the jobs (or array children) of tasks that were not sent again within the grace period; delete the
+        results read a while ago."""
+        await self._delete_read_results(now)
+        unclaimed = {task_id for task_id, deadline in self._stored.items() if deadline <= now}
+        for task_id in unclaimed:
+            del self._stored[task_id]
+        expired = {task_id for task_id, deadline in self._awaiting.items() if deadline <= now}
+        if self._settings.delete_results and unclaimed:
+            self._delete_results(unclaimed)
+        if not expired:
+            return
+        for job in list(self._jobs.values()):
+            mine = {index: task_id for index, task_id in job.tasks.items() if task_id in expired}
+            if not mine:
+                continue
+            whole = len(mine) == len(job.tasks)
+            targets = [job.job_id] if whole or None in mine else [f"{job.job_id}:{index}" for index in mine]
+            for target in targets:
+                await self._cancel_job("(not sent again)", target, job.state, "Its Scaler task was not sent again")
+            for index in mine:
+                del job.tasks[index]
+            if not job.tasks:
+                del self._jobs[job.job_id]
+            self.stats["grace-stopped"] += len(mine)
+        for task_id in expired:
+            del self._awaiting[task_id]
+            self._awaiting_job.pop(task_id, None)
+        if self._settings.delete_results:
+            self._delete_results(expired)
+
+    def _delete_results(self, task_ids: set[str]) -> None:
+        for task_id in task_ids:
+            self._results.discard(result_key(task_id))  # batched: DeleteObjects at the end of the round
+
+    # --- shutdown -----------------------------------------------------------------------------------------------
+
+    def close_intake(self) -> None:
+        """Submit nothing new; tasks not yet submitted stay unsubmitted."""
+        self._intake_open = False
+        self._wake_packer.set()
+
+    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float, parallel: int = 4) -> ShutdownReport:
+        """Close intake, let submissions in flight settle, then stop every live job (paced by the backend's rate
+        limits, ``parallel`` calls at a time) within ``timeout_seconds``; or, without ``stop_jobs``, leave them
+        running for a later re-attach."""
+        self.close_intake()
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout=timeout_seconds)
+        except asyncio.TimeoutError:
+            logger.error("shutdown: %d submission(s) still in flight after %.0fs", self._submitting, timeout_seconds)
+        await self._delete_read_results(math.inf)
+        jobs = {job_id: job.state for job_id, job in self._jobs.items()}
+        report = ShutdownReport(kept=[] if stop_jobs else sorted(jobs))
+        if not stop_jobs:
+            logger.info(
+                "shutdown: left %d job(s) running for a later re-attach: %s", len(jobs), ", ".join(sorted(jobs))
+            )
+            return report
+        queue: asyncio.Queue[tuple[str, JobState | None]] = asyncio.Queue()
+        for item in jobs.items():
+            queue.put_nowait(item)
+
+        async def stopper() -> None:
+            while not queue.empty():
+                job_id, state = queue.get_nowait()
+                if time.monotonic() > deadline:
+                    report.failed.append(job_id)
+                    continue
+                try:
+                    await asyncio.to_thread(self._backend.cancel, job_id, state, "The Scaler adapter shut down")
+                    report.stopped.append(job_id)
+                except BackendError as exc:
+                    logger.error("shutdown: stopping job %s failed: %s", job_id, exc)
+                    report.failed.append(job_id)
+
+        await asyncio.gather(*(stopper() for _ in range(parallel)))
+        logger.info("shutdown: stopped %d job(s)%s%s", len(report.stopped),
+                    f": {', '.join(sorted(report.stopped))}" if report.stopped else "",
+                    f"; could NOT stop {len(report.failed)}: {', '.join(sorted(report.failed))}" if report.failed
+                    else "")  # fmt: skip
+        return report
+
     # --- packing and submission ---------------------------------------------------------------------------------
 
     async def _packer(self) -> None:
-        while True:
+        while self._intake_open:
             now = time.monotonic()
             due = [
                 key
@@ -384,6 +614,8 @@ class JobEngine:
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key], self._pending_last[key]
                 for start in range(0, len(ids), self._settings.max_array_size):
+                    if not self._intake_open:
+                        break
                     await self._submit_group(ids[start : start + self._settings.max_array_size])
             if self._pending_since:
                 delay = max(0.0, min(self._due_at(key) for key in self._pending_since) - time.monotonic())
@@ -400,24 +632,37 @@ class JobEngine:
         longest = max(window, self._settings.array_max_wait_seconds)
         return min(self._pending_last[key] + window, self._pending_since[key] + longest)
 
-    def _spec_for(self, work: TaskWork, count: int) -> JobSpec:
-        first = work.task_id
+    def _spec_for(self, works: Sequence[TaskWork]) -> JobSpec:
+        # The name is decided by the tasks, before SubmitJob: a job whose SubmitJob was in flight when the adapter
+        # died is still found by its name prefix, and mapped to its tasks by its payload.
+        first, count = works[0].task_id, len(works)
         return JobSpec(
-            name=f"{self._settings.job_name_prefix}-{first[:32]}" + (f"-x{count}" if count > 1 else ""),
+            name=f"{job_name_prefix(self._settings.adapter_id)}{first[:32]}" + (f"-x{count}" if count > 1 else ""),
             payload="",
-            resources=work.resources,
-            timeout_seconds=work.timeout_seconds or self._settings.job_timeout_seconds,
-            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first},
+            resources=works[0].resources,
+            timeout_seconds=works[0].timeout_seconds or self._settings.job_timeout_seconds,
+            tags={**self._settings.user_tags, JobTag.ADAPTER_ID: self._settings.adapter_id, JobTag.TASK_ID: first,
+                  JobTag.TASK_COUNT: str(count)},
             array_size=count if count > 1 else None,
-            queue=work.queue,
-        )
+            queue=works[0].queue,
+            task_ids=tuple(work.task_id for work in works),
+        )  # fmt: skip
 
-    def _prepare_and_submit(self, works: list[TaskWork]) -> tuple[str, PayloadPlan]:
-        """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread."""
-        spec = self._spec_for(works[0], len(works))
+    def _prepare_and_submit(
+        self, works: list[TaskWork], nonce: str, maybe_submitted: bool = False
+    ) -> tuple[str, str, tuple[str, ...]]:
+        """Blocking: plan the payload, upload what must be stored, submit. Runs in a worker thread. After an
+        ambiguous failure (``maybe_submitted``: a 5xx or a lost connection), a live job of the same name is the
+        earlier submission, and is taken instead of submitting a second one."""
+        spec = self._spec_for(works)
+        if maybe_submitted:
+            for listed in self._backend.find_jobs(spec.name, (spec.queue,)):
+                if listed.name == spec.name and not listed.state.is_final:
+                    logger.info("job %s (%s) was submitted despite the error; using it", listed.job_id, spec.name)
+                    return listed.job_id, "earlier submission", ()
         plan = plan_payload(
             [work.blobs for work in works], spec=spec, backend=self._backend, store_url=self._store.url,
-            settings=self._settings, keys=self._keys, nonce=new_nonce(),
+            settings=self._settings, keys=self._keys, nonce=nonce,
         )  # fmt: skip
         now = time.monotonic()
         for key, data in plan.uploads.items():
@@ -428,24 +673,44 @@ class JobEngine:
                 self._store.put(key, data)
                 self._uploaded[key] = now
         job_id = self._backend.submit(dataclasses.replace(spec, payload=plan.parameter))
-        return job_id, plan
+        return job_id, plan.transport, tuple(plan.uploads)
 
     async def _submit_group(self, task_ids: list[str]) -> None:
         works = [self._tasks[task_id].work for task_id in task_ids]
+        maybe_submitted = any(self._tasks[task_id].maybe_submitted for task_id in task_ids)
         started = time.monotonic()
+        for task_id in task_ids:
+            first_try = self._tasks[task_id]
+            if first_try.submit_deadline is None:
+                first_try.submit_deadline = started + self._settings.submit_deadline_seconds
+        # One nonce per group, kept across retries: a job an ambiguous failure did create carries the same one.
+        nonce = self._tasks[task_ids[0]].nonce or new_nonce()
+        self._submitting += 1
+        self._settled.clear()
         try:
-            job_id, plan = await asyncio.to_thread(self._prepare_and_submit, works)
+            for task_id in task_ids:
+                self._tasks[task_id].nonce = nonce
+            job_id, transport, uploads = await asyncio.to_thread(
+                self._prepare_and_submit, works, nonce, maybe_submitted
+            )
+        except (BackendUnavailableError, StoreUnavailableError) as exc:
+            self._requeue_or_fail(task_ids, exc)
+            return
         except (BackendError, StoreError, ValueError) as exc:
             logger.error("submitting %d task(s) failed: %s", len(works), exc)
             error = SubmitError(f"{self._backend.name} refused the job: {exc}")
             for task_id in task_ids:
                 self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
             return
-        transport = plan.transport
+        finally:
+            self._submitting -= 1
+            if self._submitting == 0:
+                self._settled.set()
+
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        job = _Job(job_id=job_id, tasks={}, last_seen=now, queue=works[0].queue, resources=works[0].resources)
+        job = _Job(job_id=job_id, tasks={}, checked_at=now, queue=works[0].queue, resources=works[0].resources)
         for index, task_id in enumerate(task_ids):
             position = None if len(task_ids) == 1 else index
             task_job_id = job_id if position is None else f"{job_id}:{position}"
@@ -454,7 +719,7 @@ class JobEngine:
                 await self._cancel_job(task_id, task_job_id, None)
                 job.failed_resolved += 1
                 continue
-            task.job_id, task.nonce, task.uploads = task_job_id, plan.nonce, tuple(plan.uploads)
+            task.job_id, task.uploads = task_job_id, uploads
             job.tasks[position] = task_id
         if job.tasks:
             self._jobs[job_id] = job
@@ -464,31 +729,77 @@ class JobEngine:
         )  # fmt: skip
         self._wake_reconciler.set()
 
+    def _requeue_or_fail(self, task_ids: list[str], exc: BackendUnavailableError | StoreUnavailableError) -> None:
+        """A transient failure: put the tasks back with backoff until their submit deadline, then fail them with the
+        hint of the error class (throttling says "lower the rate", a 5xx says "AWS's side, retry later")."""
+        now = time.monotonic()
+        live = [task_id for task_id in task_ids if task_id in self._tasks]
+        due = [task_id for task_id in live if (self._tasks[task_id].submit_deadline or now) <= now]
+        retry = [task_id for task_id in live if task_id not in due]
+        hint = exc.hint if isinstance(exc, BackendUnavailableError) else ""
+        ambiguous = isinstance(exc, BackendUnavailableError) and exc.maybe_applied
+        for task_id in live:
+            self._tasks[task_id].maybe_submitted |= ambiguous
+        for task_id in due:
+            error = SubmitError(
+                f"{self._backend.name} could not accept the job for {self._settings.submit_deadline_seconds:.0f}s: "
+                f"{exc}" + (f" ({hint})" if hint and hint not in str(exc) else "")
+            )
+            self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
+        if not retry:
+            logger.error("submitting %d task(s) failed for good: %s", len(due), exc)
+            return
+        attempt = self.stats["submit:requeued"] = self.stats["submit:requeued"] + 1
+        delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)  # jittered
+        key = self._tasks[retry[0]].work.pack_key()
+        self._pending.setdefault(key, []).extend(retry)
+        # The packer submits a key when _due_at passes: date the group so that it comes due after the delay.
+        window = self._settings.array_window_seconds
+        longest = max(window, self._settings.array_max_wait_seconds)
+        self._pending_since[key] = min(self._pending_since.get(key, math.inf), now + delay - longest)
+        self._pending_last[key] = min(self._pending_last.get(key, math.inf), now + delay - window)
+        self._wake_packer.set()
+        logger.warning("submitting %d task(s) met a transient error; retrying in %.1fs: %s", len(retry), delay, exc)
+
     # --- reconcile loop -----------------------------------------------------------------------------------------
 
-    async def _describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+    async def _describe(self, job_ids: Sequence[str]) -> tuple[dict[str, JobStatus], set[str]]:
+        """Statuses, and the ids whose describe call was answered (a job missing from an answered call is unknown
+        to the backend; one whose call failed is merely unseen)."""
         statuses: dict[str, JobStatus] = {}
+        answered: set[str] = set()
         for chunk in _chunks(job_ids, self._backend.max_describe_batch):
             try:
                 statuses.update(await asyncio.to_thread(self._backend.describe, chunk))
+                answered.update(chunk)
             except BackendError as exc:
-                # Throttled past the backend's own retries: skip this round; the next one catches up.
+                # Throttled past the call layer's retries, expired credentials, an outage: skip this round.
                 logger.warning("describe of %d job(s) failed, will retry: %s", len(chunk), exc)
                 self.stats["describe:failed"] += 1
-        return statuses
+        return statuses, answered
 
     async def _reconciler(self) -> None:
         interval = self._settings.poll_interval_min_seconds
         while True:
             if not self._jobs:
                 self._wake_reconciler.clear()
-                await self._wake_reconciler.wait()
+                # Read results are still deleted and unclaimed ones still expire while no job runs.
+                idle = self._settings.result_delete_delay_seconds if self._read_results else None
+                try:
+                    await asyncio.wait_for(
+                        self._wake_reconciler.wait(), timeout=idle or self._settings.reattach_grace_seconds
+                    )
+                except asyncio.TimeoutError:
+                    await self._expire_awaiting(time.monotonic())
+                    self._results.flush()
+                    continue
                 interval = self._settings.poll_interval_min_seconds
             try:
                 await asyncio.wait_for(self._wake_reconciler.wait(), timeout=interval)
             except asyncio.TimeoutError:
                 pass
             self._wake_reconciler.clear()
+            await self._expire_awaiting(time.monotonic())
             changed = await self._reconcile_once()
             self._results.flush()
             if changed:
@@ -498,7 +809,7 @@ class JobEngine:
 
     async def _reconcile_once(self) -> bool:
         now = time.monotonic()
-        statuses = await self._describe(list(self._jobs))
+        statuses, answered = await self._describe(list(self._jobs))
         listing: set[str] | None = None
 
         async def results_present() -> set[str]:
@@ -515,12 +826,17 @@ class JobEngine:
         changed = False
         for job in list(self._jobs.values()):
             status = statuses.get(job.job_id)
+            if job.job_id not in answered:  # the call failed: the vanish clock pauses
+                job.checked_at = now
+                continue
             if status is None:
-                if now - job.last_seen > self._settings.vanish_bound_seconds:
-                    self._vanish(job, now)
+                job.missing_seconds += now - job.checked_at
+                job.checked_at = now
+                if job.missing_seconds > self._settings.vanish_bound_seconds:
+                    await self._vanish(job)
                     changed = True
                 continue
-            job.last_seen = now
+            job.checked_at, job.missing_seconds = now, 0.0
             if status.state is not job.state:
                 logger.info("job %s: %s -> %s", job.job_id, job.state.value if job.state else "-", status.state.value)
                 job.state, changed = status.state, True
@@ -530,7 +846,10 @@ class JobEngine:
                 if task is not None:
                     task.state = status.state
                 if status.state.is_final:
-                    self._start_resolve(job.tasks[None], status)
+                    if job.tasks[None] in self._awaiting:  # nobody asked yet: keep the result for the re-send
+                        self._keep_stored(job.tasks[None])
+                    else:
+                        self._start_resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
             else:
                 changed |= await self._reconcile_array(job, status, results_present)
@@ -545,28 +864,34 @@ class JobEngine:
         summary = parent.array_summary or {}
         progressed = False
         for index, task_id in list(job.tasks.items()):
-            if task_id not in self._tasks:  # cancelled meanwhile; Batch will count the child FAILED
+            if task_id not in self._tasks and task_id not in self._awaiting:  # cancelled; Batch counts it FAILED
                 del job.tasks[index]
                 job.failed_resolved += 1
         if summary.get(JobState.SUCCEEDED, 0) > job.ok_resolved:
             present = await results_present()
             for index, task_id in list(job.tasks.items()):
                 if result_key(task_id) in present and index is not None:
-                    # Tentative: a result that fails its checks may have been planted before the child ran; the
-                    # child then goes back to this job, and its own final state decides.
-                    child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
-                    self._start_resolve(task_id, child, tentative=(job, index))
+                    if task_id in self._awaiting:
+                        self._keep_stored(task_id)
+                    else:
+                        # Tentative: a result that fails its checks may have been planted before the child ran;
+                        # the child then goes back to this job, and its own final state decides.
+                        child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
+                        self._start_resolve(task_id, child, tentative=(job, index))
                     del job.tasks[index]
                     job.ok_resolved += 1
                     progressed = True
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
-            statuses = await self._describe(child_ids)
+            statuses, _ = await self._describe(child_ids)
             for index, task_id in list(job.tasks.items()):
                 status = statuses.get(f"{job.job_id}:{index}")
                 if status is None or not status.state.is_final:
                     continue
-                self._start_resolve(task_id, status)
+                if task_id in self._awaiting:
+                    self._keep_stored(task_id)
+                else:
+                    self._start_resolve(task_id, status)
                 del job.tasks[index]
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
@@ -576,6 +901,11 @@ class JobEngine:
         if not job.tasks:
             del self._jobs[job.job_id]
         return progressed
+
+    def _keep_stored(self, task_id: str) -> None:
+        """A task waiting to be sent again finished: its result stays stored for the re-send, within the grace."""
+        self._stored[task_id] = self._awaiting.pop(task_id)
+        self._awaiting_job.pop(task_id, None)
 
     async def _watch_runnable(self, job: _Job, status: JobStatus, now: float) -> None:
         """Log once, with the backend's diagnosis, a job that has waited in RUNNABLE longer than the bound."""
@@ -601,31 +931,38 @@ class JobEngine:
                        diagnosis or "no diagnosis from this backend")  # fmt: skip
         self.stats["runnable-explained"] += 1
 
-    def _vanish(self, job: _Job, now: float) -> None:
-        logger.error("job %s vanished from %s for %.0fs; failing its tasks", job.job_id, self._backend.name,
-                     now - job.last_seen)  # fmt: skip
+    async def _vanish(self, job: _Job) -> None:
+        logger.error("job %s: %s answered without it for %.0fs; failing its tasks and stopping it", job.job_id,
+                     self._backend.name, job.missing_seconds)  # fmt: skip
+        del self._jobs[job.job_id]
         for index, task_id in job.tasks.items():
             job_id = job.job_id if index is None else f"{job.job_id}:{index}"
             error = JobVanishedError(
-                f"job {job_id} is no longer reported by {self._backend.name} (not seen for "
-                f"{self._settings.vanish_bound_seconds:.0f}s); its result can never arrive. Resubmit the task.",
+                f"job {job_id} is no longer reported by {self._backend.name}: its describe calls answered without it "
+                f"for {self._settings.vanish_bound_seconds:.0f}s (failed calls do not count), so its result can "
+                "never arrive. The job was also asked to stop. Resubmit the task.",
                 job_id,
             )
+            self._awaiting.pop(task_id, None)
+            self._awaiting_job.pop(task_id, None)
             self._finish(task_id, TaskOutcome(False, pickle.dumps(error)))
-        del self._jobs[job.job_id]
+        # Stop it anyway, in case it still runs somewhere the backend no longer reports.
+        await self._cancel_job("(vanished)", job.job_id, None, "Vanished from the adapter's view")
 
-    def _read_result(self, task: _Task, status: JobStatus) -> TaskOutcome | None:
-        """Blocking: fetch and check the result object; None when there is none. Raises ResultRejectedError."""
-        task_id = task.work.task_id
+    def _read_result(self, task_id: str, status: JobStatus) -> TaskOutcome | None:
+        """Blocking: fetch and check the result object (signature, task, and this submission's nonce when the
+        adapter submitted the job); None when there is none. Raises ResultRejectedError."""
         key = result_key(task_id)
         try:
             data = self._store.get(key)
         except ObjectMissingError:
             return None
-        envelope = decode_result(data, self._keys, expected_task_id=task_id, expected_nonce=task.nonce)
+        task = self._tasks.get(task_id)
+        nonce = task.nonce if task is not None and task.nonce else None
+        envelope = decode_result(data, self._keys, expected_task_id=task_id, expected_nonce=nonce)
         self._forget_uploads(envelope.bad_objects)
         if self._settings.delete_results:
-            self._results.discard(key)  # deleted with the next batch
+            self._read_results.append((time.monotonic(), task_id))  # deleted once handed over (see settings)
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
         return TaskOutcome(envelope.status == "success", envelope.body)
@@ -646,6 +983,8 @@ class JobEngine:
 
     def _resolved(self, resolving: asyncio.Task[None]) -> None:
         self._resolving.discard(resolving)
+        if self._read_results:  # an idle reconcile loop must come round to delete it
+            self._wake_reconciler.set()
         if not resolving.cancelled() and resolving.exception() is not None:
             logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
         if not self._resolving:
@@ -657,19 +996,31 @@ class JobEngine:
         task = self._tasks.get(task_id)
         if task is None:
             return
-        try:
-            outcome = await self._results.call(self._read_result, task, status)
-        except StoreError as exc:
-            outcome = TaskOutcome(False, pickle.dumps(exc))
-        except ResultRejectedError as exc:
-            logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
-            if tentative is not None:
-                job, index = tentative
-                job.tasks[index] = task_id
-                job.ok_resolved -= 1
-                self._jobs.setdefault(job.job_id, job)
-                return
-            outcome = TaskOutcome(False, pickle.dumps(exc))
+        pause = 0.5
+        outcome: TaskOutcome | None = None
+        while True:
+            try:
+                outcome = await self._results.call(self._read_result, task_id, status)
+            except StoreUnavailableError as exc:  # throttled (SlowDown), 5xx, credentials: read it again later
+                logger.warning("task %s: reading its result failed, retrying in %.1fs: %s", task_id, pause, exc)
+                self.stats["result:retried"] += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                if task_id not in self._tasks:
+                    return
+                continue
+            except StoreError as exc:
+                outcome = TaskOutcome(False, pickle.dumps(exc))
+            except ResultRejectedError as exc:
+                logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
+                if tentative is not None:
+                    job, index = tentative
+                    job.tasks[index] = task_id
+                    job.ok_resolved -= 1
+                    self._jobs.setdefault(job.job_id, job)
+                    return
+                outcome = TaskOutcome(False, pickle.dumps(exc))
+            break
         if outcome is None:
             if status.state is JobState.SUCCEEDED:
                 error: JobFailedError = ResultMissingError(

@@ -38,7 +38,7 @@ import json
 import struct
 import sys
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from scaler_aws_batch.errors import PayloadError, PayloadSignatureError, PayloadVersionError, ResultRejectedError
@@ -362,9 +362,12 @@ class TaskResultEnvelope:
         return signed + keys.sign(signed)
 
 
-def decode_result(data: bytes, keys: KeyRing, *, expected_task_id: str, expected_nonce: str) -> TaskResultEnvelope:
+def decode_result(
+    data: bytes, keys: KeyRing, *, expected_task_id: str, expected_nonce: str | None
+) -> TaskResultEnvelope:
     """Check a stored result's signature, then that it was written for ``expected_task_id`` by the submission whose
-    payload carried ``expected_nonce``. Raises :class:`ResultRejectedError`; the body is never unpickled here."""
+    payload carried ``expected_nonce`` (None: any submission, for jobs a restarted adapter re-attached to). Raises
+    :class:`ResultRejectedError`; the body is never unpickled here."""
 
     def rejected(why: str) -> ResultRejectedError:
         return ResultRejectedError(
@@ -398,8 +401,17 @@ def decode_result(data: bytes, keys: KeyRing, *, expected_task_id: str, expected
         raise rejected(f"its header is unreadable ({type(exc).__name__})") from exc
     if task_id != expected_task_id:
         raise rejected(f"it holds the result of task {task_id}")
-    if nonce != expected_nonce:
+    if expected_nonce is not None and nonce != expected_nonce:
         raise rejected("it was not written by the job this adapter submitted (planted, or left by an earlier run)")
     if status not in ("success", "failure"):
         raise rejected(f"unknown status {status!r}")
     return envelope
+
+
+def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes], keys: KeyRing) -> tuple[str, ...]:
+    """The task ids a job runs, in array-index order, from its payload parameter alone (``read_stored`` fetches a
+    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks; the
+    payload's signature is checked first."""
+    parsed = parse_parameter(parameter)
+    envelope = parsed.envelope if isinstance(parsed, InlineParameter) else read_stored(parsed.key)
+    return tuple(task.task_id for task in decode_payload(envelope, keys).tasks)

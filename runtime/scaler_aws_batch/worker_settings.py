@@ -54,7 +54,42 @@ class WorkerSettings(Settings):
         "highest priority first, and gather into arrays. 0: twice `max_concurrent_jobs`.",
     )
     vanish_after: float = setting(
-        60.0, "A job the backend stops reporting for this many seconds fails its tasks with `JobVanishedError`."
+        60.0,
+        "A job that the backend's describe calls *answer without* for this many seconds fails its tasks with "
+        "`JobVanishedError` and is asked to stop. Failed calls (throttling, 5xx, expired credentials) pause this "
+        "clock.",
+    )
+    name: str = setting(
+        "", "The worker name the scheduler shows; also part of the default `adapter_id`.", default_text="generated"
+    )
+    adapter_id: str | None = setting(
+        None,
+        "Names (`scaler-<id>-...`) and tags (`scaler-batch:adapter-id`) every job, so that the adapter restarted with "
+        "the same id finds its jobs in the backend alone (docs/reliability.md). Default: the first 12 hex digits of "
+        "the SHA-256 of the scheduler address, the backend, its job queue (AWS) or work directory (local), and "
+        "`name`: stable across restarts of one deployment. Two adapters serving the same scheduler and queue at once "
+        "need distinct ids.",
+        default_text="derived",
+    )
+    reattach_grace: float = setting(
+        180.0,
+        "After a (re)start or a scheduler restart, how many seconds a job found running waits for Scaler to send its "
+        "task again; then it is stopped. Keep it above the scheduler's worker timeout (Scaler: 60 s).",
+    )
+    submit_deadline: float = setting(
+        600.0,
+        "Seconds a submission is retried (with backoff) through throttling, server errors and expired credentials "
+        "before its tasks fail with `SubmitError`.",
+    )
+    shutdown_timeout: float = setting(
+        60.0,
+        "On SIGTERM/SIGINT, the bound in seconds on letting submissions settle and stopping every live job; the "
+        "adapter exits 1 if any job could not be stopped.",
+    )
+    keep_jobs_on_exit: bool = setting(
+        False,
+        "On SIGTERM/SIGINT, leave the jobs running (rolling restart): the next adapter with the same `adapter_id` "
+        "re-attaches to them.",
     )
     runnable_warn_after: float = setting(
         300.0,
@@ -65,7 +100,6 @@ class WorkerSettings(Settings):
         "Spot reclaims of a task (over all its attempts) after which it goes to the On-Demand queue instead of "
         "failing, when the backend has one.",
     )
-    name: str = setting("", "The worker name the scheduler shows.", default_text="generated")
     log_level: str = setting(
         "INFO", "Log level. Logs carry job ids, states and timings, never task data.", choices=_LOG_LEVELS
     )
@@ -96,6 +130,16 @@ class WorkerSettings(Settings):
         check_positive(self, "vanish_after")
         check_positive(self, "runnable_warn_after")
         check_whole(self, "spot_reclaims_before_on_demand", minimum=1)
+        for name in ("reattach_grace", "submit_deadline", "shutdown_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} takes seconds, zero or more ({where(WorkerSettings, name)})")
+        if self.adapter_id is not None and not (
+            self.adapter_id.replace("-", "").isalnum() and len(self.adapter_id) <= 40
+        ):
+            raise ValueError(
+                f"adapter_id takes 1-40 letters, digits or '-' ({where(WorkerSettings, 'adapter_id')}), "
+                f"got {self.adapter_id!r}"
+            )
         if self.array_window is not None and self.array_window < 0:
             raise ValueError(
                 f"array_window must be zero or more ({where(WorkerSettings, 'array_window')}), got {self.array_window}"

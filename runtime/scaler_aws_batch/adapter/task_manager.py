@@ -62,6 +62,7 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         self._wake = asyncio.Event()
         self._connector_external: AsyncConnector | None = None
         self._connector_storage: AsyncObjectStorageConnector | None = None
+        self._intake_open = True
         self.completed = 0
 
     def register(self, connector_external: AsyncConnector, connector_storage: AsyncObjectStorageConnector) -> None:
@@ -83,6 +84,9 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
     # --- messages from the scheduler -----------------------------------------------------------------------------
 
     async def on_task_new(self, task: Task) -> None:
+        if not self._intake_open:  # shutting down: the scheduler re-routes the task once we have left
+            logger.info("task %s: not taken, the adapter is shutting down", bytes(task.taskId).hex())
+            return
         priority = retrieve_task_flags_from_task(task).priority
         heapq.heappush(self._queue, (-priority, next(self._arrival), bytes(task.taskId)))
         self._queued[bytes(task.taskId)] = task
@@ -118,7 +122,7 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
 
     async def routine(self) -> None:
         """Start queued tasks, highest priority first, while fewer than the maximum are running."""
-        while self._queue and self.can_accept_task():
+        while self._queue and self.can_accept_task() and self._intake_open:
             _, _, task_id = heapq.heappop(self._queue)
             task = self._queued.pop(task_id, None)
             if task is None:
@@ -218,8 +222,21 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         assert self._connector_external is not None
         await self._connector_external.send(message, detached=True)
 
-    async def cancel_all(self) -> None:
-        """On shutdown: stop every job still running, so nothing keeps costing money after the adapter leaves."""
-        for task_id in list(self._running):
-            await self._engine.cancel(task_id.hex())
-            self._running.pop(task_id).cancel()
+    def close_intake(self) -> None:
+        """Take no new task and start no queued one (shutdown)."""
+        self._intake_open = False
+        self._wake.set()
+
+    def reopen_intake(self) -> None:
+        self._intake_open = True
+
+    async def abandon_all(self) -> None:
+        """Forget every queued and running task without sending results (the scheduler is gone, or we leave and
+        it re-routes them). Their jobs are the engine's business: kept for re-attach, or stopped at shutdown."""
+        self._queue.clear()
+        self._queued.clear()
+        runners = list(self._running.values())
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._running.clear()

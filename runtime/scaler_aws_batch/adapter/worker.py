@@ -46,6 +46,12 @@ from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 logger = logging.getLogger(__name__)
 
 _EXIT_NOTIFICATION_TIMEOUT_SECONDS = 5.0
+_RECONNECT_MIN_SECONDS = 0.5
+_RECONNECT_MAX_SECONDS = 30.0
+#: What the connectors raise when the scheduler is gone or unreachable.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ymq.YMQException, zmq.ZMQError, OSError)
+#: ... and when it stopped answering (Scaler's death timeout).
+_LOST_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_CONNECTION_ERRORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,10 @@ class AdapterSettings:
     death_timeout_seconds: int = 60
     io_threads: int = 2
     routing: QueueRouting = dataclasses.field(default_factory=QueueRouting)
+    #: Leave jobs running at exit, for a later adapter with the same id to re-attach (rolling restart).
+    keep_jobs_on_exit: bool = False
+    #: Bound on settling submissions and stopping every job at exit.
+    shutdown_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.scheduler_address.startswith(("tcp://", "ipc://", "inproc://", "ws://", "wss://")):
@@ -112,13 +122,51 @@ class AdapterWorker:
         return advertised
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> int:
-        """Serve until the scheduler goes away or SIGINT/SIGTERM. Returns a process exit code."""
+        """Serve until SIGINT/SIGTERM or a client's cluster shutdown; reconnect when the scheduler goes away.
+        Returns a process exit code: non-zero when a job could not be stopped at shutdown."""
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self._stopping.set)
+        # Before taking any task: a task Scaler sends again must find its live job or stored result.
+        await self._engine.take_stock()
+        engine = asyncio.ensure_future(self._engine.run())
+        delay = _RECONNECT_MIN_SECONDS
+        try:
+            while True:
+                lost = await self._serve(on_ready)
+                on_ready = None
+                if not lost or self._stopping.is_set():
+                    break
+                # The scheduler went away (restart, network): keep every job for the grace period, reconnect.
+                self._engine.detach_all()
+                await self._task_manager.abandon_all()
+                self._heartbeat_received, self._backlog = False, []
+                logger.warning("adapter: lost the scheduler %s; reconnecting in %.1fs (jobs kept)",
+                               self._settings.scheduler_address, delay)  # fmt: skip
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                if self._stopping.is_set():
+                    break
+                delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+        finally:
+            report = await self._engine.shutdown(
+                stop_jobs=not self._settings.keep_jobs_on_exit, timeout_seconds=self._settings.shutdown_timeout_seconds
+            )
+            engine.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await engine
+            await self._engine.close_usage()  # the usage summary line, and the usage log's last records
+            self._engine.backend.close()
+        logger.info("adapter stopped after %d task(s); %d job(s) stopped, %d kept running, %d could not be stopped",
+                    self._task_manager.completed, len(report.stopped), len(report.kept),
+                    len(report.failed))  # fmt: skip
+        return 1 if report.failed else 0
 
+    async def _serve(self, on_ready: Callable[[], None] | None) -> bool:
+        """One connection to the scheduler. True when the scheduler was lost (reconnect), False to stop."""
+        assert self._stopping is not None
         network = get_network_backend_from_env(io_threads=self._settings.io_threads)
         external = network.create_async_connector(identity=self._identity, callback=self._on_message)
         storage = network.create_async_object_storage_connector(identity=self._identity)
@@ -142,52 +190,65 @@ class AdapterWorker:
             timeout_manager=timeouts,
         )
         self._task_manager.register(external, storage)
+        self._task_manager.reopen_intake()
         self._heartbeat = heartbeat
-
-        await external.connect(AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder)
-        if storage_address is not None:
-            await storage.connect(storage_address)
-        logger.info("adapter %r connected to %s on backend %s, max %d concurrent jobs",
-                    self._identity, self._settings.scheduler_address, self._engine.backend.name,
-                    self._settings.max_concurrent_jobs)  # fmt: skip
-        if on_ready is not None:
-            on_ready()
-
-        loops: asyncio.Future[Any] = asyncio.gather(
-            create_async_loop_routine(external.routine, 0),
-            create_async_loop_routine(storage.routine, 0),
-            create_async_loop_routine(heartbeat.routine, self._settings.heartbeat_interval_seconds),
-            create_async_loop_routine(timeouts.routine, 1),
-            create_async_loop_routine(self._task_manager.routine, 0),
-            self._engine.run(),
-        )
+        loops: asyncio.Future[Any] | None = None
         stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
-        exit_code = 0
+        lost = False
         try:
-            done, _ = await asyncio.wait([loops, stop], return_when=asyncio.FIRST_COMPLETED)
-            if loops in done:
-                loops.result()
-        except ClientShutdownException as exc:
-            logger.info("adapter: %s", exc)
-        except TimeoutError as exc:
-            logger.warning("adapter: lost the scheduler: %s", exc)
-            exit_code = 1
-        finally:
-            await self._task_manager.cancel_all()
-            with contextlib.suppress(ymq.YMQException, zmq.ZMQError, asyncio.TimeoutError, OSError):  # may be gone
-                await asyncio.wait_for(
-                    external.send(WorkerDisconnectNotification(), detached=False), _EXIT_NOTIFICATION_TIMEOUT_SECONDS
+            try:
+                await external.connect(
+                    AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder
                 )
-            loops.cancel()
+                if storage_address is not None:
+                    await storage.connect(storage_address)
+            except _CONNECTION_ERRORS as exc:
+                if on_ready is not None:
+                    raise  # the first connection: the caller reports it
+                logger.warning("adapter: reconnecting to %s failed: %s", self._settings.scheduler_address, exc)
+                return True
+            logger.info("adapter %r connected to %s on backend %s, max %d concurrent jobs",
+                        self._identity, self._settings.scheduler_address, self._engine.backend.name,
+                        self._settings.max_concurrent_jobs)  # fmt: skip
+            if on_ready is not None:
+                on_ready()
+            loops = asyncio.gather(
+                create_async_loop_routine(external.routine, 0),
+                create_async_loop_routine(storage.routine, 0),
+                create_async_loop_routine(heartbeat.routine, self._settings.heartbeat_interval_seconds),
+                create_async_loop_routine(timeouts.routine, 1),
+                create_async_loop_routine(self._task_manager.routine, 0),
+            )
+            try:
+                done, _ = await asyncio.wait([loops, stop], return_when=asyncio.FIRST_COMPLETED)
+                if loops in done:
+                    loops.result()
+            except ClientShutdownException as exc:
+                logger.info("adapter: %s", exc)
+            except _LOST_ERRORS as exc:
+                logger.warning("adapter: lost the scheduler: %s", exc or type(exc).__name__)
+                lost = True
+            if not lost:
+                # Shutdown: take nothing more, tell the scheduler we leave (it re-routes our tasks), then the caller
+                # settles submissions and stops the jobs.
+                self._task_manager.close_intake()
+                self._engine.close_intake()
+                with contextlib.suppress(*_CONNECTION_ERRORS, asyncio.TimeoutError):  # it may be gone already
+                    await asyncio.wait_for(
+                        external.send(WorkerDisconnectNotification(), detached=False),
+                        _EXIT_NOTIFICATION_TIMEOUT_SECONDS,
+                    )
+                await self._task_manager.abandon_all()
+            return lost
+        finally:
             stop.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClientShutdownException, TimeoutError):
-                await loops
+            if loops is not None:
+                loops.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClientShutdownException, TimeoutError,
+                                         *_CONNECTION_ERRORS):  # fmt: skip
+                    await loops
             external.destroy()
             storage.destroy()
-            await self._engine.close_usage()  # the usage summary line, and the usage log's last records
-            self._engine.backend.close()
-        logger.info("adapter stopped after %d task(s)", self._task_manager.completed)
-        return exit_code
 
     async def _on_message(self, message: BaseMessage) -> None:
         # Scaler delivers nothing useful before the first heartbeat echo; keep messages until then, as it does.

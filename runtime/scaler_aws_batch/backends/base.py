@@ -90,6 +90,8 @@ class JobSpec:
     tags: Mapping[str, str]
     array_size: int | None = None
     queue: str | None = None  # None: the backend's default queue
+    #: The task ids in array-index order (the payload carries them too); backends may record them for re-attach.
+    task_ids: tuple[str, ...] = ()
 
 
 def runner_argv(spec: JobSpec, command: Sequence[str] = RUNNER_COMMAND) -> list[str]:
@@ -150,6 +152,18 @@ def array_parent_status(job_id: str, children: Iterable[JobState]) -> JobStatus:
     return JobStatus(job_id=job_id, state=final, array_summary=summary)
 
 
+@dataclasses.dataclass(frozen=True)
+class ListedJob:
+    """A job found by name: enough to learn its tasks, from ``task_ids`` or from its ``payload`` parameter."""
+
+    job_id: str
+    name: str
+    state: JobState
+    array_size: int | None
+    task_ids: tuple[str, ...] | None = None
+    payload: str | None = None
+
+
 class JobBackend(abc.ABC):
     """Submit, describe, cancel. Job ids of array children are ``f"{parent_id}:{index}"`` on every backend."""
 
@@ -204,6 +218,13 @@ class JobBackend(abc.ABC):
         del queue
         return None
 
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        """Every job the backend still reports whose name starts with ``name_prefix`` (``None`` in ``queues`` is the
+        default queue). A restarted adapter takes stock of its jobs with this; backends that cannot search their
+        jobs report none."""
+        del name_prefix, queues
+        return []
+
     def log_tail(self, job_id: str, lines: int) -> list[str]:
         """The job's last log lines, for error messages. Backends without logs return nothing."""
         del job_id, lines
@@ -224,8 +245,10 @@ class JobRejectedError(BackendError):
 class BackendUnavailableError(BackendError):
     """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
     connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
-    can do about this class of error."""
+    can do about this class of error. ``maybe_applied``: the call may have taken effect all the same (a server error
+    or a lost connection, unlike throttling or refused credentials)."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", maybe_applied: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.maybe_applied = maybe_applied

@@ -33,6 +33,8 @@ class BackendSetup:
     keys: KeyRing
     #: User tags the backend's own configuration puts on every job (AWS: the stack's ``job_tags``).
     job_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: What tells this deployment apart in the default adapter id (the job queue, the work directory).
+    deployment: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ covers static keys replaced on disk or in the environment).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -42,6 +43,7 @@ from scaler_aws_batch.backends.base import (
     JobSpec,
     JobState,
     JobStatus,
+    ListedJob,
     Resources,
 )
 from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
@@ -53,8 +55,10 @@ if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
     from mypy_boto3_batch.literals import ResourceTypeType
     from mypy_boto3_batch.type_defs import (
+        DescribeJobsResponseTypeDef,
         JobDefinitionTypeDef,
         JobDetailTypeDef,
+        ListJobsResponseTypeDef,
         ResourceRequirementTypeDef,
         SubmitJobRequestTypeDef,
     )
@@ -336,6 +340,51 @@ class AwsBatchBackend(JobBackend):
                     return
                 raise BackendError(f"{operation} of job {job_id} (state {current.state.value}) was refused") from exc
         logger.info("asked AWS Batch to stop job %s (last seen %s)", job_id, state.value if state else "unknown")
+
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        # ListJobs takes one filter; with a JOB_NAME filter it returns jobs in every status, and a trailing "*" makes
+        # the value a prefix match. Live jobs are then described (100 ids a call) for their payloads.
+        found: dict[str, ListedJob] = {}
+        for queue in dict.fromkeys(queue or self.job_queue for queue in queues):
+            kwargs: dict[str, Any] = {
+                "jobQueue": queue,
+                "filters": [{"name": "JOB_NAME", "values": [f"{name_prefix}*"]}],
+            }
+            while True:
+                try:
+                    page = self.calls.call("ListJobs", functools.partial(self._list_jobs_page, kwargs))
+                except botocore.exceptions.ClientError as exc:
+                    raise BackendError(f"ListJobs on queue {queue!r} failed ({error_code(exc)})") from exc
+                for summary in page.get("jobSummaryList", []):
+                    state = _job_state(summary.get("status", ""))
+                    if state is None or not summary.get("jobName", "").startswith(name_prefix):
+                        continue
+                    size = summary.get("arrayProperties", {}).get("size")
+                    found[summary["jobId"]] = ListedJob(summary["jobId"], summary["jobName"], state, size)
+                token = page.get("nextToken")
+                if not token:
+                    break
+                kwargs["nextToken"] = token
+        live = [job_id for job_id, job in found.items() if not job.state.is_final]
+        for start in range(0, len(live), self.max_describe_batch):
+            chunk = live[start : start + self.max_describe_batch]
+            try:
+                response = self.calls.call("DescribeJobs", functools.partial(self._describe_raw, chunk))
+            except botocore.exceptions.ClientError as exc:
+                raise BackendError(f"DescribeJobs failed ({error_code(exc)})") from exc
+            for job in response.get("jobs", []):
+                listed = found.get(job.get("jobId", ""))
+                if listed is not None:
+                    payload = job.get("parameters", {}).get(PAYLOAD_PARAMETER)
+                    found[listed.job_id] = dataclasses.replace(listed, payload=payload)
+        logger.info("found %d job(s) named %s* (%d live)", len(found), name_prefix, len(live))
+        return list(found.values())
+
+    def _list_jobs_page(self, kwargs: dict[str, Any]) -> ListJobsResponseTypeDef:
+        return self._batch.list_jobs(**kwargs)
+
+    def _describe_raw(self, job_ids: list[str]) -> DescribeJobsResponseTypeDef:
+        return self._batch.describe_jobs(jobs=job_ids)
 
     def overrides_length(self, spec: JobSpec) -> int:
         info = self._job_definition()

@@ -332,7 +332,7 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
 
     store = S3Store(aws.bucket, aws.prefix, client_factory=s3_client)
     routing = QueueRouting(on_demand=aws.on_demand_queue, gpu=aws.gpu_queue)
-    return BackendSetup(backend, store, routing, keys, job_tags=aws.user_tags)
+    return BackendSetup(backend, store, routing, keys, job_tags=aws.user_tags, deployment=aws.job_queue)
 
 
 KIND = BackendKind(

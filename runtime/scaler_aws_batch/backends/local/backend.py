@@ -3,7 +3,10 @@
 It mirrors AWS Batch where the shared code can tell: the same runner command with ``Ref::payload`` substituted,
 the same ``AWS_BATCH_JOB_*`` variables, array children ``<parent>:<index>``, SIGTERM then SIGKILL on timeout with
 Batch's reason text, and the same container-overrides measure. Each job's output goes to ``logs/<job id>.log`` and
-its spec (without the payload) to ``jobs/<job id>.json`` under the work directory, for operators.
+its spec (without the payload, with its task ids) to ``jobs/<job id>.json`` under the work directory; a started job
+(or array child) leaves ``jobs/<id>.pid``, and its exit code in ``jobs/<id>.exit``. Job processes run in their own
+session, so they outlive an adapter killed with ``kill -9``; the next adapter on the same work directory finds them
+through these files (:meth:`LocalProcessBackend.find_jobs`), follows them by pid and can stop them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from scaler_aws_batch.backends.base import (
     JobSpec,
     JobState,
     JobStatus,
+    ListedJob,
     Resources,
     array_parent_status,
     resource_requirements,
@@ -60,6 +64,7 @@ class _Job:
     exit_code: int | None = None
     status_reason: str | None = None
     children: list[str] | None = None  # array parents only
+    pid: int | None = None  # a process started by an earlier adapter, followed by pid (no Popen)
     resources: Resources = dataclasses.field(default_factory=Resources)
     #: Wall-clock times (epoch seconds) for the usage log; ``started_at`` above is monotonic, for timeouts.
     created_wall: float = dataclasses.field(default_factory=time.time)
@@ -91,6 +96,7 @@ class LocalProcessBackend(JobBackend):
         command: Sequence[str] = RUNNER_COMMAND,
         kill_grace_seconds: float = 5.0,
         retention_seconds: float = 600.0,
+        keep_running_on_close: bool = False,
     ) -> None:
         self._dir = pathlib.Path(work_dir)
         (self._dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -102,6 +108,8 @@ class LocalProcessBackend(JobBackend):
         self._command = tuple(command)
         self._kill_grace = kill_grace_seconds
         self._retention = retention_seconds
+        #: close() leaves job processes running (for a later adapter to re-attach) instead of killing them.
+        self.keep_running_on_close = keep_running_on_close
         # Every job the backend still reports; the supervisor only looks at the runnable and running ones, and
         # finished jobs are forgotten after the retention period (AWS keeps them 7 days), so a long-lived adapter
         # does not grow without bound.
@@ -132,6 +140,7 @@ class LocalProcessBackend(JobBackend):
             "timeoutSeconds": spec.timeout_seconds,
             "resourceRequirements": resource_requirements(spec.resources),
             "tags": dict(spec.tags),
+            "taskIds": list(spec.task_ids),
             # How the payload travelled, never the payload itself (it holds the task's arguments).
             "payloadScheme": spec.payload.partition(":")[0],
             "payloadChars": len(spec.payload),
@@ -170,6 +179,47 @@ class LocalProcessBackend(JobBackend):
             for target in targets:
                 self._stop_job(target, reason)
 
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        del queues  # one local queue
+        found: list[ListedJob] = []
+        for path in sorted((self._dir / "jobs").glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                logger.warning("ignoring unreadable job record %s: %s", path, exc)
+                continue
+            name, job_id, size = str(record.get("jobName", "")), str(record["jobId"]), record.get("arraySize")
+            if not name.startswith(name_prefix):
+                continue
+            with self._lock:
+                if job_id not in self._jobs:
+                    self._adopt(job_id, size, int(record.get("timeoutSeconds", 3600)))
+                state = self._status(self._jobs[job_id]).state
+            task_ids = tuple(str(task_id) for task_id in record.get("taskIds", ()))
+            found.append(ListedJob(job_id, name, state, size, task_ids=task_ids or None))
+        return found
+
+    def _adopt(self, job_id: str, array_size: int | None, timeout: int) -> None:
+        """Follow a job an earlier adapter started: by pid while its process lives; a job that never started, or
+        whose process ended unseen, is FAILED (its result, if written, is in the store)."""
+        ids = [job_id] if array_size is None else [f"{job_id}:{index}" for index in range(array_size)]
+        for one_id in ids:
+            job = _Job(one_id, [], {}, timeout, self._dir / "logs" / f"{one_id}.log")
+            exit_path, pid_path = self._dir / "jobs" / f"{one_id}.exit", self._dir / "jobs" / f"{one_id}.pid"
+            if exit_path.exists():
+                job.exit_code = int(exit_path.read_text() or 1)
+                job.state = JobState.SUCCEEDED if job.exit_code == 0 else JobState.FAILED
+            elif pid_path.exists() and _runner_alive(pid := int(pid_path.read_text())):
+                job.state, job.pid, job.started_at = JobState.RUNNING, pid, time.monotonic()
+                self._running[one_id] = job
+            else:
+                job.state, job.status_reason = JobState.FAILED, "The adapter that ran this job stopped"
+            self._jobs[one_id] = job
+        if array_size is not None:
+            parent = _Job(job_id, [], {}, timeout, self._dir / "logs" / f"{job_id}.log")
+            parent.state, parent.children = JobState.PENDING, ids
+            self._jobs[job_id] = parent
+
     def overrides_length(self, spec: JobSpec) -> int:
         return runner_overrides_length(spec, self._command)
 
@@ -181,7 +231,7 @@ class LocalProcessBackend(JobBackend):
         self._supervisor.join(timeout=5)
         with self._lock:
             for job in self._running.values():
-                if job.process is not None and job.process.poll() is None:
+                if not self.keep_running_on_close and job.process is not None and job.process.poll() is None:
                     self._signal(job, signal.SIGKILL)
                     job.process.wait()
                 if job.log_handle is not None:
@@ -207,16 +257,17 @@ class LocalProcessBackend(JobBackend):
         return array_parent_status(job.job_id, (self._jobs[child].state for child in job.children))
 
     def _signal(self, job: _Job, signum: signal.Signals) -> None:
-        assert job.process is not None
+        pid = job.process.pid if job.process is not None else job.pid
+        assert pid is not None
         try:
-            os.killpg(job.process.pid, signum)
+            os.killpg(pid, signum)  # the job runs in its own session: its group id is its pid
         except ProcessLookupError:
             return
 
     def _stop_job(self, job: _Job, reason: str) -> None:
         if job.state.is_final:
             return
-        if job.process is None:
+        if job.process is None and job.pid is None:
             job.state, job.status_reason = JobState.FAILED, reason
             self._finished.append((time.monotonic(), job.job_id))
             logger.info("local job %s cancelled before it started", job.job_id)
@@ -234,8 +285,16 @@ class LocalProcessBackend(JobBackend):
     def _tick(self) -> None:
         now = time.monotonic()
         for job in list(self._running.values()):
-            assert job.process is not None
-            code = job.process.poll()
+            if job.process is None:  # adopted: followed by pid; its exit code is unknown
+                if not _runner_alive(job.pid):
+                    del self._running[job.job_id]
+                    job.state = JobState.FAILED
+                    job.status_reason = job.stop_reason or "The job's process ended; its exit code is unknown"
+                    self._finished.append((now, job.job_id))
+                    continue
+                code = None
+            else:
+                code = job.process.poll()
             if code is not None:
                 del self._running[job.job_id]
                 self._finish(job, code)
@@ -278,6 +337,7 @@ class LocalProcessBackend(JobBackend):
             job.log_handle.close()
             return
         job.state, job.started_at, job.started_wall = JobState.RUNNING, time.monotonic(), time.time()
+        (self._dir / "jobs" / f"{job.job_id}.pid").write_text(str(job.process.pid))
         logger.debug("local job %s RUNNING as pid %d", job.job_id, job.process.pid)
 
     def _finish(self, job: _Job, code: int) -> None:
@@ -286,6 +346,8 @@ class LocalProcessBackend(JobBackend):
             job.log_handle = None
         # A signal death reports like Docker does: 128 + signal number.
         job.exit_code = code if code >= 0 else 128 - code
+        if job.process is not None:
+            (self._dir / "jobs" / f"{job.job_id}.exit").write_text(str(job.exit_code))
         job.stopped_wall = time.time()
         if code == 0 and job.stop_reason != TIMEOUT_REASON:
             job.state = JobState.SUCCEEDED
@@ -299,3 +361,15 @@ class LocalProcessBackend(JobBackend):
             job.exit_code,
             time.monotonic() - job.started_at,
         )
+
+
+def _runner_alive(pid: int | None) -> bool:
+    """Is ``pid`` a live (not zombie) job process? A reused pid of another program does not count."""
+    if pid is None:
+        return False
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z" and RUNNER_COMMAND[1].encode() in cmdline

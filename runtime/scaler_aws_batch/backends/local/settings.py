@@ -48,7 +48,6 @@ def build_local(settings: LocalSettings, worker: WorkerSettings) -> BackendSetup
     from scaler_aws_batch.signing import KEY_FILE_NAME, ensure_key_file, job_key_environment
     from scaler_aws_batch.stores import open_store
 
-    del worker
     work_dir = pathlib.Path(settings.work_dir).resolve()
     store_url = settings.store or (work_dir / "store").as_uri()
     try:
@@ -67,8 +66,10 @@ def build_local(settings: LocalSettings, worker: WorkerSettings) -> BackendSetup
         raise ValueError(str(exc)) from exc
     max_parallel = settings.max_parallel or os.cpu_count() or 2
     job_env = {**settings.job_environment(), **job_key_environment(key_file=key_file)}
-    backend = LocalProcessBackend(work_dir, max_parallel=max_parallel, job_env=job_env)
-    return BackendSetup(backend, store, QueueRouting(), keys)
+    backend = LocalProcessBackend(
+        work_dir, max_parallel=max_parallel, job_env=job_env, keep_running_on_close=worker.keep_jobs_on_exit
+    )
+    return BackendSetup(backend, store, QueueRouting(), keys, deployment=str(work_dir))
 
 
 KIND = BackendKind(
