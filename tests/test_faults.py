@@ -29,8 +29,8 @@ from scaler import Client
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import WAIT_SECONDS, AdapterProcess, wait_for
-from harness import BUCKET, PREFIX, SPOT_RETRY_STRATEGY, TIME_SCALE
-from scaler_aws_batch.contracts import job_name_prefix
+from harness import BUCKET, PREFIX, SPOT_RETRY_STRATEGY, TIME_SCALE, create_signing_secret
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, job_name_prefix
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
 pytestmark = pytest.mark.e2e
@@ -95,9 +95,11 @@ class World:
     def __init__(self, emulator: BatchEmulator, root: pathlib.Path) -> None:
         self.emulator = emulator
         self.root = root
+        self.signing_secret, _ = create_signing_secret(emulator)
         self.queue, self.job_definition = emulator.create_queue_and_job_definition(
-            retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600
-        )
+            retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
+            environment={SIGNING_SECRET_ENV: self.signing_secret},
+        )  # fmt: skip
         emulator.client("s3").create_bucket(Bucket=BUCKET)
 
     def adapter_args(self, adapter_id: str, extra: Sequence[str] = ()) -> list[str]:
@@ -105,7 +107,7 @@ class World:
             "--backend", "aws-batch", "--job-queue", self.queue, "--job-definition", self.job_definition,
             "--bucket", BUCKET, "--prefix", PREFIX, "--region", self.emulator.region,
             "--endpoint-url", self.emulator.endpoint_url, "--adapter-id", adapter_id, "--reattach-grace", "30",
-            "--shutdown-timeout", "60", *extra,
+            "--shutdown-timeout", "60", "--signing-secret", self.signing_secret, *extra,
         ]  # fmt: skip
 
     def live_jobs(self, adapter_id: str) -> list[str]:

@@ -14,8 +14,8 @@ import pytest
 
 from cdk_support import tool
 from conftest import WAIT_SECONDS
-from harness import BUCKET, SPOT_RETRY_STRATEGY, AwsHarness
-from scaler_aws_batch.contracts import JobTag
+from harness import BUCKET, SPOT_RETRY_STRATEGY, AwsHarness, create_signing_secret
+from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, JobTag
 from scaler_aws_batch.usage import ComputeKind, Outcome, UsageRecord, read_usage_log, summarize
 
 pytestmark = pytest.mark.e2e
@@ -55,13 +55,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[UsageRe
     harness = AwsHarness(work_dir)
     with harness.emulator:
         emulator = harness.emulator
+        harness.signing_secret, _ = create_signing_secret(emulator)
+        signing = {SIGNING_SECRET_ENV: harness.signing_secret}
         spot_queue, job_definition = emulator.create_queue_and_job_definition(
             queue_name="usage-spot", compute_environment_name="usage-spot-ce", compute_type="SPOT",
-            retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
+            retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600, environment=signing,
         )  # fmt: skip
         on_demand_queue, _ = emulator.create_queue_and_job_definition(
             queue_name="usage-on-demand", compute_environment_name="usage-od-ce", compute_type="EC2",
             job_definition_name="usage-unused", retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
+            environment=signing,
         )  # fmt: skip
         emulator.client("s3").create_bucket(Bucket=BUCKET)
         harness.queue, harness.job_definition = spot_queue, job_definition
