@@ -27,11 +27,12 @@ SCOPE = (
 
 #: Why a target is missed and what would close it, by target key (shown only when the run misses it).
 MISSED = {
-    "calls": "SubmitJob is already one call per array (about 0.015-0.025 per task here: arrays of 40-70 tasks, "
-    "because the scheduler handed tasks over slowly on the loaded machine); the rest is DescribeJobs, one per "
-    "reconcile round (0.5 s minimum interval) for as long as any job is active, so it grows with wall time, not "
-    "with tasks. Closing it: describe arrays less often the more children they still have, and keep resolving "
-    "children from the one S3 listing per round, which needs no Batch call.",
+    "calls": "SubmitJob is nearly flat (1,000 tasks became 2 arrays in the committed run); the rest is "
+    "DescribeJobs: one per reconcile round (0.5 s minimum interval) for as long as any job is active, plus "
+    "describes of array children (failures, and the usage records of finished children), so it grows with wall "
+    "time and with children, not with arrays. Closing it: describe arrays less often the more children they still "
+    "have, resolve children from the one S3 listing per round (no Batch call), and take usage from the parent's "
+    "summary instead of describing children.",
     "calls_vs_stock": "see the line above.",
     "cpu_vs_stock": "the adapter's CPU per task is mostly Scaler's own message handling (receive the task, fetch "
     "its objects, send the result); fetching each task's function again from Scaler's object storage instead of "
@@ -39,9 +40,7 @@ MISSED = {
     "throughput": "on two shared cores, the in-process jobs (runner, moto's S3 and the emulator: about 35 ms of CPU "
     "per job) compete with the adapter for CPU, while native workers only run the tasks. Each array child also "
     "reads the whole array payload from S3 (O(N) bytes per child); ranged reads of only its own entry would remove "
-    "most of that work. (In the committed run, native's N=1,000 and 2,000 steps stopped waiting early, before "
-    "all their results had arrived, so native's tasks/s there is a lower bound; `bench/scenarios.py` now waits "
-    "for each result in turn.)",
+    "most of that work.",
     "latency_p50": "the result is found by the next reconcile round (0.5 s minimum interval on AWS, growing while "
     "nothing changes) plus one S3 GET; a shorter minimum interval for jobs about to finish would close it.",
     "latency_p99": "see p50: the interval grows up to 5 s while no job changes state.",
