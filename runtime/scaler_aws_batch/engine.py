@@ -499,11 +499,11 @@ class JobEngine:
         except StoreError as exc:
             logger.warning("task %s: reading its stored result failed, running it: %s", work.task_id, exc)
             outcome = None
-        if outcome is None:  # gone meanwhile: run the task after all
-            key = work.pack_key()
-            self._pending.setdefault(key, []).append(work.task_id)
-            self._pending_since.setdefault(key, time.monotonic())
-            self._wake_packer.set()
+        except ResultRejectedError as exc:  # not signed with our key: never taken, the task runs instead
+            logger.warning("task %s: its stored result was refused, running it: %s", work.task_id, exc)
+            outcome = None
+        if outcome is None:  # gone meanwhile (or refused): run the task after all
+            self._enqueue(work)
             return
         logger.info("task %s: delivered its stored result, no job submitted", work.task_id)
         self.stats["stored-delivered"] += 1
