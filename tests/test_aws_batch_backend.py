@@ -328,7 +328,8 @@ def test_submit_array_job_on_another_queue_and_describe_parent_and_children(
     assert child.array_summary is None
     assert child.attempts == 1
     assert child.log_location  # the CloudWatch stream name
-    assert backend.api_calls == {"SubmitJob": 1, "DescribeJobs": 1}
+    # The job definition is read once (its command and platform), then only SubmitJob and one DescribeJobs.
+    assert backend.api_calls == {"DescribeJobDefinitions": 1, "SubmitJob": 1, "DescribeJobs": 1}
     raw = _session().client("batch", endpoint_url=world.url).describe_jobs(jobs=[parent_id])["jobs"][0]
     assert raw["arrayProperties"]["size"] == 3
     assert raw["timeout"] == {"attemptDurationSeconds": 900}
@@ -396,7 +397,8 @@ def test_cancel_uses_cancel_then_terminate_by_state(
         job_id = backend.submit(_spec())
         backend.cancel(job_id, state, "user cancelled")
         cancel_bodies = endpoint.bodies("/v1/canceljob") + endpoint.bodies("/v1/terminatejob")
-    calls = {operation: count for operation, count in backend.api_calls.items() if operation != "SubmitJob"}
+    submit_calls = ("SubmitJob", "DescribeJobDefinitions")  # submit reads the job definition once
+    calls = {operation: count for operation, count in backend.api_calls.items() if operation not in submit_calls}
     assert calls == expected_calls
     assert all(body == {"jobId": job_id, "reason": "user cancelled"} for body in cancel_bodies)
 
