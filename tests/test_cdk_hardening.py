@@ -116,10 +116,16 @@ def test_execution_role_reads_exactly_the_referenced_arns(hardened: dict[str, An
     ]
     for statement in secret_reads:
         assert statement["Effect"] == "Allow" and "Condition" not in statement
-    # No other role (the job's own, the instances') may read them.
+    # No other role (the job's own, the instances') may read them, neither by name nor through a wildcard. (The job
+    # role does read the stack's own signing secret, which is a different resource.)
     for role_id, role_statements in statements.items():
-        if role_id != _execution_role_id(hardened):
-            assert not any(a.startswith(("secretsmanager:", "ssm:")) for s in role_statements for a in _actions(s))
+        if role_id == _execution_role_id(hardened):
+            continue
+        for statement in role_statements:
+            if not any(a.startswith(("secretsmanager:", "ssm:")) for a in _actions(statement)):
+                continue
+            resources = json.dumps(statement["Resource"])
+            assert DB_SECRET not in resources and API_PARAMETER not in resources and resources != '"*"', role_id
 
 
 def test_secret_arns_stay_out_of_outputs(hardened: dict[str, Any]) -> None:
