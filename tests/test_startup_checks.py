@@ -209,3 +209,12 @@ def test_missing_credentials_exit_saying_how_to_configure_them(
     )  # fmt: skip
     assert process.returncode == EXIT_BAD_SETTINGS, process.stderr
     assert "no AWS credentials" in process.stderr and "credential chain" in process.stderr
+
+
+def test_rejected_credentials_exit_saying_to_refresh_them(aws: Aws, scheduler: str) -> None:
+    key = "AKIAREJECTEDSTARTUP1"
+    aws.emulator.faults.expire_credentials(key, 3600.0)  # AWS answers ExpiredTokenException for this key
+    result = _run_worker(aws.args(scheduler), {**AWS_ENV, "AWS_ACCESS_KEY_ID": key, "AWS_SESSION_TOKEN": ""})
+    assert result.code != 0, result.stderr
+    assert "AWS rejected the credentials (ExpiredTokenException)" in result.stderr, result.stderr
+    assert "Refresh them" in result.stderr

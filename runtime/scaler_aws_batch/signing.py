@@ -174,6 +174,14 @@ def _fetch_secret(
         response = client.get_secret_value(SecretId=secret_id)
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        # Imported here: the runner loads this module too and reaches this branch only on failure.
+        from scaler_aws_batch.aws_calls import CREDENTIAL_ERROR_CODES, HINTS, ErrorClass
+
+        if code in CREDENTIAL_ERROR_CODES:
+            raise SigningKeyError(
+                f"cannot read signing secret {secret_id!r}: AWS rejected the credentials ({code}); "
+                f"{HINTS[ErrorClass.CREDENTIALS]}"
+            ) from exc
         raise SigningKeyError(
             f"cannot read signing secret {secret_id!r} ({code}): check that it exists in this region and that "
             "this role may call secretsmanager:GetSecretValue on it (the stack grants the job role and the "
