@@ -65,6 +65,8 @@ class JobContext:
     job_id: str
     attempt: int
     array_index: int | None
+    compute_environment: str | None = None  # Batch sets AWS_BATCH_CE_NAME; the usage log reports it
+    started_at: float = dataclasses.field(default_factory=time.time)  # epoch: the job's start, for the usage log
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> JobContext:
@@ -73,6 +75,7 @@ class JobContext:
             job_id=env.get("AWS_BATCH_JOB_ID", "local"),
             attempt=int(env.get("AWS_BATCH_JOB_ATTEMPT", "1") or "1"),
             array_index=int(index) if index not in (None, "") else None,
+            compute_environment=env.get("AWS_BATCH_CE_NAME") or None,
         )
 
 
@@ -195,6 +198,9 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
         attempt=context.attempt,
         duration_seconds=time.monotonic() - started,
         bad_objects=tuple(sorted(blobs.bad_objects)),
+        started_at=context.started_at,
+        stopped_at=time.time(),
+        compute_environment=context.compute_environment,
     )
 
 
