@@ -266,12 +266,20 @@ def run(value: str, context: JobContext, keys: KeyRing, env: Mapping[str, str] |
     for entry in tasks:
         key = result_key(entry.task_id)
         try:
-            if _earlier_attempt_delivered(result_store, key, entry, payload):
-                # Batch runs jobs at least once: an earlier attempt already delivered this task.
+            # Batch runs jobs at least once: a later attempt first looks for an earlier attempt's result. A first
+            # attempt has none to find, so it looks only when its create-only write finds the key taken.
+            if context.attempt > 1 and _earlier_attempt_delivered(result_store, key, entry, payload):
                 logger.info("task %s: result already stored by an earlier attempt, skipping", entry.task_id)
                 continue
             result = _run_one(entry, payload, blobs, context)
-            written = result_store.put_if_absent(key, result.encode(payload.reply_keys))
+            encoded = result.encode(payload.reply_keys)
+            written = result_store.put_if_absent(key, encoded)
+            if (
+                not written
+                and context.attempt == 1
+                and not _earlier_attempt_delivered(result_store, key, entry, payload)
+            ):
+                written = result_store.put_if_absent(key, encoded)  # what was there was not ours, and is gone now
         except StoreError as exc:
             logger.error("task %s: cannot reach the store: %s", entry.task_id, exc)
             return EXIT_STORE
