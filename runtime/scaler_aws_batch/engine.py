@@ -1,15 +1,19 @@
 """The shared job engine: everything a backend does not do.
 
 - **Packing.** Tasks that share serializer, resources, queue and timeout gather until none has arrived for
-  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, or 10,000 are there) and become one
-  array job (2..10,000 children) with one payload; a lone task becomes a single job.
+  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, which doubles up to
+  ``array_max_wait_cap_seconds`` while a stream of tasks lasts, or 10,000 are there) and become one array job
+  (2..10,000 children) with one payload; a lone task becomes a single job.
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
-- **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
-  parents are read through their status summary and children are described only once some have finished; the
-  interval adapts; a job that DescribeJobs *answered without* for ``vanish_bound_seconds`` fails its tasks and is
-  stopped (failed describe calls pause that clock: an outage is not a vanish).
+- **One reconcile loop** for all jobs. Each round lists the results prefix once (S3 calls, no Batch call) and
+  resolves every task whose result is there, single job or array child. Describe calls (in chunks of at most
+  ``backend.max_describe_batch``) come less often, backing off to ``describe_interval_max_seconds``: they report
+  what results cannot (jobs failed without a result, RUNNABLE jobs, the usage log). Array parents are read through
+  their status summary; children are described only when some failed. A job that DescribeJobs *answered without*
+  for ``vanish_bound_seconds`` fails its tasks and is stopped (failed describe calls pause that clock: an outage is
+  not a vanish).
 - **Outages.** A submission that meets throttling, server errors or expired credentials is requeued with backoff
   until ``submit_deadline_seconds``; only then does it fail, with the hint of its error class.
 - **Re-attachment** (:mod:`scaler_aws_batch.reattach`). Job names start with the adapter id, so a restarted adapter
@@ -103,8 +107,11 @@ class EngineSettings:
     cloudpickle_version: str
     job_timeout_seconds: int = 3600
     array_window_seconds: float = 0.05
-    #: A steady stream of tasks keeps extending the window; the first task waits at most this long.
+    #: A steady stream of tasks keeps extending the window; the first task waits at most this long. While the
+    #: stream lasts (every group is cut at this bound) the bound doubles, up to ``array_max_wait_cap_seconds``: a
+    #: large map becomes a few large arrays (SubmitJob calls stay nearly flat) instead of one array per 2 s.
     array_max_wait_seconds: float = 2.0
+    array_max_wait_cap_seconds: float = 10.0
     max_array_size: int = MAX_ARRAY_SIZE
     poll_interval_min_seconds: float = 0.05
     poll_interval_max_seconds: float = 2.0
@@ -138,6 +145,8 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
             raise ValueError(f"max_array_size must be within 1..{MAX_ARRAY_SIZE}, got {self.max_array_size}")
+        if self.array_max_wait_cap_seconds < self.array_max_wait_seconds:
+            raise ValueError("the array max wait cap must be at least the array max wait")
         if self.poll_interval_min_seconds <= 0 or self.poll_interval_max_seconds < self.poll_interval_min_seconds:
             raise ValueError("poll intervals must be positive, with min <= max")
         if self.describe_interval_max_seconds < self.poll_interval_min_seconds:
@@ -335,6 +344,7 @@ class JobEngine:
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
         self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
+        self._max_wait: dict[tuple[object, ...], float] = {}  # pack key -> its grown max wait, while a stream lasts
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
@@ -634,8 +644,13 @@ class JobEngine:
                 if self._due_at(key) <= now or len(self._pending[key]) >= self._settings.max_array_size
             ]
             for key in due:
+                still_coming = self._pending_last[key] + self._settings.array_window_seconds > now
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key], self._pending_last[key]
+                if still_coming:  # cut by the bound while tasks kept arriving: gather longer next time
+                    self._max_wait[key] = min(2 * self._max_wait_for(key), self._settings.array_max_wait_cap_seconds)
+                else:
+                    self._max_wait.pop(key, None)
                 for start in range(0, len(ids), self._settings.max_array_size):
                     if not self._intake_open:
                         break
@@ -650,10 +665,12 @@ class JobEngine:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
 
+    def _max_wait_for(self, key: tuple[object, ...]) -> float:
+        return max(self._settings.array_window_seconds, self._max_wait.get(key, self._settings.array_max_wait_seconds))
+
     def _due_at(self, key: tuple[object, ...]) -> float:
         window = self._settings.array_window_seconds
-        longest = max(window, self._settings.array_max_wait_seconds)
-        return min(self._pending_last[key] + window, self._pending_since[key] + longest)
+        return min(self._pending_last[key] + window, self._pending_since[key] + self._max_wait_for(key))
 
     def _spec_for(self, works: Sequence[TaskWork]) -> JobSpec:
         # The name is decided by the tasks, before SubmitJob: a job whose SubmitJob was in flight when the adapter
@@ -779,7 +796,7 @@ class JobEngine:
         self._pending.setdefault(key, []).extend(retry)
         # The packer submits a key when _due_at passes: date the group so that it comes due after the delay.
         window = self._settings.array_window_seconds
-        longest = max(window, self._settings.array_max_wait_seconds)
+        longest = self._max_wait_for(key)
         self._pending_since[key] = min(self._pending_since.get(key, math.inf), now + delay - longest)
         self._pending_last[key] = min(self._pending_last.get(key, math.inf), now + delay - window)
         self._wake_packer.set()
@@ -1159,6 +1176,8 @@ class JobEngine:
         job.refused.add(index)
         self._usage_jobs.pop(job.job_id, None)
         self._jobs.setdefault(job.job_id, job)
+        self._describe_due = 0.0  # the job's describe decides now: do not wait for the backed-off interval
+        self._wake_reconciler.set()
 
     def _record_usage(
         self, task_id: str, status: JobStatus, kind: Outcome, measured: JobUsage, tentative: _Tentative | None
