@@ -942,9 +942,10 @@ class JobEngine:
                 eventful |= await self._reconcile_array(job, status)
         for job_id in owed:
             status = statuses.get(job_id)
-            job = self._usage_jobs[job_id]
-            if job_id not in answered:
+            owed_job = self._usage_jobs.get(job_id)  # a refused result may have put it back meanwhile
+            if owed_job is None or job_id not in answered:
                 continue
+            job = owed_job
             if status is not None:
                 self._note_usage(job, status)
             job.usage_tries += 1
