@@ -2,8 +2,11 @@
 Scaler scheduler and client, under the faults an operator meets on a bad day.
 
 Every case counts, per task: **lost** (the client never got a result or an error), **run twice** (the task's
-function executed more than once: each execution leaves a marker file), **duplicate results** (an adapter handed a
-result over more than once, from the adapters' logs), **orphans** (jobs left SUBMITTED..RUNNING once the last
+function executed more than once: each execution leaves a marker file), **duplicate results** (the client received
+more than one result for a task, counted where Scaler's client takes its TaskResult messages in; or one adapter handed
+a result over twice, from its log), **re-delivered** (a later adapter handed over a result that a killed adapter had
+logged as handed over but the scheduler never got: not a duplicate, the scheduler sent the task again because it had
+no result), **orphans** (jobs left SUBMITTED..RUNNING once the last
 adapter has shut down: nobody tracks them), and the error texts the client saw. With
 ``SCALER_BATCH_RELIABILITY_RECORD=<file>`` each case appends its row there as one JSON line (docs/reliability.md).
 """
@@ -26,6 +29,8 @@ from typing import Any
 
 import pytest
 from scaler import Client
+from scaler.client.agent.task_manager import ClientTaskManager
+from scaler.protocol.capnp import TaskResult
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import WAIT_SECONDS, AdapterProcess, wait_for
@@ -71,6 +76,7 @@ class Row:
     lost: int = 0
     run_twice: int = 0
     duplicate_results: int = 0
+    redelivered: int = 0
     orphans: int = 0
     errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
@@ -187,10 +193,15 @@ class Trial:
         row.trials += 1
         row.tasks += len(self.futures)
         row.run_twice += sum(count > 1 for count in self.executions().values())
-        delivered = collections.Counter(
-            match.group(1) for adapter in self.adapters for match in _DELIVERED.finditer(adapter.log_text())
-        )
-        row.duplicate_results += sum(count > 1 for count in delivered.values())
+        received = [RECEIVED[future.task_id.hex()] for future in self.futures]  # type: ignore[attr-defined]
+        handed_over = [
+            collections.Counter(match.group(1) for match in _DELIVERED.finditer(adapter.log_text()))
+            for adapter in self.adapters
+        ]
+        twice_by_one = {task for counts in handed_over for task, count in counts.items() if count > 1}
+        row.duplicate_results += sum(count > 1 for count in received) + len(twice_by_one)
+        by_adapters = collections.Counter(task for counts in handed_over for task in counts)
+        row.redelivered += sum(count > 1 for count in by_adapters.values())
         # Right after the last adapter left: a job still live that no adapter stopped is tracked by nobody. (Jobs
         # being stopped may still show RUNNING for the emulator's kill grace.)
         stopped = {
@@ -200,6 +211,27 @@ class Trial:
             for job_id in match.group(1).split(",")
         }
         row.orphans += len(set(self.world.live_jobs(self.adapter_id)) - stopped)
+
+
+#: TaskResult messages the client received, by task id (hex): every Client of this process counts here.
+RECEIVED: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def count_results_received() -> Iterator[None]:
+    """Count each TaskResult where Scaler's client takes it in (before it drops one for a task already done), so a
+    duplicate result is one the user's process actually received, not one an adapter believed it sent."""
+    original = ClientTaskManager.on_task_result
+
+    async def counting(self: ClientTaskManager, result: TaskResult) -> None:
+        RECEIVED[result.taskId.hex()] += 1
+        await original(self, result)
+
+    ClientTaskManager.on_task_result = counting  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ClientTaskManager.on_task_result = original  # type: ignore[method-assign]
 
 
 #: botocore attempts for the test's own ListJobs/DescribeJobs census (each fails with p=0.5 at most here).
@@ -228,17 +260,7 @@ KILL_POINTS: dict[str, tuple[int, Callable[[Trial], bool]]] = {
 }
 
 
-#: A known race, still open: an adapter killed right after handing a result over may leave the scheduler without it,
-#: and the next adapter then hands the stored result over again (seen once in 2 trials in one fresh-clone run). The
-#: case runs and is recorded every time; it is not yet guaranteed clean.
-_HALF_DONE_RACE = pytest.mark.xfail(
-    strict=False, reason="a result handed over just before kill -9 can be handed over again by the next adapter"
-)
-
-
-@pytest.mark.parametrize(
-    "point", [pytest.param(p, marks=_HALF_DONE_RACE) if p == "half done" else p for p in KILL_POINTS]
-)
+@pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_restart_reattaches_without_running_anything_twice(world: World, point: str) -> None:
     trials, ready = KILL_POINTS[point]
     row = Row(f"kill -9 of the adapter: {point}, restart with the same id")
