@@ -82,6 +82,26 @@ def scaler_with_adapter(
             adapter.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Parallel runs (pytest-xdist, ``--dist loadgroup``): the tests that share a module-scoped fixture's instance run
+    on one worker, in order, so that the fixture (a CDK synth, a harness with its scheduler and adapter) is built once
+    per run; one group per parameter of such a fixture (``harness[slurm]``). A module marked ``spread`` builds its
+    cheap module fixture on each worker it lands on instead, and its tests spread over the workers."""
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("spread"):
+            continue
+        definitions = item._fixtureinfo.name2fixturedefs
+        shared = sorted(
+            name for name in item.fixturenames if name in definitions and definitions[name][-1].scope != "function"
+        )
+        if not shared:
+            continue
+        callspec = getattr(item, "callspec", None)
+        params = [f"{name}={callspec.params[name]}" for name in shared if callspec and name in callspec.params]
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__ + (f"[{','.join(params)}]" if params else "")))
+
+
 #: Set (CI does, in .ci/run) to make a missing Slurm a test failure instead of a skip.
 REQUIRE_SLURM_ENV = "SCALER_BATCH_REQUIRE_SLURM"
 

@@ -1,9 +1,11 @@
 """A one-node Slurm cluster on this machine for the tests: munged, slurmctld and slurmd, all in a temporary directory.
 
 ``python tests/slurm_cluster.py DIR`` starts one and prints the ``SLURM_CONF`` to use (Ctrl-C stops it); the test
-fixture does the same through :class:`SlurmCluster`. The daemons listen on free unprivileged local ports, keep their
-state and logs under the directory, and the node has this machine's CPUs and most of its memory. There is no
-accounting daemon: ``sacct`` is unavailable, as on many small clusters, and the backend does not need it.
+fixture does the same through :class:`SlurmCluster`. The daemons listen on free unprivileged local ports and keep
+their state and logs under the directory, so several clusters (parallel test workers, two test runs) coexist on one
+machine. The node declares at least :data:`NODE_CPUS` CPUs (test jobs mostly wait, so running many at once is what a
+bigger cluster would do) and most of the machine's memory. There is no accounting daemon: ``sacct`` is unavailable,
+as on many small clusters, and the backend does not need it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from scaler_aws_batch.embedded import free_ports
+
 #: What ``make test`` installs with apt-get when these are missing (see the Makefile).
 REQUIRED_PROGRAMS: Final = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 NODE: Final = "node1"
 PARTITIONS: Final = ("debug", "other")
+#: The node's CPUs when the machine has fewer: Slurm then starts that many one-CPU jobs at once.
+NODE_CPUS: Final = 16
+#: Slurm's defaults delay scheduling by seconds per round (batch_sched_delay=3, sched_min_interval, the 60 s main
+#: loop), which made 100 one-task array children take over two minutes on a 2-CPU node. Scheduling at once, and the
+#: full queue every second, keeps a test cluster quick; it changes when jobs start, not what Slurm does with them.
+SCHEDULER_PARAMETERS: Final = "batch_sched_delay=0,sched_min_interval=0,sched_interval=1,default_queue_depth=1000"
 
 
 def which(name: str) -> str | None:
@@ -33,17 +43,15 @@ def missing_programs() -> list[str]:
     return [name for name in REQUIRED_PROGRAMS if which(name) is None]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _memory_mib() -> int:
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) // 1024
     raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+class DaemonExitedError(RuntimeError):
+    """A daemon stopped during start-up (its log says why)."""
 
 
 class SlurmCluster:
@@ -61,16 +69,17 @@ class SlurmCluster:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
-        cpus = os.cpu_count() or 1
+        cpus = max(os.cpu_count() or 1, NODE_CPUS)
         # 90 % of the memory, so that slurmd never finds less than configured and drains the node.
         memory = _memory_mib() * 9 // 10
         user = os.environ.get("USER") or "root"
+        controller_port, node_port = free_ports("127.0.0.1", 2)
         lines = [
             "ClusterName=scalertest",
             f"SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)",  # must be this host's short name
             "MailProg=/bin/true",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={controller_port}",
+            f"SlurmdPort={node_port}",
             f"SlurmUser={user}",
             f"SlurmdUser={user}",
             "AuthType=auth/munge",
@@ -91,6 +100,8 @@ class SlurmCluster:
             "MpiDefault=none",
             "SwitchType=switch/none",
             "SchedulerType=sched/backfill",
+            f"SchedulerParameters={SCHEDULER_PARAMETERS}",
+            "SlurmdParameters=config_overrides",  # the node's CPUs as configured here, not as counted by slurmd
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",  # memory is checked against the node, not reserved
             "ReturnToService=2",
@@ -112,10 +123,21 @@ class SlurmCluster:
             )
         )
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> None:
         missing = missing_programs()
         if missing:
             raise RuntimeError(f"Slurm is not installed (missing {', '.join(missing)}): run make slurm-install")
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except DaemonExitedError:
+                # A free port picked for the config may be taken by another process before the daemon binds it
+                # (other clusters, other test runs): new ports, new try.
+                if attempt == attempts:
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         self._write_config()
         munge = self.root / "munge"
         self._spawn(
@@ -154,7 +176,7 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             if any(daemon.poll() is not None for daemon in self._daemons):
                 self.stop()
-                raise RuntimeError(f"a Slurm daemon exited while waiting for {what}; logs in {self.root / 'log'}")
+                raise DaemonExitedError(f"a Slurm daemon exited while waiting for {what}; logs in {self.root / 'log'}")
             if ready():
                 return
             time.sleep(0.2)

@@ -38,7 +38,8 @@ from harness import BUCKET, PREFIX, SPOT_RETRY_STRATEGY, TIME_SCALE, create_sign
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, job_name_prefix
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
-pytestmark = pytest.mark.e2e
+# Each test starts its own trials on the module's emulator: the tests spread over parallel workers.
+pytestmark = [pytest.mark.e2e, pytest.mark.spread]
 
 #: The adapter's own credentials: distinct from the jobs', so a fault can expire only the adapter's.
 ADAPTER_ENV = {"AWS_ACCESS_KEY_ID": "adapter", "AWS_SECRET_ACCESS_KEY": "adapter", "AWS_DEFAULT_REGION": "us-east-1"}

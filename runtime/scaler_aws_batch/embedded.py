@@ -6,7 +6,11 @@ These are Scaler's own processes (``scaler.cluster``), started on free loopback 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import pathlib
+import random
+import socket
 from types import TracebackType
 
 from scaler.cluster.object_storage_server import ObjectStorageServerProcess
@@ -17,6 +21,47 @@ from scaler.config.types.address import AddressConfig, SocketType
 from scaler.utility.network_util import get_available_tcp_port
 
 logger = logging.getLogger(__name__)
+
+#: Where to pick ports when the kernel's ephemeral range lies above it (Linux: 32768-60999 by default).
+_PORT_FLOOR = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(low), int(high)
+
+
+def _binds(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports free on ``host`` now, each with the port two above it free too.
+
+    Scaler's processes bind their ports a moment after this returns, and its scheduler also binds its monitor socket
+    on its port + 2, unchecked. A port from the kernel's ephemeral range may meanwhile go to any outgoing connection on
+    the machine (many, when tests run in parallel), so the ports are random ones below that range when there is room.
+    """
+    ephemeral = _ephemeral_range()
+    if ephemeral is None or ephemeral[0] - _PORT_FLOOR < 1000:
+        return [get_available_tcp_port(host) for _ in range(count)]
+    chooser = random.SystemRandom()
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = chooser.randrange(_PORT_FLOOR, ephemeral[0] - 2)
+        if all(abs(port - other) > 2 for other in chosen) and _binds(host, port) and _binds(host, port + 2):
+            chosen.append(port)
+    return chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +92,9 @@ class EmbeddedScheduler:
         worker_timeout_seconds: int = defaults.DEFAULT_WORKER_TIMEOUT_SECONDS,
     ) -> None:
         self._worker_timeout_seconds = worker_timeout_seconds
-        self._scheduler_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
-        self._storage_address = AddressConfig(SocketType.tcp, host, get_available_tcp_port())
+        scheduler_port, storage_port = free_ports(host, 2)
+        self._scheduler_address = AddressConfig(SocketType.tcp, host, scheduler_port)
+        self._storage_address = AddressConfig(SocketType.tcp, host, storage_port)
         self._logging_level = logging_level
         self._logging_paths = (log_path,)
         self._storage: ObjectStorageServerProcess | None = None
