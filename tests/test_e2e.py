@@ -320,7 +320,8 @@ def test_forged_result_is_refused_and_never_unpickled(harness: Harness, tmp_path
     def forge_own_result(marker_path: str) -> str:
         """Inside the job, play someone with write access to the store but not the key: read the task id and the
         nonce from the payload and store a well-formed result, signed with another key, that creates a file when
-        unpickled. The runner then keeps it (results are create-only), so only the adapter's check stands."""
+        unpickled. Then end the job at once (exit 0), before the runner can replace the forged result with its own:
+        only the adapter's check stands."""
         import json
         import os
         import pathlib
@@ -350,7 +351,7 @@ def test_forged_result_is_refused_and_never_unpickled(harness: Harness, tmp_path
             task_id=task["task_id"], status="success", body=pickle.dumps(Marker()), nonce=header["nonce"]
         ).encode(KeyRing((b"forger" * 11,)))
         open_store(header["result_store"]).put(wire.result_key(task["task_id"]), forged)
-        return "genuine"
+        os._exit(0)
 
     with pytest.raises(ResultRejectedError, match="signature does not match"):
         harness.client.submit(forge_own_result, str(marker)).result(timeout=WAIT_SECONDS)

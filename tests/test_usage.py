@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pathlib
 import subprocess
@@ -183,30 +182,33 @@ def test_price_table_file_replaces_the_defaults_and_bad_files_say_what_to_write(
         load_price_table(str(bad))
 
 
-def test_recorder_appends_json_lines_and_defers_array_children_until_described(tmp_path: pathlib.Path) -> None:
+def test_recorder_appends_json_lines_and_records_children_from_their_parents_describe(tmp_path: pathlib.Path) -> None:
     log = tmp_path / "usage.jsonl"
-    recorder = UsageRecorder(str(log), describe_batch=2)
+    recorder = UsageRecorder(str(log))
     single = _record("single", ComputeKind.EC2_SPOT, 10)
     recorder.record("single", ["t-single"], Outcome.SUCCESS, single.usage)
-    for index in range(3):
-        recorder.record(f"parent:{index}", [f"t{index}"], Outcome.SUCCESS, None)
-    assert recorder.deferred == 3
-    described: list[Sequence[str]] = []
-
-    async def describe(job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
-        described.append(list(job_ids))
-        return {job_id: _record(job_id, ComputeKind.EC2_ON_DEMAND, 20).usage for job_id in job_ids}
-
-    # While the array is still tracked, only full batches go out; once it is done, the rest.
-    asyncio.run(recorder.settle(describe, active_parents={"parent"}))
-    assert described == [["parent:0", "parent:1"], ["parent:2"]]  # 3 >= batch of 2: everything, in chunks
-    assert recorder.deferred == 0
+    for index in range(3):  # what each child's runner measured: where and how long it ran
+        measured = JobUsage(compute=ComputeKind.EC2_ON_DEMAND, compute_environment="od-ce", attempts=1,
+                            started_at=100.0 + index, stopped_at=104.0 + index, run_seconds=4.0)  # fmt: skip
+        recorder.record_child(f"parent:{index}", f"t{index}", Outcome.SUCCESS, measured)
+    assert recorder.waiting == 3 and recorder.waiting_parents == ["parent"]
+    parent = JobUsage(queue="q-od", vcpus=2.0, memory_mib=4096, created_at=90.0)
+    recorder.parent_described("parent", parent)
+    assert recorder.waiting == 0
+    late = JobUsage(compute=ComputeKind.EC2_SPOT, attempts=2, started_at=200.0, stopped_at=201.0, run_seconds=1.0)
+    recorder.record_child("parent:3", "t3", Outcome.TASK_ERROR, late)  # its parent is known: recorded at once
     recorder.close()
     records = read_usage_log(str(log))
-    assert [r.job_id for r in records] == ["single", "parent:0", "parent:1", "parent:2"]
-    assert [r.task_ids for r in records][1:] == [("t0",), ("t1",), ("t2",)]
-    assert records[1].usage.compute is ComputeKind.EC2_ON_DEMAND
-    assert recorder.summary.total.tasks == 4
+    assert [r.job_id for r in records] == ["single", "parent:0", "parent:1", "parent:2", "parent:3"]
+    assert [r.task_ids for r in records][1:] == [("t0",), ("t1",), ("t2",), ("t3",)]
+    child = records[1].usage
+    assert (child.queue, child.vcpus, child.memory_mib, child.created_at) == ("q-od", 2.0, 4096, 90.0)
+    assert (child.compute, child.compute_environment, child.started_at, child.run_seconds) == (
+        ComputeKind.EC2_ON_DEMAND, "od-ce", 100.0, 4.0)  # fmt: skip
+    assert (records[4].usage.attempts, records[4].outcome) == (2, Outcome.TASK_ERROR)
+    assert recorder.summary.total.tasks == 5
+    # 2 vCPU x 4 s x 3 children + 2 vCPU x 1 s, plus the single job's own
+    assert recorder.summary.total.vcpu_hours == pytest.approx(single.usage.vcpus * 10 / 3600 + 2 * 13 / 3600)
     line = json.loads(log.read_text().splitlines()[0])
     assert set(line) == {
         "job_id", "task_ids", "queue", "compute", "compute_environment", "vcpus", "memory_mib", "gpus", "attempts",
@@ -214,23 +216,14 @@ def test_recorder_appends_json_lines_and_defers_array_children_until_described(t
     }  # fmt: skip
 
 
-def test_deferred_children_wait_while_their_array_runs_and_below_a_full_batch() -> None:
-    recorder = UsageRecorder(None, describe_batch=100)
-    recorder.record("p:0", ["t0"], Outcome.SUCCESS, None)
-    described: list[Sequence[str]] = []
-
-    async def describe(job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
-        described.append(list(job_ids))
-        return {}
-
-    asyncio.run(recorder.settle(describe, active_parents={"p"}))
-    assert described == [] and recorder.deferred == 1
-    asyncio.run(recorder.settle(describe, active_parents=set()))
-    assert described == [["p:0"]] and recorder.deferred == 1, "not described yet: kept for the next round"
-    asyncio.run(recorder.settle(describe, active_parents=None))
-    assert recorder.deferred == 1, "a child not final yet (or not found) is never recorded from a guess"
-    assert recorder.flush_unknown() == 1  # at exit, after the engine's bounded wait: unknown rather than lost
-    assert recorder.deferred == 0 and recorder.summary.by_compute == {ComputeKind.UNKNOWN: recorder.summary.total}
+def test_children_whose_parent_was_never_described_are_recorded_with_what_their_runner_measured() -> None:
+    recorder = UsageRecorder(None)
+    measured = JobUsage(compute=ComputeKind.FARGATE, attempts=1, started_at=1.0, stopped_at=3.0, run_seconds=2.0)
+    recorder.record_child("p:0", "t0", Outcome.SUCCESS, measured)
+    assert recorder.summary.total.tasks == 0, "nothing is recorded from a guess while the parent may be described"
+    assert recorder.flush_unknown() == 1  # at exit, after the engine's bounded wait: partial rather than lost
+    assert recorder.waiting == 0 and recorder.summary.total.tasks == 1
+    assert recorder.summary.by_compute == {ComputeKind.FARGATE: recorder.summary.total}
 
 
 def test_read_usage_log_names_the_bad_line(tmp_path: pathlib.Path) -> None:

@@ -1,6 +1,8 @@
 """Usage log end to end: the adapter on the aws-batch backend against the Batch emulator, with a Spot default queue
 and an On-Demand queue (managed compute environments), a real Scaler scheduler and client. The usage log written at
 exit must account for exactly the jobs the emulator ran: their task ids, resources, attempts, times and placement.
+Single jobs carry Batch's own figures; array children (never described, to save a DescribeJobs call per 100
+children) carry their runner's times, which lie within the child's own, and their parent's queue and resources.
 """
 
 from __future__ import annotations
@@ -100,21 +102,29 @@ def test_usage_log_has_one_record_per_job_the_emulator_ran(
             assert record.task_ids == (job["tags"][JobTag.TASK_ID],)
         attempts = [(a["startedAt"], a["stoppedAt"]) for a in job["attempts"]]
         assert record.usage.attempts == len(attempts) >= 1
-        assert record.usage.run_seconds == pytest.approx(sum(stop - start for start, stop in attempts) / 1000.0)
-        assert record.usage.started_at == job["startedAt"] / 1000.0
-        assert record.usage.stopped_at == job["stoppedAt"] / 1000.0
-        assert record.usage.created_at == job["createdAt"] / 1000.0
+        batch_seconds = sum(stop - start for start, stop in attempts) / 1000.0
         assert record.usage.queue == job["jobQueue"]
+        if ":" not in record.job_id:  # Batch's own figures
+            assert record.usage.created_at == job["createdAt"] / 1000.0
+            assert record.usage.run_seconds == pytest.approx(batch_seconds)
+            assert record.usage.started_at == job["startedAt"] / 1000.0
+            assert record.usage.stopped_at == job["stoppedAt"] / 1000.0
+        else:  # its runner's: within the container's run (Batch's times are whole milliseconds); its parent's
+            assert record.usage.created_at is not None and record.usage.created_at <= job["createdAt"] / 1000.0
+            assert record.usage.started_at is not None and record.usage.stopped_at is not None
+            assert job["startedAt"] / 1000.0 - 0.001 <= record.usage.started_at <= record.usage.stopped_at
+            assert record.usage.stopped_at <= job["stoppedAt"] / 1000.0 + 0.001
+            assert 0 < record.usage.run_seconds <= batch_seconds + 0.002
 
 
 def test_usage_totals_match_the_jobs_the_emulator_ran(run: tuple[list[UsageRecord], dict[str, Any], str, str]) -> None:
     records, ran, _, _ = run
+    seconds_by_job = {record.job_id: record.usage.run_seconds for record in records}  # checked against Batch above
     vcpu_hours = gib_hours = 0.0
-    for job in ran.values():
+    for job_id, job in ran.items():
         requirements = {r["type"]: float(r["value"]) for r in job["container"]["resourceRequirements"]}
-        seconds = sum(a["stoppedAt"] - a["startedAt"] for a in job["attempts"]) / 1000.0
-        vcpu_hours += requirements["VCPU"] * seconds / 3600
-        gib_hours += requirements["MEMORY"] / 1024 * seconds / 3600
+        vcpu_hours += requirements["VCPU"] * seconds_by_job[job_id] / 3600
+        gib_hours += requirements["MEMORY"] / 1024 * seconds_by_job[job_id] / 3600
     summary = summarize(records)
     assert summary.total.tasks == len(ran)
     assert summary.total.vcpu_hours == pytest.approx(vcpu_hours)

@@ -176,8 +176,6 @@ class BatchEmulator:
             job_env=self.job_env,
             endpoint_url=lambda: self._endpoint_url,
             batch=self._moto_client("batch"),
-            # Job logs go through the front server, which keeps its connections: one or two calls per job.
-            logs=self._make_client("logs", self._endpoint_url, None),
             s3=self._moto_client("s3"),
             work_dir=work_dir,
         )

@@ -28,7 +28,6 @@ from batch_emulator.states import JobStates
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
-    from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_s3 import S3Client
 
 _LOOKUP_TTL_SECONDS = 2.0
@@ -44,7 +43,6 @@ class Engine:
         job_env: dict[str, str],
         endpoint_url: Callable[[], str],
         batch: BatchClient,
-        logs: CloudWatchLogsClient,
         s3: S3Client,
         work_dir: str,
     ) -> None:
@@ -56,7 +54,7 @@ class Engine:
         self._lookup_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._clock = Clock(self.lock)
         self._states = JobStates(config, faults, self.lock, self._clock, s3)
-        job_logs = JobLogs(logs)
+        job_logs = JobLogs(config.account_id, config.region)
         processes = ProcessExecutor(
             config, job_env, endpoint_url, job_logs, work_dir, self.lock, self._clock, self._states.attempt_exited
         )

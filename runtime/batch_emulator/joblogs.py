@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
+from moto.logs.exceptions import LogsClientError, ResourceAlreadyExistsException
+from moto.logs.models import logs_backends
 
 from batch_emulator.model import now_ms
-
-if TYPE_CHECKING:
-    from mypy_boto3_logs import CloudWatchLogsClient
 
 LOG = logging.getLogger("batch_emulator")
 
@@ -21,29 +18,31 @@ _LOG_CHUNK_BYTES = 512 * 1024
 
 
 class JobLogs:
-    """Writes log events; creates each group and stream once."""
+    """Writes log events straight into moto's CloudWatch Logs backend, which runs in this process: what the awslogs
+    driver does, without an HTTP request and a botocore call per job (which cost the emulator as much CPU as the
+    job itself). Readers (the adapter's GetLogEvents) still go through moto's HTTP API. Creates each group once."""
 
-    def __init__(self, logs: CloudWatchLogsClient) -> None:
-        self._logs = logs
+    def __init__(self, account_id: str, region: str) -> None:
+        self._account_id = account_id
+        self._region = region
         self._log_groups: set[str] = set()
+        self._lock = threading.Lock()  # moto's log streams are not thread-safe
 
     def put(self, group: str, stream: str, events: list[tuple[int, str]], create: bool) -> None:
-        logs = self._logs
         try:
-            if create:
-                if group not in self._log_groups:
-                    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-                        logs.create_log_group(logGroupName=group)
+            with self._lock:
+                backend = logs_backends[self._account_id][self._region]
+                if create:
+                    if group not in self._log_groups and group not in backend.groups:
+                        backend.create_log_group(group, tags={})
                     self._log_groups.add(group)
-                with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-                    logs.create_log_stream(logGroupName=group, logStreamName=stream)
-            for chunk in _chunks(events):
-                logs.put_log_events(
-                    logGroupName=group,
-                    logStreamName=stream,
-                    logEvents=[{"timestamp": t, "message": m} for t, m in chunk],
-                )
-        except (ClientError, BotoCoreError):
+                    try:
+                        backend.create_log_stream(group, stream)
+                    except ResourceAlreadyExistsException:
+                        pass  # a later attempt's stream name is new; a re-flush of the same attempt's is not
+                for chunk in _chunks(events):
+                    backend.put_log_events(group, stream, [{"timestamp": t, "message": m} for t, m in chunk])
+        except LogsClientError:
             LOG.exception("batch emulator: writing logs to %s/%s failed", group, stream)
 
 

@@ -91,6 +91,9 @@ def build_worker(
         array_window_seconds=kind.array_window_seconds if worker.array_window is None else worker.array_window,
         poll_interval_min_seconds=kind.poll_interval_min_seconds,
         poll_interval_max_seconds=kind.poll_interval_max_seconds,
+        describe_interval_max_seconds=(
+            kind.describe_interval_max_seconds if worker.describe_interval is None else worker.describe_interval
+        ),
         vanish_bound_seconds=worker.vanish_after,
         on_demand_queue=setup.routing.on_demand,
         spot_reclaims_before_on_demand=worker.spot_reclaims_before_on_demand,

@@ -1,15 +1,19 @@
 """The shared job engine: everything a backend does not do.
 
 - **Packing.** Tasks that share serializer, resources, queue and timeout gather until none has arrived for
-  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, or 10,000 are there) and become one
-  array job (2..10,000 children) with one payload; a lone task becomes a single job.
+  ``array_window_seconds`` (or the first has waited ``array_max_wait_seconds``, which doubles up to
+  ``array_max_wait_cap_seconds`` while a stream of tasks lasts, or 10,000 are there) and become one array job
+  (2..10,000 children) with one payload; a lone task becomes a single job.
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
-- **One reconcile loop** for all jobs: DescribeJobs in chunks of at most ``backend.max_describe_batch``; array
-  parents are read through their status summary and children are described only once some have finished; the
-  interval adapts; a job that DescribeJobs *answered without* for ``vanish_bound_seconds`` fails its tasks and is
-  stopped (failed describe calls pause that clock: an outage is not a vanish).
+- **One reconcile loop** for all jobs. Each round lists the results prefix once (S3 calls, no Batch call) and
+  resolves every task whose result is there, single job or array child. Describe calls (in chunks of at most
+  ``backend.max_describe_batch``) come less often, backing off to ``describe_interval_max_seconds``: they report
+  what results cannot (jobs failed without a result, RUNNABLE jobs, the usage log). Array parents are read through
+  their status summary; children are described only when some failed. A job that DescribeJobs *answered without*
+  for ``vanish_bound_seconds`` fails its tasks and is stopped (failed describe calls pause that clock: an outage is
+  not a vanish).
 - **Outages.** A submission that meets throttling, server errors or expired credentials is requeued with backoff
   until ``submit_deadline_seconds``; only then does it fail, with the hint of its error class.
 - **Re-attachment** (:mod:`scaler_aws_batch.reattach`). Job names start with the adapter id, so a restarted adapter
@@ -35,7 +39,7 @@ import pickle
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from scaler_aws_batch.backends.base import (
     BackendError,
@@ -92,6 +96,8 @@ from scaler_aws_batch.wire import (
 logger = logging.getLogger(__name__)
 
 _NO_STORE = 1 << 62  # a store threshold no blob reaches: everything inline
+#: Answered describes an untracked job gets to report its final usage before it is recorded without it.
+_USAGE_TRIES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +107,16 @@ class EngineSettings:
     cloudpickle_version: str
     job_timeout_seconds: int = 3600
     array_window_seconds: float = 0.05
-    #: A steady stream of tasks keeps extending the window; the first task waits at most this long.
+    #: A steady stream of tasks keeps extending the window; the first task waits at most this long. While the
+    #: stream lasts (every group is cut at this bound) the bound doubles, up to ``array_max_wait_cap_seconds``: a
+    #: large map becomes a few large arrays (SubmitJob calls stay nearly flat) instead of one array per 2 s.
     array_max_wait_seconds: float = 2.0
+    array_max_wait_cap_seconds: float = 10.0
     max_array_size: int = MAX_ARRAY_SIZE
     poll_interval_min_seconds: float = 0.05
     poll_interval_max_seconds: float = 2.0
+    #: Describe calls back off from poll_interval_min_seconds to this while results arrive through store listings.
+    describe_interval_max_seconds: float = 10.0
     vanish_bound_seconds: float = 60.0
     store_threshold_bytes: int = 2048
     overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
@@ -134,8 +145,12 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.max_array_size <= MAX_ARRAY_SIZE:
             raise ValueError(f"max_array_size must be within 1..{MAX_ARRAY_SIZE}, got {self.max_array_size}")
+        if self.array_max_wait_cap_seconds < self.array_max_wait_seconds:
+            raise ValueError("the array max wait cap must be at least the array max wait")
         if self.poll_interval_min_seconds <= 0 or self.poll_interval_max_seconds < self.poll_interval_min_seconds:
             raise ValueError("poll intervals must be positive, with min <= max")
+        if self.describe_interval_max_seconds < self.poll_interval_min_seconds:
+            raise ValueError("the describe interval must be at least the shortest poll interval")
         if self.job_timeout_seconds <= 0:
             raise ValueError(f"job timeout must be positive, got {self.job_timeout_seconds}")
         if self.vanish_bound_seconds <= 0 or self.reattach_grace_seconds < 0 or self.submit_deadline_seconds < 0:
@@ -297,6 +312,18 @@ class _Job:
     runnable_explained: bool = False
     ok_resolved: int = 0  # array children resolved with a result
     failed_resolved: int = 0  # array children resolved as failures, or cancelled (Batch counts those FAILED)
+    is_array: bool = False
+    refused: set[int | None] = dataclasses.field(default_factory=set)  # listed results refused: the describe decides
+    # For the usage log (see JobEngine._untrack):
+    parent_described: bool = False  # an array parent whose queue and resources the recorder has
+    described_final: bool = False  # a single job described in a final state; its figures in final_usage
+    final_usage: JobUsage | None = None
+    usage_tries: int = 0  # answered describes while it was owed one for usage
+    usage_pending: list[tuple[str, Outcome]] = dataclasses.field(default_factory=list)  # (task id, outcome)
+
+
+#: A task resolved from its listed result before its job (or array child) was described: (job, array index).
+_Tentative = tuple[_Job, int | None]
 
 
 class JobEngine:
@@ -317,6 +344,7 @@ class JobEngine:
         self._pending: dict[tuple[object, ...], list[str]] = collections.OrderedDict()
         self._pending_since: dict[tuple[object, ...], float] = {}
         self._pending_last: dict[tuple[object, ...], float] = {}  # when the group's newest task arrived
+        self._max_wait: dict[tuple[object, ...], float] = {}  # pack key -> its grown max wait, while a stream lasts
         self._jobs: dict[str, _Job] = {}
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
@@ -331,6 +359,9 @@ class JobEngine:
         self._wake_reconciler = asyncio.Event()
         self._results = ResultIO(store)
         self._resolving: set[asyncio.Task[None]] = set()  # results being read: the reconcile loop does not wait
+        self._describe_due = 0.0  # when the next describe call is made (reconcile rounds list results meanwhile)
+        self._describe_interval = settings.poll_interval_min_seconds
+        self._usage_jobs: dict[str, _Job] = {}  # untracked jobs still owed a describe for the usage log
         self.stats: collections.Counter[str] = collections.Counter()
 
     @property
@@ -346,29 +377,28 @@ class JobEngine:
         return self._usage
 
     async def close_usage(self, timeout_seconds: float = 10.0) -> str:
-        """At exit: describe the array children still missing from the usage log (bounded), close the log and
-        return (and log) the one-line summary."""
+        """At exit: make the describes still owed to the usage log (bounded), close the log and return (and log)
+        the one-line summary."""
         deadline = time.monotonic() + timeout_seconds
-        while self._usage.deferred and time.monotonic() < deadline:
+        while self._usage_jobs and time.monotonic() < deadline:
             try:
-                await asyncio.wait_for(self._settle_usage(final=True), timeout=max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(
+                    self._describe_round(time.monotonic()), timeout=max(0.0, deadline - time.monotonic())
+                )
             except asyncio.TimeoutError:
                 break
-            if self._usage.deferred:  # children whose result arrived before Batch marked them final
+            if self._usage_jobs:  # jobs whose result arrived before Batch marked them final
                 await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if left := self._usage.flush_unknown():
-            logger.warning("usage: %d job(s) recorded with unknown usage (not described in time)", left)
+        left = sum(len(job.usage_pending) for job in self._usage_jobs.values())
+        for job in list(self._usage_jobs.values()):
+            self._settle_job_usage(job, None)
+        left += self._usage.flush_unknown()
+        if left:
+            logger.warning("usage: %d job(s) recorded without their describe (not described in time)", left)
         line = self._usage.summary.one_line()
         logger.info(line)
         self._usage.close()
         return line
-
-    async def _settle_usage(self, *, final: bool = False) -> None:
-        if self._usage.deferred:
-            await self._usage.settle(self._describe_usage, active_parents=None if final else set(self._jobs))
-
-    async def _describe_usage(self, job_ids: Sequence[str]) -> dict[str, JobUsage | None]:
-        return {job_id: status.usage for job_id, status in (await self._describe(job_ids))[0].items()}
 
     # --- called by the adapter ----------------------------------------------------------------------------------
 
@@ -452,9 +482,11 @@ class JobEngine:
         deadline = time.monotonic() + self._settings.reattach_grace_seconds
         for found in jobs:
             job = self._jobs.get(found.job_id)
-            if job is None:
-                job = self._jobs[found.job_id] = _Job(found.job_id, {}, checked_at=time.monotonic(), state=found.state)
             is_array = found.array_size is not None
+            if job is None:
+                job = self._jobs[found.job_id] = _Job(
+                    found.job_id, {}, checked_at=time.monotonic(), state=found.state, is_array=is_array
+                )
             for index, task_id in enumerate(found.task_ids):
                 job.tasks[index if is_array else None] = task_id
                 if task_id not in self._tasks:
@@ -495,16 +527,17 @@ class JobEngine:
     async def _deliver_stored(self, work: TaskWork) -> None:
         status = JobStatus(job_id="(stored result)", state=JobState.SUCCEEDED)
         try:
-            outcome = await asyncio.to_thread(self._read_result, work.task_id, status)
+            read = await asyncio.to_thread(self._read_result, work.task_id, status)
         except StoreError as exc:
             logger.warning("task %s: reading its stored result failed, running it: %s", work.task_id, exc)
-            outcome = None
+            read = None
         except ResultRejectedError as exc:  # not signed with our key: never taken, the task runs instead
             logger.warning("task %s: its stored result was refused, running it: %s", work.task_id, exc)
-            outcome = None
-        if outcome is None:  # gone meanwhile (or refused): run the task after all
+            read = None
+        if read is None:  # gone meanwhile (or refused): run the task after all
             self._enqueue(work)
             return
+        outcome, _ = read
         logger.info("task %s: delivered its stored result, no job submitted", work.task_id)
         self.stats["stored-delivered"] += 1
         self._finish(work.task_id, outcome)
@@ -611,8 +644,13 @@ class JobEngine:
                 if self._due_at(key) <= now or len(self._pending[key]) >= self._settings.max_array_size
             ]
             for key in due:
+                still_coming = self._pending_last[key] + self._settings.array_window_seconds > now
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key], self._pending_last[key]
+                if still_coming:  # cut by the bound while tasks kept arriving: gather longer next time
+                    self._max_wait[key] = min(2 * self._max_wait_for(key), self._settings.array_max_wait_cap_seconds)
+                else:
+                    self._max_wait.pop(key, None)
                 for start in range(0, len(ids), self._settings.max_array_size):
                     if not self._intake_open:
                         break
@@ -627,10 +665,12 @@ class JobEngine:
                 await self._wake_packer.wait()
             self._wake_packer.clear()
 
+    def _max_wait_for(self, key: tuple[object, ...]) -> float:
+        return max(self._settings.array_window_seconds, self._max_wait.get(key, self._settings.array_max_wait_seconds))
+
     def _due_at(self, key: tuple[object, ...]) -> float:
         window = self._settings.array_window_seconds
-        longest = max(window, self._settings.array_max_wait_seconds)
-        return min(self._pending_last[key] + window, self._pending_since[key] + longest)
+        return min(self._pending_last[key] + window, self._pending_since[key] + self._max_wait_for(key))
 
     def _spec_for(self, works: Sequence[TaskWork]) -> JobSpec:
         # The name is decided by the tasks, before SubmitJob: a job whose SubmitJob was in flight when the adapter
@@ -710,7 +750,8 @@ class JobEngine:
         self.stats[f"transport:{transport}"] += len(works)
         self.stats["jobs:array" if len(works) > 1 else "jobs:single"] += 1
         now = time.monotonic()
-        job = _Job(job_id=job_id, tasks={}, checked_at=now, queue=works[0].queue, resources=works[0].resources)
+        job = _Job(job_id=job_id, tasks={}, checked_at=now, queue=works[0].queue, resources=works[0].resources,
+                   is_array=len(works) > 1)  # fmt: skip
         for index, task_id in enumerate(task_ids):
             position = None if len(task_ids) == 1 else index
             task_job_id = job_id if position is None else f"{job_id}:{position}"
@@ -755,7 +796,7 @@ class JobEngine:
         self._pending.setdefault(key, []).extend(retry)
         # The packer submits a key when _due_at passes: date the group so that it comes due after the delay.
         window = self._settings.array_window_seconds
-        longest = max(window, self._settings.array_max_wait_seconds)
+        longest = self._max_wait_for(key)
         self._pending_since[key] = min(self._pending_since.get(key, math.inf), now + delay - longest)
         self._pending_last[key] = min(self._pending_last.get(key, math.inf), now + delay - window)
         self._wake_packer.set()
@@ -781,7 +822,7 @@ class JobEngine:
     async def _reconciler(self) -> None:
         interval = self._settings.poll_interval_min_seconds
         while True:
-            if not self._jobs:
+            if not self._jobs and not self._usage_jobs:
                 self._wake_reconciler.clear()
                 # Read results are still deleted and unclaimed ones still expire while no job runs.
                 idle = self._settings.result_delete_delay_seconds if self._read_results else None
@@ -794,6 +835,8 @@ class JobEngine:
                     self._results.flush()
                     continue
                 interval = self._settings.poll_interval_min_seconds
+                # Jobs again after an idle spell: describe them soon, then less and less often.
+                self._describe_due, self._describe_interval = 0.0, interval
             try:
                 await asyncio.wait_for(self._wake_reconciler.wait(), timeout=interval)
             except asyncio.TimeoutError:
@@ -808,22 +851,64 @@ class JobEngine:
                 interval = min(interval * 1.5, self._settings.poll_interval_max_seconds)
 
     async def _reconcile_once(self) -> bool:
+        """One round: results first (one store listing, no Batch call), then a describe call when it is due."""
+        changed = await self._resolve_listed()
         now = time.monotonic()
-        statuses, answered = await self._describe(list(self._jobs))
-        listing: set[str] | None = None
+        if now >= self._describe_due:
+            eventful = await self._describe_round(now)
+            changed |= eventful
+            # Describe calls report what results cannot (failures, RUNNABLE, usage): often while that happens,
+            # rarely while results keep arriving through the listings.
+            if eventful:
+                self._describe_interval = self._settings.poll_interval_min_seconds
+            else:
+                self._describe_interval = min(self._describe_interval * 2, self._settings.describe_interval_max_seconds)
+            self._describe_due = time.monotonic() + self._describe_interval
+        return changed
 
-        async def results_present() -> set[str]:
-            # One LIST of the results prefix per round serves every array: S3 calls, not Batch API calls.
-            nonlocal listing
-            if listing is None:
-                try:
-                    listing = await asyncio.to_thread(self._store.list_keys, RESULTS_PREFIX)
-                except StoreError as exc:
-                    logger.warning("listing results failed, will retry: %s", exc)
-                    listing = set()
-            return listing
+    async def _resolve_listed(self) -> bool:
+        """Resolve every task whose result object is listed, single job or array child, without a Batch call.
+        Tentative: a result that fails its checks (planted before the job ran, left by an earlier run) puts the task
+        back into its job, and the job's own final state decides."""
+        if not any(index not in job.refused for job in self._jobs.values() for index in job.tasks):
+            return False
+        try:
+            listing = await asyncio.to_thread(self._store.list_keys, RESULTS_PREFIX)
+        except StoreError as exc:
+            logger.warning("listing results failed, will retry: %s", exc)
+            return False
+        progressed = False
+        for job in list(self._jobs.values()):
+            for index, task_id in list(job.tasks.items()):
+                if index in job.refused or result_key(task_id) not in listing:
+                    continue
+                if task_id in self._awaiting:  # nobody asked yet: keep the result for the re-send
+                    self._keep_stored(task_id)
+                else:
+                    child = JobStatus(job_id=job.job_id if index is None else f"{job.job_id}:{index}",
+                                      state=JobState.SUCCEEDED)  # fmt: skip
+                    self._start_resolve(task_id, child, tentative=(job, index))
+                del job.tasks[index]
+                job.ok_resolved += 1
+                progressed = True
+            if not job.tasks:
+                self._untrack(job)
+        return progressed
 
-        changed = False
+    def _untrack(self, job: _Job) -> None:
+        """Every task of ``job`` is resolved (or resolving). Its usage still needs one describe of the job (its own
+        figures) or of its array parent (its children's queue and resources), made in a later describe round."""
+        self._jobs.pop(job.job_id, None)
+        if not (job.described_final or job.parent_described):
+            self._usage_jobs[job.job_id] = job
+
+    async def _describe_round(self, now: float) -> bool:
+        """Describe every tracked job (and those still owed a usage describe): state changes, RUNNABLE jobs,
+        vanished jobs, and tasks whose jobs failed without a result. True when something happened that the next
+        describe should follow closely."""
+        owed = [job_id for job_id in self._usage_jobs if job_id not in self._jobs]
+        statuses, answered = await self._describe([*self._jobs, *owed])
+        eventful = False
         for job in list(self._jobs.values()):
             status = statuses.get(job.job_id)
             if job.job_id not in answered:  # the call failed: the vanish clock pauses
@@ -834,12 +919,13 @@ class JobEngine:
                 job.checked_at = now
                 if job.missing_seconds > self._settings.vanish_bound_seconds:
                     await self._vanish(job)
-                    changed = True
+                    eventful = True
                 continue
             job.checked_at, job.missing_seconds = now, 0.0
             if status.state is not job.state:
                 logger.info("job %s: %s -> %s", job.job_id, job.state.value if job.state else "-", status.state.value)
-                job.state, changed = status.state, True
+                job.state = status.state
+            self._note_usage(job, status)
             await self._watch_runnable(job, status, now)
             if None in job.tasks:
                 task = self._tasks.get(job.tasks[None])
@@ -851,36 +937,31 @@ class JobEngine:
                     else:
                         self._start_resolve(job.tasks[None], status)
                     del self._jobs[job.job_id]
+                    eventful = True
             else:
-                changed |= await self._reconcile_array(job, status, results_present)
-        await self._settle_usage()
-        return changed
+                eventful |= await self._reconcile_array(job, status)
+        for job_id in owed:
+            status = statuses.get(job_id)
+            owed_job = self._usage_jobs.get(job_id)  # a refused result may have put it back meanwhile
+            if owed_job is None or job_id not in answered:
+                continue
+            job = owed_job
+            if status is not None:
+                self._note_usage(job, status)
+            job.usage_tries += 1
+            if job.described_final or job.parent_described or job.usage_tries >= _USAGE_TRIES:
+                self._settle_job_usage(job, status)
+        return eventful
 
-    async def _reconcile_array(
-        self, job: _Job, parent: JobStatus, results_present: Callable[[], Awaitable[set[str]]]
-    ) -> bool:
-        """Resolve array children without describing each one: successes by their result objects, and only
-        failures (which carry a reason and logs) by DescribeJobs of the children still unresolved."""
+    async def _reconcile_array(self, job: _Job, parent: JobStatus) -> bool:
+        """Array children whose results were not listed: describe them only when the parent's summary counts
+        more failures than resolved, or the parent is final (a failure carries a reason and logs)."""
         summary = parent.array_summary or {}
         progressed = False
         for index, task_id in list(job.tasks.items()):
             if task_id not in self._tasks and task_id not in self._awaiting:  # cancelled; Batch counts it FAILED
                 del job.tasks[index]
                 job.failed_resolved += 1
-        if summary.get(JobState.SUCCEEDED, 0) > job.ok_resolved:
-            present = await results_present()
-            for index, task_id in list(job.tasks.items()):
-                if result_key(task_id) in present and index is not None:
-                    if task_id in self._awaiting:
-                        self._keep_stored(task_id)
-                    else:
-                        # Tentative: a result that fails its checks may have been planted before the child ran;
-                        # the child then goes back to this job, and its own final state decides.
-                        child = JobStatus(job_id=f"{job.job_id}:{index}", state=JobState.SUCCEEDED)
-                        self._start_resolve(task_id, child, tentative=(job, index))
-                    del job.tasks[index]
-                    job.ok_resolved += 1
-                    progressed = True
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
             statuses, _ = await self._describe(child_ids)
@@ -899,8 +980,36 @@ class JobEngine:
                     job.failed_resolved += 1
                 progressed = True
         if not job.tasks:
-            del self._jobs[job.job_id]
+            self._untrack(job)
         return progressed
+
+    # --- usage --------------------------------------------------------------------------------------------------
+
+    def _note_usage(self, job: _Job, status: JobStatus) -> None:
+        """Take what a describe of ``job`` says for the usage log: an array parent's queue and resources (its
+        children are recorded from their results), or a finished single job's own figures."""
+        if status.array_summary is not None or job.is_array:
+            if not job.parent_described:
+                job.parent_described = True
+                self._usage.parent_described(job.job_id, status.usage or self._known_usage(job))
+        elif status.state.is_final:
+            job.described_final = True
+            job.final_usage = status.usage
+
+    def _known_usage(self, job: _Job) -> JobUsage:
+        """What the adapter itself knows of a job, for backends whose describe reports no usage."""
+        return JobUsage(queue=job.queue, vcpus=float(job.resources.vcpus or 0),
+                        memory_mib=job.resources.memory_mib or 0, gpus=job.resources.gpus or 0)  # fmt: skip
+
+    def _settle_job_usage(self, job: _Job, status: JobStatus | None) -> None:
+        """A job no longer tracked got its usage describe (or ran out of tries): record what waited for it."""
+        del self._usage_jobs[job.job_id]
+        if not job.parent_described and job.is_array:
+            job.parent_described = True
+            self._usage.parent_described(job.job_id, self._known_usage(job))
+        for task_id, outcome in job.usage_pending:
+            self._usage.record(job.job_id, [task_id], outcome, job.final_usage)
+        job.usage_pending.clear()
 
     def _keep_stored(self, task_id: str) -> None:
         """A task waiting to be sent again finished: its result stays stored for the re-send, within the grace."""
@@ -949,9 +1058,10 @@ class JobEngine:
         # Stop it anyway, in case it still runs somewhere the backend no longer reports.
         await self._cancel_job("(vanished)", job.job_id, None, "Vanished from the adapter's view")
 
-    def _read_result(self, task_id: str, status: JobStatus) -> TaskOutcome | None:
+    def _read_result(self, task_id: str, status: JobStatus) -> tuple[TaskOutcome, JobUsage] | None:
         """Blocking: fetch and check the result object (signature, task, and this submission's nonce when the
-        adapter submitted the job); None when there is none. Raises ResultRejectedError."""
+        adapter submitted the job); None when there is none. With the outcome, what the runner measured for the usage
+        log. Raises ResultRejectedError."""
         key = result_key(task_id)
         try:
             data = self._store.get(key)
@@ -965,7 +1075,16 @@ class JobEngine:
             self._read_results.append((time.monotonic(), task_id))  # deleted once handed over (see settings)
         logger.info("task %s: %s from job %s attempt %d (ran %.3fs)", task_id, envelope.status, status.job_id,
                     envelope.attempt, envelope.duration_seconds)  # fmt: skip
-        return TaskOutcome(envelope.status == "success", envelope.body)
+        ran = envelope.started_at is not None and envelope.stopped_at is not None
+        measured = JobUsage(
+            compute=self._backend.compute_kind(envelope.compute_environment),
+            compute_environment=envelope.compute_environment,
+            attempts=envelope.attempt,
+            started_at=envelope.started_at,
+            stopped_at=envelope.stopped_at,
+            run_seconds=max(0.0, (envelope.stopped_at or 0.0) - (envelope.started_at or 0.0)) if ran else 0.0,
+        )
+        return TaskOutcome(envelope.status == "success", envelope.body), measured
 
     def _forget_uploads(self, keys: Sequence[str]) -> None:
         """Stored objects found tampered with or corrupt: upload them again for the next task that needs them."""
@@ -973,7 +1092,7 @@ class JobEngine:
             if self._uploaded.pop(key, None) is not None:
                 logger.warning("stored object %s did not match its digest; it will be uploaded again", key)
 
-    def _start_resolve(self, task_id: str, status: JobStatus, *, tentative: tuple[_Job, int] | None = None) -> None:
+    def _start_resolve(self, task_id: str, status: JobStatus, *, tentative: _Tentative | None = None) -> None:
         """Read the task's result in the background: concurrent with other reads and with the next round."""
         resolving = asyncio.create_task(
             self._resolve(task_id, status, tentative=tentative), name=f"resolve-{task_id[:12]}"
@@ -990,17 +1109,19 @@ class JobEngine:
         if not self._resolving:
             self._results.flush()  # the burst of reads is over: delete its results now, in as few calls as possible
 
-    async def _resolve(self, task_id: str, status: JobStatus, *, tentative: tuple[_Job, int] | None = None) -> None:
-        """Finish the task from its result or from the job's failure. With ``tentative`` (an array child seen only
-        through the parent's summary), a result that fails its checks puts the child back into its job instead."""
+    async def _resolve(self, task_id: str, status: JobStatus, *, tentative: _Tentative | None = None) -> None:
+        """Finish the task from its result or from the job's failure. With ``tentative`` (a task whose result was
+        listed, its job not described), a result that fails its checks, or is gone, puts the task back into its
+        job instead: the job's own final state decides."""
         task = self._tasks.get(task_id)
         if task is None:
             return
         pause = 0.5
+        read: tuple[TaskOutcome, JobUsage] | None = None
         outcome: TaskOutcome | None = None
         while True:
             try:
-                outcome = await self._results.call(self._read_result, task_id, status)
+                read = await self._results.call(self._read_result, task_id, status)
             except StoreUnavailableError as exc:  # throttled (SlowDown), 5xx, credentials: read it again later
                 logger.warning("task %s: reading its result failed, retrying in %.1fs: %s", task_id, pause, exc)
                 self.stats["result:retried"] += 1
@@ -1014,14 +1135,18 @@ class JobEngine:
             except ResultRejectedError as exc:
                 logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
                 if tentative is not None:
-                    job, index = tentative
-                    job.tasks[index] = task_id
-                    job.ok_resolved -= 1
-                    self._jobs.setdefault(job.job_id, job)
+                    self._put_back(task_id, *tentative)
                     return
                 outcome = TaskOutcome(False, pickle.dumps(exc))
             break
-        if outcome is None:
+        if read is None and outcome is None and tentative is not None:  # listed, then gone: the job decides
+            self._put_back(task_id, *tentative)
+            return
+        if read is not None:
+            outcome, measured = read
+            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
+            self._record_usage(task_id, status, kind, measured, tentative)
+        elif outcome is None:
             if status.state is JobState.SUCCEEDED:
                 error: JobFailedError = ResultMissingError(
                     f"job {status.job_id} SUCCEEDED but its result {result_key(task_id)} is missing from "
@@ -1040,11 +1165,36 @@ class JobEngine:
                     self._forget_uploads(task.uploads)
             logger.warning("task %s: %s", task_id, str(error).splitlines()[0])
             outcome = TaskOutcome(False, pickle.dumps(error))
-            kind = Outcome.JOB_FAILED
+            self._usage.record(status.job_id, [task_id], Outcome.JOB_FAILED, status.usage)
         else:
-            kind = Outcome.SUCCESS if outcome.success else Outcome.TASK_ERROR
-        self._usage.record(status.job_id, [task_id], kind, status.usage)
+            self._usage.record(status.job_id, [task_id], Outcome.JOB_FAILED, status.usage)
         self._finish(task_id, outcome)
+
+    def _put_back(self, task_id: str, job: _Job, index: int | None) -> None:
+        """A listed result was refused or is gone: the task waits in its job again, for the job's final state."""
+        job.tasks[index] = task_id
+        job.ok_resolved -= 1
+        job.refused.add(index)
+        self._usage_jobs.pop(job.job_id, None)
+        self._jobs.setdefault(job.job_id, job)
+        self._describe_due = 0.0  # the job's describe decides now: do not wait for the backed-off interval
+        self._wake_reconciler.set()
+
+    def _record_usage(
+        self, task_id: str, status: JobStatus, kind: Outcome, measured: JobUsage, tentative: _Tentative | None
+    ) -> None:
+        """Usage of a task resolved from its result: a described job's own figures; an array child's from its
+        runner and its parent's describe; a single job's once its describe (owed, see _untrack) says final."""
+        if tentative is None:
+            self._usage.record(status.job_id, [task_id], kind, status.usage)
+            return
+        job, index = tentative
+        if index is not None:
+            self._usage.record_child(status.job_id, task_id, kind, measured)
+        elif job.job_id in self._usage_jobs:
+            job.usage_pending.append((task_id, kind))
+        else:
+            self._usage.record(job.job_id, [task_id], kind, job.final_usage)
 
     def _moved_to_on_demand(self, task: _Task, status: JobStatus) -> bool:
         """After enough Spot reclaims, queue the task again for the On-Demand queue instead of failing it."""

@@ -65,6 +65,8 @@ class JobContext:
     job_id: str
     attempt: int
     array_index: int | None
+    compute_environment: str | None = None  # Batch sets AWS_BATCH_CE_NAME; the usage log reports it
+    started_at: float = dataclasses.field(default_factory=time.time)  # epoch: the job's start, for the usage log
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> JobContext:
@@ -73,6 +75,7 @@ class JobContext:
             job_id=env.get("AWS_BATCH_JOB_ID", "local"),
             attempt=int(env.get("AWS_BATCH_JOB_ATTEMPT", "1") or "1"),
             array_index=int(index) if index not in (None, "") else None,
+            compute_environment=env.get("AWS_BATCH_CE_NAME") or None,
         )
 
 
@@ -195,6 +198,9 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
         attempt=context.attempt,
         duration_seconds=time.monotonic() - started,
         bad_objects=tuple(sorted(blobs.bad_objects)),
+        started_at=context.started_at,
+        stopped_at=time.time(),
+        compute_environment=context.compute_environment,
     )
 
 
@@ -260,12 +266,20 @@ def run(value: str, context: JobContext, keys: KeyRing, env: Mapping[str, str] |
     for entry in tasks:
         key = result_key(entry.task_id)
         try:
-            if _earlier_attempt_delivered(result_store, key, entry, payload):
-                # Batch runs jobs at least once: an earlier attempt already delivered this task.
+            # Batch runs jobs at least once: a later attempt first looks for an earlier attempt's result. A first
+            # attempt has none to find, so it looks only when its create-only write finds the key taken.
+            if context.attempt > 1 and _earlier_attempt_delivered(result_store, key, entry, payload):
                 logger.info("task %s: result already stored by an earlier attempt, skipping", entry.task_id)
                 continue
             result = _run_one(entry, payload, blobs, context)
-            written = result_store.put_if_absent(key, result.encode(payload.reply_keys))
+            encoded = result.encode(payload.reply_keys)
+            written = result_store.put_if_absent(key, encoded)
+            if (
+                not written
+                and context.attempt == 1
+                and not _earlier_attempt_delivered(result_store, key, entry, payload)
+            ):
+                written = result_store.put_if_absent(key, encoded)  # what was there was not ours, and is gone now
         except StoreError as exc:
             logger.error("task %s: cannot reach the store: %s", entry.task_id, exc)
             return EXIT_STORE

@@ -131,6 +131,7 @@ def read_key_file(path: pathlib.Path) -> KeyRing:
 SECRET_CACHE_SECONDS: Final = 60.0
 _secret_cache: dict[tuple[str | None, ...], tuple[float, KeyRing]] = {}
 _secret_cache_lock = threading.Lock()
+_secret_fetch_locks: dict[tuple[str | None, ...], threading.Lock] = {}
 
 
 def read_secret(
@@ -140,15 +141,19 @@ def read_secret(
     endpoint instead of the process environment (a runner in a thread of another process)."""
     names = ("AWS_ACCESS_KEY_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
     cache_key = (secret_id, region, endpoint_url, *(None if env is None else env.get(name) for name in names))
-    now = time.monotonic()
     with _secret_cache_lock:
-        cached = _secret_cache.get(cache_key)
-    if cached is not None and now - cached[0] < SECRET_CACHE_SECONDS:
-        return cached[1]
-    ring = _fetch_secret(secret_id, region=region, endpoint_url=endpoint_url, env=env)
-    with _secret_cache_lock:
-        _secret_cache[cache_key] = (now, ring)
-    return ring
+        fetching = _secret_fetch_locks.setdefault(cache_key, threading.Lock())
+    # One fetch at a time per secret: many runners starting at once in one process (an emulator's threads) share it.
+    with fetching:
+        now = time.monotonic()
+        with _secret_cache_lock:
+            cached = _secret_cache.get(cache_key)
+        if cached is not None and now - cached[0] < SECRET_CACHE_SECONDS:
+            return cached[1]
+        ring = _fetch_secret(secret_id, region=region, endpoint_url=endpoint_url, env=env)
+        with _secret_cache_lock:
+            _secret_cache[cache_key] = (now, ring)
+        return ring
 
 
 def _fetch_secret(

@@ -17,7 +17,7 @@ import enum
 import json
 import logging
 import pathlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Final
 
 logger = logging.getLogger(__name__)
@@ -340,22 +340,36 @@ def read_usage_log(path: str) -> list[UsageRecord]:
 
 #: Array children's job ids are ``f"{parent_id}:{index}"`` on every backend.
 ARRAY_CHILD_SEPARATOR: Final = ":"
-#: Describe ``job_ids`` (at most ``describe_batch`` of them) and return their usage, for deferred array children;
-#: None for a job not final yet (its result can be stored a moment before Batch marks it SUCCEEDED).
-DescribeUsage = Callable[[Sequence[str]], Awaitable[Mapping[str, JobUsage | None]]]
+#: Parents whose describe is remembered for children still to come (a result refused and re-read, a late child).
+_REMEMBERED_PARENTS: Final = 4096
+
+
+def child_usage(parent: JobUsage, measured: JobUsage) -> JobUsage:
+    """An array child's usage without describing it: queue, resources and creation time from its parent's describe,
+    where and how long it ran from its runner (``measured``: the result's times, attempt and compute environment).
+    The runner's times lie within the container's, so the run time leaves out the container's own start."""
+    return dataclasses.replace(
+        measured,
+        queue=parent.queue,
+        vcpus=parent.vcpus,
+        memory_mib=parent.memory_mib,
+        gpus=parent.gpus,
+        created_at=parent.created_at,
+    )
 
 
 class UsageRecorder:
     """Collects a record per finished job, appends it to the log file (if any) and keeps the totals.
 
-    Array children resolved from their result objects carry no DescribeJobs data; they are deferred and described in
-    batches (:meth:`settle`): one DescribeJobs call per ``describe_batch`` children, once their array is done.
+    An array child resolved from its result object is not described (that would be one DescribeJobs call per 100
+    children): :meth:`record_child` combines what its runner measured with its parent's describe
+    (:meth:`parent_described`), which the engine makes anyway; children wait for that describe, not for their own.
     """
 
-    def __init__(self, log_path: str | None, prices: PriceTable = DEFAULT_PRICES, describe_batch: int = 100) -> None:
+    def __init__(self, log_path: str | None, prices: PriceTable = DEFAULT_PRICES) -> None:
         self.summary = UsageSummary(prices)
-        self._describe_batch = describe_batch
-        self._deferred: dict[str, tuple[str, Outcome]] = {}  # child job id -> (task id, outcome)
+        self._parents: dict[str, JobUsage] = {}  # described array parents (insertion order: oldest first)
+        self._waiting: dict[str, list[tuple[str, str, Outcome, JobUsage]]] = {}  # parent -> children to record
         self._file: IO[str] | None = None
         if log_path is not None:
             try:
@@ -364,12 +378,26 @@ class UsageRecorder:
                 raise ValueError(f"--usage-log {log_path}: cannot open for appending ({exc.strerror})") from exc
 
     def record(self, job_id: str, task_ids: Sequence[str], outcome: Outcome, usage: JobUsage | None) -> None:
-        """A finished job. An array child (``parent:index``) without ``usage`` (resolved from its result object, not
-        described) is deferred to :meth:`settle`; a job whose backend reports no usage is recorded as unknown."""
-        if usage is None and ARRAY_CHILD_SEPARATOR in job_id and len(task_ids) == 1:
-            self._deferred[job_id] = (task_ids[0], outcome)
-            return
+        """A finished job as its backend described it (unknown usage when the backend says nothing)."""
         self._write(UsageRecord(job_id, tuple(task_ids), outcome, usage or JobUsage()))
+
+    def record_child(self, job_id: str, task_id: str, outcome: Outcome, measured: JobUsage) -> None:
+        """An array child (``parent:index``) resolved from its result; recorded once its parent is described."""
+        parent_id = job_id.split(ARRAY_CHILD_SEPARATOR, 1)[0]
+        parent = self._parents.get(parent_id)
+        if parent is None:
+            self._waiting.setdefault(parent_id, []).append((job_id, task_id, outcome, measured))
+            return
+        self._write(UsageRecord(job_id, (task_id,), outcome, child_usage(parent, measured)))
+
+    def parent_described(self, parent_id: str, usage: JobUsage) -> None:
+        """The array parent's queue, resources and creation time: record its waiting children."""
+        self._parents.pop(parent_id, None)
+        self._parents[parent_id] = usage
+        while len(self._parents) > _REMEMBERED_PARENTS:
+            del self._parents[next(iter(self._parents))]
+        for job_id, task_id, outcome, measured in self._waiting.pop(parent_id, []):
+            self._write(UsageRecord(job_id, (task_id,), outcome, child_usage(usage, measured)))
 
     def _write(self, record: UsageRecord) -> None:
         self.summary.add(record)
@@ -377,35 +405,23 @@ class UsageRecorder:
             self._file.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
 
     @property
-    def deferred(self) -> int:
-        return len(self._deferred)
+    def waiting_parents(self) -> list[str]:
+        """Array parents whose children wait for the parent's describe."""
+        return list(self._waiting)
 
-    async def settle(self, describe: DescribeUsage, *, active_parents: set[str] | None = None) -> None:
-        """Describe deferred children: all of them when ``active_parents`` is None (at exit), otherwise the ones
-        whose array the engine no longer tracks, or all once a full batch waits. Children not final yet stay."""
-        ready = [
-            job_id
-            for job_id in self._deferred
-            if active_parents is None or job_id.split(ARRAY_CHILD_SEPARATOR, 1)[0] not in active_parents
-        ]
-        if active_parents is not None and len(self._deferred) >= self._describe_batch:
-            ready = list(self._deferred)
-        for start in range(0, len(ready), self._describe_batch):
-            chunk = ready[start : start + self._describe_batch]
-            found = await describe(chunk)
-            for job_id in chunk:
-                usage = found.get(job_id)
-                if usage is None:
-                    continue  # not described this time, or not final yet: the next round asks again
-                task_id, outcome = self._deferred.pop(job_id)
-                self._write(UsageRecord(job_id, (task_id,), outcome, usage))
+    @property
+    def waiting(self) -> int:
+        return sum(len(children) for children in self._waiting.values())
 
     def flush_unknown(self) -> int:
-        """Record what is still deferred with unknown usage (at exit, when describing took too long)."""
-        left = len(self._deferred)
-        for job_id, (task_id, outcome) in list(self._deferred.items()):
-            self._write(UsageRecord(job_id, (task_id,), outcome, JobUsage()))
-        self._deferred.clear()
+        """Record the children still waiting with what their runners measured only (at exit, when their parent
+        could not be described in time): no queue or resources, rather than no record."""
+        left = 0
+        for children in self._waiting.values():
+            for job_id, task_id, outcome, measured in children:
+                self._write(UsageRecord(job_id, (task_id,), outcome, measured))
+                left += 1
+        self._waiting.clear()
         return left
 
     def close(self) -> None:

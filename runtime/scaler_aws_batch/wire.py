@@ -346,6 +346,11 @@ class TaskResultEnvelope:
     duration_seconds: float = 0.0
     #: Stored blobs the runner found not matching their digest: the adapter uploads them again.
     bad_objects: tuple[str, ...] = ()
+    #: For the usage log without a DescribeJobs call per array child: when the runner started and wrote this result
+    #: (epoch seconds) and the compute environment it ran in (``AWS_BATCH_CE_NAME``; None elsewhere).
+    started_at: float | None = None
+    stopped_at: float | None = None
+    compute_environment: str | None = None
 
     def encode(self, keys: KeyRing) -> bytes:
         header = {
@@ -356,6 +361,9 @@ class TaskResultEnvelope:
             "attempt": self.attempt,
             "duration_seconds": round(self.duration_seconds, 6),
             "bad_objects": list(self.bad_objects),
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "compute_environment": self.compute_environment,
         }
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
         signed = _PREFIX.pack(RESULT_MAGIC, RESULT_VERSION, len(header_bytes)) + header_bytes + self.body
@@ -396,6 +404,9 @@ def decode_result(
             attempt=int(header.get("attempt", 0)),
             duration_seconds=float(header.get("duration_seconds", 0.0)),
             bad_objects=tuple(str(key) for key in header.get("bad_objects", ())),
+            started_at=_optional_float(header.get("started_at")),
+            stopped_at=_optional_float(header.get("stopped_at")),
+            compute_environment=str(header["compute_environment"]) if header.get("compute_environment") else None,
         )
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise rejected(f"its header is unreadable ({type(exc).__name__})") from exc
@@ -406,6 +417,14 @@ def decode_result(
     if status not in ("success", "failure"):
         raise rejected(f"unknown status {status!r}")
     return envelope
+
+
+def _optional_float(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
 
 
 def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes], keys: KeyRing) -> tuple[str, ...]:

@@ -45,8 +45,18 @@ class WorkerSettings(Settings):
     )
     array_window: float | None = setting(
         None,
-        "Seconds tasks are gathered before being submitted together as one array job.",
+        "Seconds tasks are gathered before being submitted together as one array job: each new task extends the "
+        "window, and the first task waits at most 2 s, a bound that doubles (up to 10 s) while a stream of tasks "
+        "lasts, so that a large `map` becomes a few large arrays.",
         default_text="0.02 local, 0.5 AWS, 0.5 Slurm",
+    )
+    describe_interval: float | None = setting(
+        None,
+        "The longest time between two describe calls (DescribeJobs on AWS) while jobs run. Results are found by "
+        "listing the store every round, without a Batch call; describe calls report what results cannot: jobs that "
+        "failed without a result (timeouts, out of memory, crashes), RUNNABLE jobs, and usage. They start at the "
+        "backend's poll interval when jobs start and back off to this bound.",
+        default_text="0.5 local, 10 AWS, 5 Slurm",
     )
     queue_size: int = setting(
         0,
@@ -139,6 +149,11 @@ class WorkerSettings(Settings):
             raise ValueError(
                 f"adapter_id takes 1-40 letters, digits or '-' ({where(WorkerSettings, 'adapter_id')}), "
                 f"got {self.adapter_id!r}"
+            )
+        if self.describe_interval is not None and self.describe_interval <= 0:
+            raise ValueError(
+                f"describe_interval must be positive ({where(WorkerSettings, 'describe_interval')}), "
+                f"got {self.describe_interval}"
             )
         if self.array_window is not None and self.array_window < 0:
             raise ValueError(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
 from scaler_aws_batch.limits import container_overrides_length, render_command
-from scaler_aws_batch.usage import JobUsage
+from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 if TYPE_CHECKING:
     from scaler_aws_batch.capabilities import ComputeCapacity
@@ -224,6 +224,10 @@ class JobBackend(abc.ABC):
         jobs report none."""
         del name_prefix, queues
         return []
+
+    def compute_kind(self, compute_environment: str | None) -> ComputeKind:
+        """How a job that ran in ``compute_environment`` (as its runner reports it) is billed, for the usage log."""
+        return ComputeKind.UNKNOWN
 
     def log_tail(self, job_id: str, lines: int) -> list[str]:
         """The job's last log lines, for error messages. Backends without logs return nothing."""

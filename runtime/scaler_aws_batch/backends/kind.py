@@ -48,6 +48,8 @@ class BackendKind(Generic[S]):
     poll_interval_min_seconds: float = 0.5
     poll_interval_max_seconds: float = 5.0
     array_window_seconds: float = 0.5
+    #: The longest time between two describe calls while jobs run (results are found by listing the store).
+    describe_interval_max_seconds: float = 5.0
     #: The shortest job timeout the backend accepts.
     min_timeout_seconds: int = 1
     #: Reads the settings from flags, environment and the config file's table; backends with another source

@@ -50,6 +50,7 @@ from scaler_aws_batch.backends.base import resource_requirements as base_resourc
 from scaler_aws_batch.capabilities import ComputeCapacity
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_INTERRUPTION_PREFIXES
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
+from scaler_aws_batch.usage import ComputeKind
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.client import BatchClient
@@ -280,7 +281,8 @@ class AwsBatchBackend(JobBackend):
         for job in response.get("jobs", []):
             status = self._job_status(job)
             if status is not None and status.job_id in wanted:
-                if status.state.is_final and status.array_summary is None:
+                # A finished job's usage; an array parent's at any time (its children's queue and resources).
+                if status.state.is_final or status.array_summary is not None:
                     usage = job_usage(cast("Mapping[str, Any]", job), self._placements)
                     status = dataclasses.replace(status, usage=usage)
                 statuses[status.job_id] = status
@@ -307,6 +309,9 @@ class AwsBatchBackend(JobBackend):
             # policy lacks batch:DescribeComputeEnvironments.
             logger.warning("usage: cannot read compute environments, compute kind will be 'unknown': %s", exc)
             return environments
+
+    def compute_kind(self, compute_environment: str | None) -> ComputeKind:
+        return self._placements.by_environment(compute_environment) if compute_environment else ComputeKind.UNKNOWN
 
     def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
         if state is not None and state.is_final:

@@ -340,6 +340,8 @@ KIND = BackendKind(
     settings=AwsBatchSettings,
     build=build_aws_batch,
     min_timeout_seconds=MIN_TIMEOUT_SECONDS,
+    # DescribeJobs shares the account's Batch API budget; results arrive through S3 listings meanwhile.
+    describe_interval_max_seconds=10.0,
     load=load_aws_batch_settings,
 )
 

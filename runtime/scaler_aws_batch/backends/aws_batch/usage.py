@@ -44,27 +44,37 @@ class ComputePlacements:
         self._clock = clock
         self._lock = threading.Lock()
         self._by_cluster: dict[str, tuple[ComputeKind, str | None]] = {}
+        self._by_environment: dict[str, tuple[ComputeKind, str | None]] = {}
         self._refreshed_at: float | None = None
 
     def __call__(self, cluster: str) -> tuple[ComputeKind, str | None]:
+        return self._lookup(self._by_cluster, cluster)
+
+    def by_environment(self, name: str) -> ComputeKind:
+        """The compute kind of the environment named ``name`` (what a job's runner reads from ``AWS_BATCH_CE_NAME``)."""
+        return self._lookup(self._by_environment, name)[0]
+
+    def _lookup(self, table: Mapping[str, tuple[ComputeKind, str | None]], key: str) -> tuple[ComputeKind, str | None]:
         with self._lock:
-            found = self._by_cluster.get(cluster)
+            found = table.get(key)
             now = self._clock()
             if found is None and (self._refreshed_at is None or now - self._refreshed_at >= REFRESH_INTERVAL_SECONDS):
                 self._refreshed_at = now
                 self._refresh()
-                found = self._by_cluster.get(cluster)
+                found = table.get(key)
             return found if found is not None else (ComputeKind.UNKNOWN, None)
 
     def _refresh(self) -> None:
         for environment in self._describe():
-            arn = environment.get("ecsClusterArn")
-            if not arn:
-                continue
             kind = ComputeKind.from_compute_environment(
                 environment.get("type"), (environment.get("computeResources") or {}).get("type")
             )
-            self._by_cluster[str(arn).rsplit("/", 1)[-1]] = (kind, environment.get("computeEnvironmentName"))
+            name = environment.get("computeEnvironmentName")
+            if name:
+                self._by_environment[str(name)] = (kind, str(name))
+            arn = environment.get("ecsClusterArn")
+            if arn:
+                self._by_cluster[str(arn).rsplit("/", 1)[-1]] = (kind, name)
 
 
 def _seconds(milliseconds: object) -> float | None:

@@ -237,6 +237,9 @@ class LocalProcessBackend(JobBackend):
                 if job.log_handle is not None:
                     job.log_handle.close()
 
+    def compute_kind(self, compute_environment: str | None) -> ComputeKind:
+        return ComputeKind.LOCAL
+
     # --- internals ----------------------------------------------------------------------------------------------
 
     def _add(self, job_id: str, argv: list[str], env: dict[str, str], timeout: int, resources: Resources) -> None:

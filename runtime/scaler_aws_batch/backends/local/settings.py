@@ -79,4 +79,5 @@ KIND = BackendKind(
     poll_interval_min_seconds=0.02,
     poll_interval_max_seconds=0.5,
     array_window_seconds=0.02,
+    describe_interval_max_seconds=0.5,  # describing local processes costs nothing
 )
