@@ -86,8 +86,8 @@ def scaler_with_adapter(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Parallel runs (pytest-xdist, ``--dist loadgroup``): the tests that share a module-scoped fixture's instance run
     on one worker, in order, so that the fixture (a CDK synth, a harness with its scheduler and adapter) is built once
-    per run; one group per parameter of such a fixture (``harness[slurm]``). A module marked ``spread`` builds its
-    cheap module fixture on each worker it lands on instead, and its tests spread over the workers."""
+    per run; one group per parameter of such a fixture (``test_e2e:harness=slurm``). A module marked ``spread``
+    builds its cheap module fixture on each worker it lands on instead, and its tests spread over the workers."""
     for item in items:
         if not isinstance(item, pytest.Function) or item.get_closest_marker("spread"):
             continue
@@ -99,7 +99,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         callspec = getattr(item, "callspec", None)
         params = [f"{name}={callspec.params[name]}" for name in shared if callspec and name in callspec.params]
-        item.add_marker(pytest.mark.xdist_group(item.module.__name__ + (f"[{','.join(params)}]" if params else "")))
+        # No "]" at the end: pytest-xdist would take the group for part of a parametrized test's id.
+        item.add_marker(pytest.mark.xdist_group(":".join([item.module.__name__, *params])))
 
 
 #: Set (CI does, in .ci/run) to make a missing Slurm a test failure instead of a skip.
