@@ -647,8 +647,12 @@ class JobEngine:
                 still_coming = self._pending_last[key] + self._settings.array_window_seconds > now
                 ids = [task_id for task_id in self._pending.pop(key) if task_id in self._tasks]
                 del self._pending_since[key], self._pending_last[key]
-                if still_coming:  # cut by the bound while tasks kept arriving: gather longer next time
+                # Cut by the bound while tasks kept arriving: gather longer next time. A pause (the scheduler hands
+                # tasks over in bursts) halves it again, so that one gap does not undo a long stream's arrays.
+                if still_coming:
                     self._max_wait[key] = min(2 * self._max_wait_for(key), self._settings.array_max_wait_cap_seconds)
+                elif self._max_wait_for(key) / 2 > self._settings.array_max_wait_seconds:
+                    self._max_wait[key] = self._max_wait_for(key) / 2
                 else:
                     self._max_wait.pop(key, None)
                 for start in range(0, len(ids), self._settings.max_array_size):
