@@ -43,8 +43,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.spread]
 
 #: The adapter's own credentials: distinct from the jobs', so a fault can expire only the adapter's.
 ADAPTER_ENV = {"AWS_ACCESS_KEY_ID": "adapter", "AWS_SECRET_ACCESS_KEY": "adapter", "AWS_DEFAULT_REGION": "us-east-1"}
-#: Scaler re-sends a dead worker's tasks after its worker timeout (60 s by default); shortened so trials stay quick.
-WORKER_TIMEOUT_SECONDS = 5
+#: Scaler re-sends a dead worker's tasks after its worker timeout (60 s by default); shortened so trials stay quick,
+#: but not below what a live adapter (heartbeat every second) can miss on a loaded machine: at 5 s, two test runs at
+#: once had live adapters declared dead, their tasks run twice and their results refused.
+WORKER_TIMEOUT_SECONDS = 15
 LIVE_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 _DELIVERED = re.compile(r"task ([0-9a-f]+): (?:success|failure) after")
 _STOPPED_AT_SHUTDOWN = re.compile(r"shutdown: stopped \d+ job\(s\): ([^;\n]+)")
