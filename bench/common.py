@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from scaler import Client
 
-from batch_emulator import BatchEmulator, EmulatorConfig
+from batch_emulator import EmulatorConfig
+from bench.emulator_process import EmulatorProcess
 
 BUCKET = "scaler-bench-bucket"
 PREFIX = "scaler-tasks"
@@ -52,7 +53,7 @@ class Cluster:
 
     setup: str
     client: Client
-    emulator: BatchEmulator | None
+    emulator: EmulatorProcess | None
     #: The adapter's process, whose CPU time and peak RSS are measured (None: Scaler's native workers).
     adapter_pid: int | None
     log_paths: list[pathlib.Path]
@@ -80,8 +81,8 @@ def api_snapshot(cluster: Cluster) -> dict[str, Any]:
     """Batch calls by operation and S3 requests by requester (adapter, jobs) since the last reset."""
     if cluster.emulator is None:
         return {"batch": {}, "batch_throttled": {}, "max_describe_ids": 0, "s3_adapter": {}, "s3_jobs": {}}
-    batch = cluster.emulator.api_calls.snapshot()
-    s3 = cluster.emulator.s3_requests.snapshot()
+    counters = cluster.emulator.control.counters()
+    batch, s3 = counters["batch"], counters["s3"]
     return {
         "batch": dict(sorted(batch["calls"].items())),
         "batch_throttled": dict(sorted(batch["throttled"].items())),
@@ -93,14 +94,19 @@ def api_snapshot(cluster: Cluster) -> dict[str, Any]:
 
 def reset_counters(cluster: Cluster) -> None:
     if cluster.emulator is not None:
-        cluster.emulator.reset_api_calls()
+        cluster.emulator.control.reset_counters()
 
 
 def failed_jobs(cluster: Cluster) -> int:
     """Jobs (array children counted) that ended FAILED so far."""
     if cluster.emulator is None:
         return 0
-    return cluster.emulator.job_status_counts().get("FAILED", 0)
+    return cluster.emulator.control.job_status_counts().get("FAILED", 0)
+
+
+def set_throttle_rate(cluster: Cluster, rate: float) -> None:
+    if cluster.emulator is not None:
+        cluster.emulator.control.set_throttle_rate(rate)
 
 
 def load_average() -> list[float]:

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 
 from scaler import Client
 
-from batch_emulator import BatchEmulator
-from batch_emulator.standalone import create_signing_secret
 from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster
+from bench.emulator_process import EmulatorProcess
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
@@ -38,17 +37,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def cluster(emulator: BatchEmulator, work_dir: pathlib.Path, name: str = NAME) -> Iterator[Cluster]:
+def cluster(emulator: EmulatorProcess, work_dir: pathlib.Path, name: str = NAME) -> Iterator[Cluster]:
     """A fresh scheduler and one adapter process on ``emulator``; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
     # The signing secret and the job definition the CDK stack creates (`scaler-batch run-job --payload Ref::payload`,
     # naming the secret in its environment).
-    secret, _ = create_signing_secret(emulator, f"ours-signing-{uuid.uuid4().hex[:8]}")
-    queue, job_definition = emulator.create_queue_and_job_definition(
+    control = emulator.control
+    secret = control.create_signing_secret(f"ours-signing-{uuid.uuid4().hex[:8]}")
+    queue, job_definition = control.create_queue_and_job_definition(
         job_definition_name="ours-job", retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600,
         environment={SIGNING_SECRET_ENV: secret},
     )  # fmt: skip
-    emulator.client("s3").create_bucket(Bucket=BUCKET)
+    control.create_bucket(BUCKET)
     scheduler_log = work_dir / "scheduler.log"
     adapter_log = work_dir / "adapter.log"
     with EmbeddedScheduler(log_path=str(scheduler_log)) as scheduler, adapter_log.open("wb") as log:

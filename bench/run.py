@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
-from batch_emulator import BatchEmulator
 from bench import native, ours, scenarios, stock
 from bench.common import Cluster, EmulatorSettings, describe_error, load_average
+from bench.emulator_process import EmulatorProcess
 
 Scenario = Callable[[Cluster], dict[str, Any]]
 #: Free ports are picked, then bound: on a busy machine another program may take one in between.
@@ -42,13 +42,13 @@ SETUP_ATTEMPTS = 2
 class Setup:
     name: str
     emulator: EmulatorSettings | None
-    start: Callable[[BatchEmulator | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]
+    start: Callable[[EmulatorProcess | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]
 
 
 def _on_emulator(
-    factory: Callable[[BatchEmulator, pathlib.Path], contextlib.AbstractContextManager[Cluster]],
-) -> Callable[[BatchEmulator | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]:
-    def start(emulator: BatchEmulator | None, work_dir: pathlib.Path) -> contextlib.AbstractContextManager[Cluster]:
+    factory: Callable[[EmulatorProcess, pathlib.Path], contextlib.AbstractContextManager[Cluster]],
+) -> Callable[[EmulatorProcess | None, pathlib.Path], contextlib.AbstractContextManager[Cluster]]:
+    def start(emulator: EmulatorProcess | None, work_dir: pathlib.Path) -> contextlib.AbstractContextManager[Cluster]:
         assert emulator is not None
         return factory(emulator, work_dir)
 
@@ -120,7 +120,7 @@ def _session(setup: Setup, work_dir: pathlib.Path) -> Iterator[Cluster]:
         with setup.start(None, work_dir) as cluster:
             yield cluster
         return
-    with BatchEmulator(setup.emulator.config()) as emulator, setup.start(emulator, work_dir) as cluster:
+    with EmulatorProcess(setup.emulator.config()) as emulator, setup.start(emulator, work_dir) as cluster:
         yield cluster
 
 

@@ -21,6 +21,7 @@ from bench.common import (
     load_average,
     process_usage,
     reset_counters,
+    set_throttle_rate,
 )
 
 T = TypeVar("T")
@@ -106,8 +107,7 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
     reset_counters(cluster)
     failed_before = failed_jobs(cluster)
     usage = _Usage(cluster)
-    if cluster.emulator is not None:
-        cluster.emulator.faults.throttle_rate = throttle_rate
+    set_throttle_rate(cluster, throttle_rate)
     started = time.monotonic()
     try:
         futures = [cluster.client.submit(abs, -index) for index in range(1, tasks + 1)]
@@ -121,8 +121,7 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
                 continue
         done = {future for future in futures if future.done()}
     finally:
-        if cluster.emulator is not None:
-            cluster.emulator.faults.throttle_rate = 0.0
+        set_throttle_rate(cluster, 0.0)
     seconds = time.monotonic() - started
     wrong = [
         index

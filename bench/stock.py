@@ -23,8 +23,8 @@ from scaler import Client
 from scaler.config.types.address import AddressConfig
 from scaler.worker_manager.proxy.aws_batch.worker import create_aws_batch_worker
 
-from batch_emulator import BatchEmulator
 from bench.common import AWS_ENV, BUCKET, PREFIX, READY_TIMEOUT_SECONDS, Cluster, stdout_to
+from bench.emulator_process import EmulatorProcess
 from scaler_aws_batch.embedded import EmbeddedScheduler
 
 NAME = "stock"
@@ -63,16 +63,16 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def cluster(emulator: BatchEmulator, work_dir: pathlib.Path) -> Iterator[Cluster]:
+def cluster(emulator: EmulatorProcess, work_dir: pathlib.Path) -> Iterator[Cluster]:
     """A fresh scheduler and one Scaler AWS Batch worker process; yields once a first task has round-tripped."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    queue, job_definition = emulator.create_queue_and_job_definition(
+    queue, job_definition = emulator.control.create_queue_and_job_definition(
         job_definition_name="scaler-job",
         command=job_command(),
         parameters=DEFAULT_PARAMETERS,
         timeout_seconds=JOB_TIMEOUT_SECONDS,
     )
-    emulator.client("s3").create_bucket(Bucket=BUCKET)
+    emulator.control.create_bucket(BUCKET)
     scheduler_log = work_dir / "scheduler.log"
     with EmbeddedScheduler(log_path=str(scheduler_log)) as scheduler:
         worker = create_aws_batch_worker(

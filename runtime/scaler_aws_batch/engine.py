@@ -7,6 +7,7 @@
 - **Payload planning.** Inline while the rendered container overrides stay inside AWS's 8,192-character budget
   (measured by the backend, not guessed), gzip when that makes it fit, otherwise large blobs go to the store as
   content-addressed objects and, if still needed, the payload itself goes to the store and only a reference travels.
+  A stored array payload is indexed (:mod:`scaler_aws_batch.indexed_payload`): each child reads only its own task.
 - **One reconcile loop** for all jobs. Each round lists the results prefix once (S3 calls, no Batch call) and
   resolves every task whose result is there, single job or array child. Describe calls (in chunks of at most
   ``backend.max_describe_batch``) come less often, backing off to ``describe_interval_max_seconds``: they report
@@ -73,6 +74,7 @@ from scaler_aws_batch.errors import (
     StoreUnavailableError,
     SubmitError,
 )
+from scaler_aws_batch.indexed_payload import encode_indexed_payload
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
 from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock, take_stock
 from scaler_aws_batch.results import ResultIO
@@ -86,6 +88,7 @@ from scaler_aws_batch.wire import (
     PayloadBuilder,
     TaskBlobs,
     decode_result,
+    indexed_parameter,
     inline_parameter,
     maybe_gzip,
     ref_parameter,
@@ -195,7 +198,7 @@ class TaskOutcome:
 @dataclasses.dataclass(frozen=True)
 class PayloadPlan:
     parameter: str
-    transport: str  # inline | inline-gzip | inline+objects | ref
+    transport: str  # inline | inline-gzip | inline+objects | ref | indexed
     uploads: dict[str, bytes]
     nonce: str
 
@@ -237,6 +240,13 @@ def plan_payload(
         compressed = maybe_gzip(envelope)
         if compressed is not envelope and fits(parameter := inline_parameter(compressed)):
             return PayloadPlan(parameter, "inline-gzip" if label == "inline" else label, builder.stored_blobs, nonce)
+    if len(tasks) > 1:  # an array: each child reads only its own task (format 3, ranged reads)
+        indexed, stored_blobs = encode_indexed_payload(
+            tasks, python=settings.client_python, cloudpickle_version=settings.cloudpickle_version,
+            result_store=store_url, store_threshold=settings.store_threshold_bytes, nonce=nonce, keys=keys,
+        )  # fmt: skip
+        key = f"{PAYLOADS_PREFIX}{sha256_hex(indexed)}"
+        return PayloadPlan(indexed_parameter(key, store_url), "indexed", {**stored_blobs, key: indexed}, nonce)
     stored = maybe_gzip(envelope)
     key = f"{PAYLOADS_PREFIX}{sha256_hex(stored)}"
     uploads = {**builder.stored_blobs, key: stored}

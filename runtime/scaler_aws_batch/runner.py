@@ -36,10 +36,12 @@ from scaler_aws_batch.errors import (
     StoreError,
     UnpicklableExceptionError,
 )
+from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, read_indexed_entry
 from scaler_aws_batch.signing import KeyRing, load_job_keys
 from scaler_aws_batch.stores import ObjectStore, open_store
 from scaler_aws_batch.wire import (
     BlobRef,
+    IndexedParameter,
     InlineParameter,
     Payload,
     TaskEntry,
@@ -204,18 +206,34 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
     )
 
 
-def _load_payload(value: str, keys: KeyRing, env: Mapping[str, str] | None) -> tuple[Payload, ObjectStore | None]:
+def _load_payload(
+    value: str, keys: KeyRing, env: Mapping[str, str] | None, context: JobContext
+) -> tuple[Payload, tuple[TaskEntry, ...], ObjectStore | None]:
+    """The payload, the tasks this job runs (an array child: its one task) and the store the payload came from."""
     parameter = parse_parameter(value)
     if isinstance(parameter, InlineParameter):
-        return decode_payload(parameter.envelope, keys), None
+        payload = decode_payload(parameter.envelope, keys)
+        return payload, _select(payload, context), None
     store = open_store(parameter.store_url, env)
+    if isinstance(parameter, IndexedParameter):
+        if context.array_index is None:
+            raise PayloadError(
+                "an indexed payload is written for the children of an array job, but this job has no array index"
+            )
+        key = parameter.key
+        first, total = store.read_range(key, 0, FIRST_READ_BYTES)
+        payload = read_indexed_entry(
+            first, total, lambda start, end: store.read_range(key, start, end)[0], context.array_index, keys
+        )
+        return payload, payload.tasks, store
     stored = store.get(parameter.key)
     if sha256_hex(stored) != parameter.sha256:
         raise PayloadError(
             f"payload {parameter.key} in {parameter.store_url} does not match the SHA-256 in the job's parameters: "
             "it was modified or corrupted after submission; resubmit the task"
         )
-    return decode_payload(stored, keys), store
+    payload = decode_payload(stored, keys)
+    return payload, _select(payload, context), store
 
 
 def _select(payload: Payload, context: JobContext) -> tuple[TaskEntry, ...]:
@@ -248,8 +266,7 @@ def _earlier_attempt_delivered(store: ObjectStore, key: str, entry: TaskEntry, p
 def run(value: str, context: JobContext, keys: KeyRing, env: Mapping[str, str] | None = None) -> int:
     """``env``: where the stores take their endpoint, region and keys (None: the process environment)."""
     try:
-        payload, payload_store = _load_payload(value, keys, env)
-        tasks = _select(payload, context)
+        payload, tasks, payload_store = _load_payload(value, keys, env, context)
         result_store = payload_store if payload_store and payload_store.url == payload.result_store else None
         result_store = result_store or open_store(payload.result_store, env)
     except PayloadError as exc:

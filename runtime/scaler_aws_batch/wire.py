@@ -19,6 +19,10 @@ The **payload parameter** (what AWS substitutes for ``Ref::payload``) is one of:
 
     inline:<base64 of the envelope, or of its gzip>
     ref:<sha256 of the stored bytes>:<key>:<store url>
+    indexed:<key>:<store url>
+
+``indexed`` names a stored array payload in format 3 (:mod:`scaler_aws_batch.indexed_payload`), which each child
+reads in ranges: its signatures, not a digest of the whole object, protect it.
 
 A **task result** is ``b"SCBR" | version: u16 | header length: u32 | header JSON | body | signature``, stored at
 ``results/<task id>``, signed with the key that signed the payload. Its header names the task, the job and attempt
@@ -57,6 +61,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 INLINE_SCHEME = "inline"
 REF_SCHEME = "ref"
+INDEXED_SCHEME = "indexed"
 
 OBJECTS_PREFIX = "objects/"
 PAYLOADS_PREFIX = "payloads/"
@@ -298,6 +303,12 @@ class RefParameter:
     store_url: str
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexedParameter:
+    key: str
+    store_url: str
+
+
 def inline_parameter(envelope: bytes) -> str:
     return f"{INLINE_SCHEME}:{base64.b64encode(envelope).decode('ascii')}"
 
@@ -308,7 +319,13 @@ def ref_parameter(stored_bytes: bytes, key: str, store_url: str) -> str:
     return f"{REF_SCHEME}:{sha256_hex(stored_bytes)}:{key}:{store_url}"
 
 
-def parse_parameter(value: str) -> InlineParameter | RefParameter:
+def indexed_parameter(key: str, store_url: str) -> str:
+    if ":" in key:
+        raise ValueError(f"store keys must not contain ':', got {key!r}")
+    return f"{INDEXED_SCHEME}:{key}:{store_url}"
+
+
+def parse_parameter(value: str) -> InlineParameter | RefParameter | IndexedParameter:
     scheme, _, rest = value.partition(":")
     if scheme == INLINE_SCHEME:
         try:
@@ -321,7 +338,15 @@ def parse_parameter(value: str) -> InlineParameter | RefParameter:
         if len(digest) != 64 or not key or not store_url:
             raise PayloadError("corrupt payload: a ref parameter must be ref:<sha256>:<key>:<store url>")
         return RefParameter(sha256=digest, key=key, store_url=store_url)
-    raise PayloadError(f"corrupt payload: unknown payload scheme {scheme[:16]!r} (expected 'inline' or 'ref')")
+    if scheme == INDEXED_SCHEME:
+        key, _, store_url = rest.partition(":")
+        if not key or not store_url:
+            raise PayloadError("corrupt payload: an indexed parameter must be indexed:<key>:<store url>")
+        return IndexedParameter(key=key, store_url=store_url)
+    raise PayloadError(
+        f"corrupt payload: unknown payload scheme {scheme[:16]!r} (expected 'inline', 'ref' or 'indexed'); "
+        "rebuild the job image from the same scaler-aws-batch release as the adapter"
+    )
 
 
 def maybe_gzip(data: bytes, *, min_saving: float = 0.1) -> bytes:

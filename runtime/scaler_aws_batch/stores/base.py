@@ -29,6 +29,12 @@ class ObjectStore(abc.ABC):
     def get(self, key: str) -> bytes:
         """Read ``key``; raise :class:`~scaler_aws_batch.errors.ObjectMissingError` when it does not exist."""
 
+    def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes [start, end) of ``key`` (fewer where the object ends first) and the object's size. Stores that can
+        read a range without the whole object override this."""
+        data = self.get(key)
+        return data[start:end], len(data)
+
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
 

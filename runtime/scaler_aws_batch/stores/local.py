@@ -72,6 +72,18 @@ class LocalDirectoryStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
 
+    def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(start)
+                return handle.read(max(0, end - start)), size
+        except FileNotFoundError as exc:
+            raise ObjectMissingError(f"object {key!r} does not exist in {self.url}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

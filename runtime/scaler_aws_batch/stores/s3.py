@@ -160,6 +160,19 @@ class S3Store(ObjectStore):
 
         return self._call("GetObject", "read", key, read)
 
+    def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
+        if end <= start:
+            raise ValueError(f"an empty range {start}-{end} of {key}")
+
+        def read() -> tuple[bytes, int]:
+            answer = self._client.get_object(Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+            data = answer["Body"].read()
+            # "bytes 0-65535/123456"; without a range S3 answers with the whole object.
+            total = answer.get("ContentRange", "").rpartition("/")[2]
+            return (data, int(total)) if total.isdigit() else (data[start:end], len(data))
+
+        return self._call("GetObject", "read", key, read)
+
     def exists(self, key: str) -> bool:
         try:
             self._call("HeadObject", "check", key,
