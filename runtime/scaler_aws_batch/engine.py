@@ -359,6 +359,9 @@ class JobEngine:
         self._uploaded: dict[str, float] = {}  # store key -> when this adapter last uploaded it
         self._awaiting: dict[str, float] = {}  # task id in a live job, not (yet) sent again -> grace deadline
         self._awaiting_job: dict[str, tuple[str, int | None]] = {}  # ... -> (job id, array index)
+        #: Task id -> (job id, array index) of every task in a tracked job's ``tasks``: a listed result finds its
+        #: task without a walk over every task in flight (10,000 of them, every reconcile round).
+        self._homes: dict[str, tuple[str, int | None]] = {}
         self._read_results: collections.deque[tuple[float, str]] = collections.deque()  # (read at, task id)
         self._stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
         self._intake_open = True
@@ -498,7 +501,7 @@ class JobEngine:
                     found.job_id, {}, checked_at=time.monotonic(), state=found.state, is_array=is_array
                 )
             for index, task_id in enumerate(found.task_ids):
-                job.tasks[index if is_array else None] = task_id
+                self._place(job, index if is_array else None, task_id)
                 if task_id not in self._tasks:
                     self._awaiting[task_id] = deadline
                     self._awaiting_job[task_id] = (found.job_id, index if is_array else None)
@@ -580,7 +583,7 @@ class JobEngine:
             for target in targets:
                 await self._cancel_job("(not sent again)", target, job.state, "Its Scaler task was not sent again")
             for index in mine:
-                del job.tasks[index]
+                self._unplace(job, index)
             if not job.tasks:
                 del self._jobs[job.job_id]
             self.stats["grace-stopped"] += len(mine)
@@ -775,7 +778,7 @@ class JobEngine:
                 job.failed_resolved += 1
                 continue
             task.job_id, task.uploads = task_job_id, uploads
-            job.tasks[position] = task_id
+            self._place(job, position, task_id)
         if job.tasks:
             self._jobs[job_id] = job
         logger.info(
@@ -892,22 +895,44 @@ class JobEngine:
             logger.warning("listing results failed, will retry: %s", exc)
             return False
         progressed = False
-        for job in list(self._jobs.values()):
-            for index, task_id in list(job.tasks.items()):
-                if index in job.refused or result_key(task_id) not in listing:
-                    continue
-                if task_id in self._awaiting:  # nobody asked yet: keep the result for the re-send
-                    self._keep_stored(task_id)
-                else:
-                    child = JobStatus(job_id=job.job_id if index is None else f"{job.job_id}:{index}",
-                                      state=JobState.SUCCEEDED)  # fmt: skip
-                    self._start_resolve(task_id, child, tentative=(job, index))
-                del job.tasks[index]
-                job.ok_resolved += 1
-                progressed = True
+        emptied: dict[str, _Job] = {}
+        for key in listing:
+            task_id = key[len(RESULTS_PREFIX) :]
+            home = self._homes.get(task_id)
+            job = self._jobs.get(home[0]) if home is not None else None
+            if home is None or job is None or job.tasks.get(index := home[1]) != task_id or index in job.refused:
+                continue
+            if task_id in self._awaiting:  # nobody asked yet: keep the result for the re-send
+                self._keep_stored(task_id)
+            else:
+                child = JobStatus(job_id=job.job_id if index is None else f"{job.job_id}:{index}",
+                                  state=JobState.SUCCEEDED)  # fmt: skip
+                self._start_resolve(task_id, child, tentative=(job, index))
+            self._unplace(job, index)
+            job.ok_resolved += 1
+            progressed = True
+            if not job.tasks:
+                emptied[job.job_id] = job
+        for job in emptied.values():
             if not job.tasks:
                 self._untrack(job)
         return progressed
+
+    def _place(self, job: _Job, index: int | None, task_id: str) -> None:
+        job.tasks[index] = task_id
+        self._homes[task_id] = (job.job_id, index)
+
+    def _unplace(self, job: _Job, index: int | None) -> None:
+        task_id = job.tasks.pop(index)
+        if self._homes.get(task_id) == (job.job_id, index):
+            del self._homes[task_id]
+
+    def _drop_job(self, job: _Job) -> None:
+        """Stop tracking ``job`` whatever tasks it still names (the caller resolves them)."""
+        self._jobs.pop(job.job_id, None)
+        for index, task_id in job.tasks.items():
+            if self._homes.get(task_id) == (job.job_id, index):
+                del self._homes[task_id]
 
     def _untrack(self, job: _Job) -> None:
         """Every task of ``job`` is resolved (or resolving). Its usage still needs one describe of the job (its own
@@ -950,7 +975,7 @@ class JobEngine:
                         self._keep_stored(job.tasks[None])
                     else:
                         self._start_resolve(job.tasks[None], status)
-                    del self._jobs[job.job_id]
+                    self._drop_job(job)
                     eventful = True
             else:
                 eventful |= await self._reconcile_array(job, status)
@@ -974,7 +999,7 @@ class JobEngine:
         progressed = False
         for index, task_id in list(job.tasks.items()):
             if task_id not in self._tasks and task_id not in self._awaiting:  # cancelled; Batch counts it FAILED
-                del job.tasks[index]
+                self._unplace(job, index)
                 job.failed_resolved += 1
         if job.tasks and (summary.get(JobState.FAILED, 0) > job.failed_resolved or parent.state.is_final):
             child_ids = [f"{job.job_id}:{index}" for index in job.tasks if index is not None]
@@ -987,7 +1012,7 @@ class JobEngine:
                     self._keep_stored(task_id)
                 else:
                     self._start_resolve(task_id, status)
-                del job.tasks[index]
+                self._unplace(job, index)
                 if status.state is JobState.SUCCEEDED:
                     job.ok_resolved += 1
                 else:
@@ -1057,7 +1082,7 @@ class JobEngine:
     async def _vanish(self, job: _Job) -> None:
         logger.error("job %s: %s answered without it for %.0fs; failing its tasks and stopping it", job.job_id,
                      self._backend.name, job.missing_seconds)  # fmt: skip
-        del self._jobs[job.job_id]
+        self._drop_job(job)
         for index, task_id in job.tasks.items():
             job_id = job.job_id if index is None else f"{job.job_id}:{index}"
             error = JobVanishedError(
@@ -1186,7 +1211,7 @@ class JobEngine:
 
     def _put_back(self, task_id: str, job: _Job, index: int | None) -> None:
         """A listed result was refused or is gone: the task waits in its job again, for the job's final state."""
-        job.tasks[index] = task_id
+        self._place(job, index, task_id)
         job.ok_resolved -= 1
         job.refused.add(index)
         self._usage_jobs.pop(job.job_id, None)
