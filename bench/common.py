@@ -31,7 +31,8 @@ class EmulatorSettings:
     delay_pending: float = 0.05
     delay_runnable: float = 0.05
     delay_starting: float = 0.05
-    max_running_jobs: int = 8
+    #: Jobs running at once: a compute environment of 32 one-vCPU jobs (an array's children run this many at a time).
+    max_running_jobs: int = 32
     submit_tps: float = 50.0
     execution: Literal["process", "thread"] = "thread"
 
@@ -58,6 +59,10 @@ class Cluster:
     adapter_pid: int | None
     log_paths: list[pathlib.Path]
 
+    @property
+    def emulator_pid(self) -> int | None:
+        return self.emulator.pid if self.emulator is not None else None
+
 
 @dataclasses.dataclass(frozen=True)
 class ProcessUsage:
@@ -75,6 +80,53 @@ def process_usage(pid: int) -> ProcessUsage:
         if line.startswith("VmHWM:"):
             peak_kib = int(line.split()[1])
     return ProcessUsage(cpu_seconds=cpu, peak_rss_mib=round(peak_kib / 1024, 1))
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 first), or None once the process is gone."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _descendants(root: int) -> set[int]:
+    """``root`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cpu_seconds(pid: int, *, reaped: bool = True) -> float:
+    """User + system CPU of ``pid``, with that of its exited (reaped) children unless ``reaped`` is False."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of every process of the setup, by role: the bench's client (this process), the emulator
+    (with its job processes), the adapter, and Scaler's own processes (scheduler, object storage, native workers)."""
+    own = os.getpid()
+    every = _descendants(own) - {own}
+    emulator = _descendants(cluster.emulator_pid) if cluster.emulator_pid is not None else set()
+    adapter = _descendants(cluster.adapter_pid) if cluster.adapter_pid is not None else set()
+    return {
+        "client": _cpu_seconds(own, reaped=False),
+        "emulator": sum(_cpu_seconds(pid) for pid in emulator),
+        "adapter": sum(_cpu_seconds(pid) for pid in adapter),
+        "scaler": sum(_cpu_seconds(pid) for pid in every - emulator - adapter),
+    }
 
 
 def api_snapshot(cluster: Cluster) -> dict[str, Any]:

@@ -9,6 +9,7 @@ bench reads the emulator's counters and sets its faults through a ``multiprocess
 from __future__ import annotations
 
 import multiprocessing
+import os
 from multiprocessing.managers import BaseManager
 from types import TracebackType
 from typing import Any, cast
@@ -23,9 +24,9 @@ class EmulatorControl:
     def __init__(self, config: EmulatorConfig) -> None:
         self._emulator = BatchEmulator(config).start()
 
-    def endpoint(self) -> tuple[str, str]:
-        """(endpoint URL, region)."""
-        return self._emulator.endpoint_url, self._emulator.region
+    def endpoint(self) -> tuple[str, str, int]:
+        """(endpoint URL, region, the emulator's process id)."""
+        return self._emulator.endpoint_url, self._emulator.region, os.getpid()
 
     def counters(self) -> dict[str, Any]:
         """Batch calls by operation, throttled calls, the largest DescribeJobs, and S3 requests by requester."""
@@ -71,12 +72,13 @@ class EmulatorProcess:
         self._control: EmulatorControl | None = None
         self.endpoint_url = ""
         self.region = ""
+        self.pid = 0
 
     def __enter__(self) -> EmulatorProcess:
         self._manager.start()
         try:
             self._control = cast(EmulatorControl, self._manager.EmulatorControl(self._config))  # type: ignore[attr-defined]
-            self.endpoint_url, self.region = self._control.endpoint()
+            self.endpoint_url, self.region, self.pid = self._control.endpoint()
         except BaseException:
             self._manager.shutdown()
             raise

@@ -132,6 +132,32 @@ def _throughput_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+#: The roles of bench.common.cpu_by_process, in the order of a task's way.
+CPU_ROLES = (
+    ("client", "client"),
+    ("scaler", "Scaler (scheduler, object storage, native workers)"),
+    ("adapter", "adapter"),
+    ("emulator", "emulator (Batch, S3, the jobs)"),
+)
+
+
+def _cpu_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        "| setup | workload | " + " | ".join(title for _, title in CPU_ROLES) + " | total | cores busy |",
+        "| --- | --- |" + " --- |" * (len(CPU_ROLES) + 2),
+    ]
+    for record in results:
+        by_process = record.get("cpu_ms_per_task_by_process")
+        if record.get("scenario") != "throughput" or not by_process:
+            continue
+        cells = " | ".join(_fmt(by_process.get(role)) for role, _ in CPU_ROLES)
+        rows.append(
+            f"| {record['setup']} | {record['label']} | {cells} | {_fmt(sum(by_process.values()))} | "
+            f"{_fmt(record.get('cpu_cores_busy'))} |"
+        )
+    return rows
+
+
 def _latency_rows(results: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| setup | workload | outcome | p50 s | p99 s | max s | failed jobs |",
@@ -268,6 +294,13 @@ def render(data: dict[str, Any], chart_path: pathlib.Path, results_path: pathlib
         "RSS from /proc of the adapter process (stock: its worker process). Native workers have no adapter.",
         "",
         *_throughput_rows(results),
+        "",
+        "### Where the CPU goes",
+        "",
+        "CPU milliseconds per task of every process of the setup, from /proc over the throughput step, and the",
+        "average number of cores they kept busy (the machine has 2). On AWS the emulator's share runs on AWS's side.",
+        "",
+        *_cpu_rows(results),
         "",
         "## Latency",
         "",

@@ -58,6 +58,8 @@ def _on_emulator(
 SETUPS: dict[str, Setup] = {
     "ours": Setup("ours", EmulatorSettings(execution="thread"), _on_emulator(ours.cluster)),
     "stock": Setup("stock", EmulatorSettings(execution="process"), _on_emulator(stock.cluster)),
+    # The emulator runs in its own process (bench/emulator_process.py): the client and the adapter must not share
+    # an interpreter lock with it.
     "native": Setup("native", None, lambda _emulator, work_dir: native.cluster(work_dir)),
     "ceiling": Setup(
         "ceiling",

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from bench.common import (
     Cluster,
     api_snapshot,
+    cpu_by_process,
     describe_error,
     failed_jobs,
     load_average,
@@ -107,6 +108,7 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
     reset_counters(cluster)
     failed_before = failed_jobs(cluster)
     usage = _Usage(cluster)
+    cpu_before = cpu_by_process(cluster)
     set_throttle_rate(cluster, throttle_rate)
     started = time.monotonic()
     try:
@@ -133,6 +135,7 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
     if wrong:
         error = f"{len(wrong)} failed or wrong results"
     record["load_after"] = load_average()
+    cpu_after = cpu_by_process(cluster)
     time.sleep(SETTLE_SECONDS)
     api = api_snapshot(cluster)
     finished = max(1, len(done))
@@ -149,6 +152,10 @@ def throughput(cluster: Cluster, tasks: int, timeout: float, throttle_rate: floa
         s3_adapter_per_task=round(sum(api["s3_adapter"].values()) / finished, 4),
         s3_jobs_per_task=round(sum(api["s3_jobs"].values()) / finished, 4),
         failed_jobs=failed_jobs(cluster) - failed_before,
+        cpu_ms_per_task_by_process={
+            role: round(1000 * (cpu_after[role] - cpu_before[role]) / finished, 2) for role in cpu_after
+        },
+        cpu_cores_busy=round((sum(cpu_after.values()) - sum(cpu_before.values())) / seconds, 2),
         **usage.finish(finished),
     )
     return record
