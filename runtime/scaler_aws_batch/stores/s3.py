@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -9,8 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 
 from scaler_aws_batch.aws_calls import AwsAccessDeniedError, AwsCalls, AwsUnavailableError, error_code
 from scaler_aws_batch.errors import ObjectMissingError, StoreError, StoreUnavailableError
@@ -33,6 +36,24 @@ def s3_client_config() -> Config:
     return Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32)
 
 
+def parse_s3_timestamp(value: str) -> datetime.datetime:
+    """S3's ISO 8601 timestamps (``2026-11-22T05:40:00.000Z``) without dateutil: botocore's default parser took a
+    fifth of the adapter's CPU, parsing the LastModified of every key of every results listing. Anything else (an
+    HTTP date in a header) goes to botocore's own parser."""
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return parse_timestamp(value)
+
+
+def s3_session(**kwargs: Any) -> boto3.session.Session:
+    """A boto3 session (``kwargs`` as ``boto3.session.Session`` takes them) whose clients parse timestamps with
+    :func:`parse_s3_timestamp`."""
+    core = botocore.session.Session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_s3_timestamp)
+    return boto3.session.Session(botocore_session=core, **kwargs)
+
+
 _ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
              "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SDK_UA_APP_ID")  # fmt: skip
 
@@ -43,7 +64,7 @@ def _client_settings(env: Mapping[str, str]) -> tuple[str | None, ...]:
 
 def _new_client(settings: tuple[str | None, ...]) -> S3Client:
     key, secret, token, region, default_region, s3_endpoint, endpoint, app_id = settings
-    session = boto3.session.Session(
+    session = s3_session(
         aws_access_key_id=key,
         aws_secret_access_key=secret,
         aws_session_token=token,
@@ -86,7 +107,7 @@ class S3Store(ObjectStore):
             raise ValueError("an S3 store needs a bucket name")
         self._bucket = bucket
         self._prefix = prefix.strip("/")
-        factory = client_factory or (lambda: boto3.client("s3", config=s3_client_config()))
+        factory = client_factory or (lambda: s3_session().client("s3", config=s3_client_config()))
         self._client: S3Client = client if client is not None else factory()
 
         def refresh() -> None:

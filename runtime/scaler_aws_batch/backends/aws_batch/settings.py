@@ -301,7 +301,7 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
     from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.errors import SigningKeyError
     from scaler_aws_batch.signing import read_secret
-    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config
+    from scaler_aws_batch.stores.s3 import S3Store, s3_client_config, s3_session
 
     check_image_python(aws, worker)
     if aws.signing_secret is None:
@@ -326,7 +326,7 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
     region, endpoint_url = aws.region, aws.endpoint_url
 
     def s3_client() -> S3Client:  # a new session reads the credential chain again (see aws_calls)
-        return boto3.Session(region_name=region).client(
+        return s3_session(region_name=region).client(
             "s3", region_name=region, endpoint_url=endpoint_url, config=s3_client_config()
         )
 
