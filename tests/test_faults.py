@@ -53,8 +53,9 @@ _STOPPED_AT_SHUTDOWN = re.compile(r"shutdown: stopped \d+ job\(s\): ([^;\n]+)")
 
 
 def _make_work() -> Callable[[str, int, float], int]:
-    def work(marks: str, key: int, seconds: float) -> int:
-        """The task: leaves one marker file per execution, then works for a while."""
+    def work(marks: str, key: int, seconds: float, ballast: bytes = b"") -> int:
+        """The task: leaves one marker file per execution, then works for a while. ``ballast`` only makes the
+        payload bigger."""
         import pathlib as _pathlib
         import time as _time
         import uuid as _uuid
@@ -168,8 +169,11 @@ class Trial:
         self.adapters.append(adapter)
         return adapter
 
-    def submit(self, client: Client, count: int, seconds: float) -> None:
-        self.futures += [client.submit(work, str(self.marks), key, seconds) for key in range(count)]
+    def submit(self, client: Client, count: int, seconds: float, ballast: int = 0) -> None:
+        """``ballast``: random bytes per task, so that an array's payload is too big to travel inline."""
+        self.futures += [
+            client.submit(work, str(self.marks), key, seconds, os.urandom(ballast)) for key in range(count)
+        ]
 
     def executions(self) -> collections.Counter[str]:
         return collections.Counter(path.name.split("-")[0] for path in self.marks.iterdir())
@@ -277,6 +281,26 @@ def test_kill_9_then_restart_reattaches_without_running_anything_twice(world: Wo
                 first.process.wait()
                 run.start_adapter()
                 run.settle(row)
+    row.record()
+    row.assert_clean()
+
+
+def test_kill_9_while_an_indexed_array_runs_then_restart_reattaches(world: World) -> None:
+    """An array whose payload is stored in the indexed format: the restarted adapter reads its task table from the
+    signed sections."""
+    row = Row("kill -9 of the adapter: an array with a stored (indexed) payload RUNNING, restart with the same id")
+    with trial(world, "killindexed") as run:
+        first = run.start_adapter()
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            world.emulator.reset_api_calls()
+            run.submit(client, 8, seconds=1.0, ballast=1024)  # 8 KiB of random bytes: more than fits inline
+            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING child", interval=0.01)
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
+            assert "payload indexed" in first.log_text()
+            second = run.start_adapter()
+            run.settle(row)
+            assert "cannot read its task table" not in second.log_text()
     row.record()
     row.assert_clean()
 

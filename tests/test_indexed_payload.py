@@ -17,6 +17,7 @@ from scaler_aws_batch import runner, wire
 from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
 from scaler_aws_batch.errors import PayloadError, PayloadSignatureError
 from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, encode_indexed_payload, read_indexed_entry
+from scaler_aws_batch.reattach import payload_task_ids
 from scaler_aws_batch.signing import SIGNATURE_BYTES, KeyRing, ensure_key_file
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 
@@ -206,3 +207,19 @@ def test_an_indexed_payload_outside_an_array_is_refused(store: LocalDirectorySto
     assert runner.main(["--payload", wire.indexed_parameter(KEY, store.url)], env) == runner.EXIT_BAD_PAYLOAD
     with pytest.raises(PayloadError, match="outside the stored payload"):
         read_indexed_entry(envelope[:100], 100, lambda start, end: envelope[start:end], 1, _keys(key_file))
+
+
+def test_a_restarted_adapter_reads_every_task_id_of_an_indexed_payload(
+    store: LocalDirectoryStore, key_file: pathlib.Path
+) -> None:
+    keys = _keys(key_file)
+    envelope, _ = _encode(_tasks(300), store, keys)
+    store.put(KEY, envelope)
+    parameter = wire.indexed_parameter(KEY, store.url)
+    assert payload_task_ids(parameter, store.get, keys) == tuple(f"t{index}" for index in range(300))
+    start, _ = _section_bounds(envelope, 123)
+    tampered = bytearray(envelope)
+    tampered[start + 10] ^= 1
+    store.put(KEY, bytes(tampered))
+    with pytest.raises(PayloadSignatureError, match="section of task 123"):
+        payload_task_ids(parameter, store.get, keys)

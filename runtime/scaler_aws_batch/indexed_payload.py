@@ -22,6 +22,7 @@ area. It checks both signatures before it parses what they cover, and each blob 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import struct
@@ -159,10 +160,18 @@ def is_indexed(first: bytes) -> bool:
     return bool(magic == PAYLOAD_MAGIC and version == INDEXED_PAYLOAD_VERSION)
 
 
-def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, keys: KeyRing) -> Payload:
-    """The payload of array child ``index`` (its one task), from the stored envelope's first bytes, its total size
-    and a range reader. Nothing is parsed before the signature that covers it checks out."""
-    ranges = _Ranges(first, total, read)
+@dataclasses.dataclass(frozen=True)
+class _Header:
+    fields: dict[str, Any]
+    digest: bytes  # SHA-256 of the signed header, which every section's signature covers
+    reply_keys: KeyRing
+    count: int
+    shared_start: int
+    index_start: int
+    sections_start: int
+
+
+def _read_header(ranges: _Ranges, keys: KeyRing) -> _Header:
     prefix = ranges.get(0, _PREFIX.size)
     magic, version, header_length = _PREFIX.unpack(prefix)
     if magic != PAYLOAD_MAGIC or version != INDEXED_PAYLOAD_VERSION:
@@ -177,27 +186,32 @@ def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, 
             "use different secrets, point both at the stack's SigningSecretArn"
         )
     try:
-        header = json.loads(signed_header[_PREFIX.size :].decode())
-        count, shared_size = int(header["count"]), int(header["shared_size"])
-        python, cloudpickle_version = str(header["python"]), str(header["cloudpickle"])
-        result_store, nonce = str(header["result_store"]), str(header["nonce"])
+        fields = json.loads(signed_header[_PREFIX.size :].decode())
+        count, shared_size = int(fields["count"]), int(fields["shared_size"])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise PayloadError(f"corrupt payload: unreadable header ({exc})") from exc
-    if not 0 <= index < count:
-        raise PayloadError(
-            f"array index {index} is outside the payload's {count} tasks: the array size and the payload disagree"
-        )
     shared_start = header_end + SIGNATURE_BYTES
     index_start = shared_start + shared_size
-    sections_start = index_start + _OFFSET.size * (count + 1)
-    bounds = ranges.get(index_start + _OFFSET.size * index, index_start + _OFFSET.size * (index + 2))
+    return _Header(
+        fields=fields,
+        digest=hashlib.sha256(signed_header).digest(),
+        reply_keys=reply_keys,
+        count=count,
+        shared_start=shared_start,
+        index_start=index_start,
+        sections_start=index_start + _OFFSET.size * (count + 1),
+    )
+
+
+def _read_section(ranges: _Ranges, header: _Header, index: int) -> tuple[TaskEntry, bytes]:
+    """Task ``index``'s entry and its own blobs, once the section's signature checks out."""
+    bounds = ranges.get(header.index_start + _OFFSET.size * index, header.index_start + _OFFSET.size * (index + 2))
     start, end = _OFFSET.unpack_from(bounds, 0)[0], _OFFSET.unpack_from(bounds, _OFFSET.size)[0]
     if end - start < _SECTION_LENGTH.size + SIGNATURE_BYTES:
         raise PayloadError(f"corrupt payload: the index gives task {index} a section of {end - start} bytes")
-    section = ranges.get(sections_start + start, sections_start + end)
+    section = ranges.get(header.sections_start + start, header.sections_start + end)
     body, signature = section[:-SIGNATURE_BYTES], section[-SIGNATURE_BYTES:]
-    header_digest = hashlib.sha256(signed_header).digest()
-    if reply_keys.verify(header_digest + _SECTION_INDEX.pack(index) + body, signature) is None:
+    if header.reply_keys.verify(header.digest + _SECTION_INDEX.pack(index) + body, signature) is None:
         raise PayloadSignatureError(
             f"payload refused: the section of task {index} is unsigned, signed for another index or another "
             "payload, or changed after signing"
@@ -208,14 +222,39 @@ def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, 
         entry_json: Any = json.loads(body[_SECTION_LENGTH.size : entry_end].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"corrupt payload: unreadable entry of task {index} ({exc})") from exc
-    entry = TaskEntry.from_json(entry_json)
-    shared = ranges.get(shared_start, index_start) if shared_size else b""
-    return Payload(
-        python=python,
-        cloudpickle=cloudpickle_version,
-        result_store=result_store,
-        nonce=nonce,
-        tasks=(entry,),
-        blob_area=shared + body[entry_end:],
-        reply_keys=reply_keys,
-    )
+    return TaskEntry.from_json(entry_json), body[entry_end:]
+
+
+def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, keys: KeyRing) -> Payload:
+    """The payload of array child ``index`` (its one task), from the stored envelope's first bytes, its total size
+    and a range reader. Nothing is parsed before the signature that covers it checks out."""
+    ranges = _Ranges(first, total, read)
+    header = _read_header(ranges, keys)
+    if not 0 <= index < header.count:
+        raise PayloadError(
+            f"array index {index} is outside the payload's {header.count} tasks: the array size and the payload "
+            "disagree"
+        )
+    entry, own_blobs = _read_section(ranges, header, index)
+    shared = ranges.get(header.shared_start, header.index_start) if header.index_start > header.shared_start else b""
+    try:
+        fields = header.fields
+        return Payload(
+            python=str(fields["python"]),
+            cloudpickle=str(fields["cloudpickle"]),
+            result_store=str(fields["result_store"]),
+            nonce=str(fields["nonce"]),
+            tasks=(entry,),
+            blob_area=shared + own_blobs,
+            reply_keys=header.reply_keys,
+        )
+    except KeyError as exc:
+        raise PayloadError(f"corrupt payload: the header has no {exc}") from exc
+
+
+def indexed_task_ids(envelope: bytes, keys: KeyRing) -> tuple[str, ...]:
+    """Every task id of a whole stored envelope, in array-index order, each from its signed section: how a restarted
+    adapter maps an array job it finds to its tasks."""
+    ranges = _Ranges(envelope, len(envelope), lambda start, end: envelope[start:end])
+    header = _read_header(ranges, keys)
+    return tuple(_read_section(ranges, header, index)[0].task_id for index in range(header.count))

@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, ListedJob
 from scaler_aws_batch.errors import PayloadError, StoreError
+from scaler_aws_batch.indexed_payload import indexed_task_ids
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores.base import ObjectStore
-from scaler_aws_batch.wire import RESULTS_PREFIX, payload_task_ids
+from scaler_aws_batch.wire import RESULTS_PREFIX, IndexedParameter, InlineParameter, decode_payload, parse_parameter
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ class ShutdownReport:
     stopped: list[str] = dataclasses.field(default_factory=list)
     failed: list[str] = dataclasses.field(default_factory=list)
     kept: list[str] = dataclasses.field(default_factory=list)
+
+
+def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes], keys: KeyRing) -> tuple[str, ...]:
+    """The task ids a job runs, in array-index order, from its payload parameter alone (``read_stored`` fetches a
+    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks; every
+    signature is checked first."""
+    parsed = parse_parameter(parameter)
+    if isinstance(parsed, IndexedParameter):
+        return indexed_task_ids(read_stored(parsed.key), keys)
+    envelope = parsed.envelope if isinstance(parsed, InlineParameter) else read_stored(parsed.key)
+    return tuple(task.task_id for task in decode_payload(envelope, keys).tasks)
 
 
 def take_stock(

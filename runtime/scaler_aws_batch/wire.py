@@ -42,7 +42,7 @@ import json
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from scaler_aws_batch.errors import PayloadError, PayloadSignatureError, PayloadVersionError, ResultRejectedError
@@ -450,12 +450,3 @@ def _optional_float(value: object) -> float | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise TypeError(f"expected a number, got {type(value).__name__}")
     return float(value)
-
-
-def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes], keys: KeyRing) -> tuple[str, ...]:
-    """The task ids a job runs, in array-index order, from its payload parameter alone (``read_stored`` fetches a
-    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks; the
-    payload's signature is checked first."""
-    parsed = parse_parameter(parameter)
-    envelope = parsed.envelope if isinstance(parsed, InlineParameter) else read_stored(parsed.key)
-    return tuple(task.task_id for task in decode_payload(envelope, keys).tasks)
