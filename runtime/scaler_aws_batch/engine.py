@@ -1141,7 +1141,10 @@ class JobEngine:
 
     def _resolved(self, resolving: asyncio.Task[None]) -> None:
         self._resolving.discard(resolving)
-        if self._read_results:  # an idle reconcile loop must come round to delete it
+        if self._read_results and not self._jobs and not self._usage_jobs:
+            # An idle reconcile loop must come round to delete it. A busy one comes round within its interval: waking
+            # it here would list the results prefix again after every burst of reads (8 listings a second at 10,000
+            # tasks, each serializing up to 1,000 keys).
             self._wake_reconciler.set()
         if not resolving.cancelled() and resolving.exception() is not None:
             logger.error("%s crashed; its task got no result", resolving.get_name(), exc_info=resolving.exception())
