@@ -37,14 +37,13 @@ MISSED = {
     "its objects, send the result) and one S3 GET per result; fetching each task's function again from Scaler's "
     "object storage instead of caching it by object id is the next saving.",
     "throughput": 'the emulator is the bottleneck, not the adapter. The table "Where the CPU goes" shows it: '
-    "the emulator process"
-    " (moto's S3 and Batch servers and every job's runner, on threads under one interpreter lock) takes about 13 ms"
-    " of CPU per task, 60% of the total, and its lock, not the cores, limits it (the cores are not saturated: about"
-    " 1.3 of 2 busy). The ceiling setup, with no state delays and 64 jobs at once, reaches the same rate, so state "
-    "delays are not the limit either. Our own processes (client, Scaler, adapter) use about 9 ms per task, close to"
-    " native's 8 ms in all; on AWS the emulator's share runs on AWS's side. Closing it here would take an emulator "
-    "that serves S3 faster than moto (in a profile, a third of its busy time was moto serializing ListObjectsV2 "
-    "answers) and runs jobs in a pool of processes; measuring it needs a real AWS account.",
+    "the emulator process (moto's S3 and Batch servers and every job's runner, on threads under one interpreter "
+    "lock) takes about 12 ms of CPU per task, 60% of the total, and its lock, not the cores, limits it (1.3 to 1.5 "
+    "of the 2 cores are busy). The ceiling setup, with no state delays and 64 jobs at once, reaches the same rate, "
+    "so state delays are not the limit either. Our own processes (client, Scaler, adapter) use about 8.5 ms per "
+    "task, close to native's 7.7 ms in all; on AWS the emulator's share runs on AWS's side. Closing it here would "
+    "take an S3 faster than moto's (each task costs about four S3 requests: the child's two ranged GETs and its "
+    "PUT, the adapter's GET) and jobs run in a pool of processes; measuring it needs a real AWS account.",
     "latency_p50": "the result is found by the next reconcile round (0.5 s minimum interval on AWS, growing while "
     "nothing changes) plus one S3 GET; a shorter minimum interval for jobs about to finish would close it.",
     "latency_p99": "see p50: the interval grows up to 5 s while no job changes state.",
