@@ -314,6 +314,37 @@ def test_runner_and_adapter_output_never_contain_argument_values(harness: Harnes
 
 
 @pytest.mark.job_processes
+def test_a_result_written_by_another_submission_of_the_same_task_is_taken(harness: Harness) -> None:
+    """Two submissions of one task ran at once (Scaler sent it again to another adapter) and the other one wrote its
+    result last: a genuinely signed result of the same task with the other submission's nonce. Once the task's own
+    job has ended, the task gets that result instead of failing."""
+
+    def answer_as_another_submission() -> int:
+        import os
+        import sys
+
+        from scaler.client.serializer.default import DefaultSerializer
+
+        from scaler_aws_batch import wire
+        from scaler_aws_batch.signing import load_job_keys
+        from scaler_aws_batch.stores import open_store
+
+        parameter = wire.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
+        assert isinstance(parameter, wire.InlineParameter)
+        payload = wire.decode_payload(parameter.envelope, load_job_keys(os.environ))
+        (task,) = payload.tasks
+        theirs = wire.TaskResultEnvelope(
+            task_id=task.task_id, status="success", body=DefaultSerializer.serialize(42), nonce="another-submission"
+        ).encode(payload.reply_keys)
+        open_store(payload.result_store).put(wire.result_key(task.task_id), theirs)
+        os._exit(0)  # before this runner writes its own: the other submission's result is the one stored
+
+    assert harness.client.submit(answer_as_another_submission).result(timeout=WAIT_SECONDS) == 42
+    assert "written by another submission of the same task" in harness.adapter.log_text()
+    assert harness.client.submit(math.sqrt, 9).result(timeout=WAIT_SECONDS) == 3.0
+
+
+@pytest.mark.job_processes
 def test_forged_result_is_refused_and_never_unpickled(harness: Harness, tmp_path: pathlib.Path) -> None:
     marker = tmp_path / "forged-result-was-unpickled"
 

@@ -67,6 +67,7 @@ from scaler_aws_batch.errors import (
     ObjectMissingError,
     OverridesTooLongError,
     PayloadRejectedError,
+    ResultFromAnotherSubmissionError,
     ResultMissingError,
     ResultRejectedError,
     SpotRetriesExhaustedError,
@@ -1097,17 +1098,19 @@ class JobEngine:
         # Stop it anyway, in case it still runs somewhere the backend no longer reports.
         await self._cancel_job("(vanished)", job.job_id, None, "Vanished from the adapter's view")
 
-    def _read_result(self, task_id: str, status: JobStatus) -> tuple[TaskOutcome, JobUsage] | None:
+    def _read_result(
+        self, task_id: str, status: JobStatus, any_submission: bool = False
+    ) -> tuple[TaskOutcome, JobUsage] | None:
         """Blocking: fetch and check the result object (signature, task, and this submission's nonce when the
-        adapter submitted the job); None when there is none. With the outcome, what the runner measured for the usage
-        log. Raises ResultRejectedError."""
+        adapter submitted the job, unless ``any_submission``); None when there is none. With the outcome, what the
+        runner measured for the usage log. Raises ResultRejectedError."""
         key = result_key(task_id)
         try:
             data = self._store.get(key)
         except ObjectMissingError:
             return None
         task = self._tasks.get(task_id)
-        nonce = task.nonce if task is not None and task.nonce else None
+        nonce = task.nonce if task is not None and task.nonce and not any_submission else None
         envelope = decode_result(data, self._keys, expected_task_id=task_id, expected_nonce=nonce)
         self._forget_uploads(envelope.bad_objects)
         if self._settings.delete_results:
@@ -1161,9 +1164,10 @@ class JobEngine:
         pause = 0.5
         read: tuple[TaskOutcome, JobUsage] | None = None
         outcome: TaskOutcome | None = None
+        any_submission = False
         while True:
             try:
-                read = await self._results.call(self._read_result, task_id, status)
+                read = await self._results.call(self._read_result, task_id, status, any_submission)
             except StoreUnavailableError as exc:  # throttled (SlowDown), 5xx, credentials: read it again later
                 logger.warning("task %s: reading its result failed, retrying in %.1fs: %s", task_id, pause, exc)
                 self.stats["result:retried"] += 1
@@ -1174,6 +1178,19 @@ class JobEngine:
                 continue
             except StoreError as exc:
                 outcome = TaskOutcome(False, pickle.dumps(exc))
+            except ResultFromAnotherSubmissionError as exc:
+                if tentative is not None:  # its own job may still write its own: the job's final state decides
+                    logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
+                    self._put_back(task_id, *tentative)
+                    return
+                # The job ended and a genuinely signed result of this very task is stored: another submission of it
+                # ran at the same time (Scaler sent the task again to another adapter) and wrote last. It is a
+                # result of the same function and arguments; failing the task instead would lose it.
+                logger.warning("task %s: job %s ended; the stored result was written by another submission of the "
+                               "same task, which ran at the same time: taking it", task_id, status.job_id)  # fmt: skip
+                self.stats["result:other-submission"] += 1
+                any_submission = True
+                continue
             except ResultRejectedError as exc:
                 logger.warning("task %s: result of job %s refused: %s", task_id, status.job_id, exc)
                 if tentative is not None:

@@ -36,6 +36,11 @@ class ResultRejectedError(ScalerBatchError):
     (planted before the job ran, or left by an earlier run). Nothing of it was unpickled."""
 
 
+class ResultFromAnotherSubmissionError(ResultRejectedError):
+    """A genuinely signed result of the same task, written by another submission of it (another nonce): two
+    submissions of one task ran at once, or an earlier one left its result."""
+
+
 class PythonVersionMismatchError(ScalerBatchError):
     """The client pickled the task under a Python major.minor that differs from the job image's."""
 

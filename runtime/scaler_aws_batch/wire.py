@@ -45,7 +45,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from scaler_aws_batch.errors import PayloadError, PayloadSignatureError, PayloadVersionError, ResultRejectedError
+from scaler_aws_batch.errors import (
+    PayloadError,
+    PayloadSignatureError,
+    PayloadVersionError,
+    ResultFromAnotherSubmissionError,
+    ResultRejectedError,
+)
 from scaler_aws_batch.signing import KeyRing, split_signed
 
 PAYLOAD_MAGIC = b"SCBJ"
@@ -438,7 +444,11 @@ def decode_result(
     if task_id != expected_task_id:
         raise rejected(f"it holds the result of task {task_id}")
     if expected_nonce is not None and nonce != expected_nonce:
-        raise rejected("it was not written by the job this adapter submitted (planted, or left by an earlier run)")
+        raise ResultFromAnotherSubmissionError(
+            f"the stored result of task {expected_task_id} was refused and nothing of it was unpickled: it was not "
+            "written by the job this adapter submitted (planted, or left by an earlier run). Check who else can "
+            "write to the bucket's prefix; resubmit the task"
+        )
     if status not in ("success", "failure"):
         raise rejected(f"unknown status {status!r}")
     return envelope
