@@ -915,8 +915,7 @@ class JobEngine:
             if not job.tasks:
                 emptied[job.job_id] = job
         for job in emptied.values():
-            if not job.tasks:
-                self._untrack(job)
+            self._untrack(job)
         return progressed
 
     def _place(self, job: _Job, index: int | None, task_id: str) -> None:

@@ -408,8 +408,8 @@ def decode_result(
     payload carried ``expected_nonce`` (None: any submission, for jobs a restarted adapter re-attached to). Raises
     :class:`ResultRejectedError`; the body is never unpickled here."""
 
-    def rejected(why: str) -> ResultRejectedError:
-        return ResultRejectedError(
+    def rejected(why: str, kind: type[ResultRejectedError] = ResultRejectedError) -> ResultRejectedError:
+        return kind(
             f"the stored result of task {expected_task_id} was refused and nothing of it was unpickled: {why}. "
             "Check who else can write to the bucket's prefix; resubmit the task"
         )
@@ -444,10 +444,9 @@ def decode_result(
     if task_id != expected_task_id:
         raise rejected(f"it holds the result of task {task_id}")
     if expected_nonce is not None and nonce != expected_nonce:
-        raise ResultFromAnotherSubmissionError(
-            f"the stored result of task {expected_task_id} was refused and nothing of it was unpickled: it was not "
-            "written by the job this adapter submitted (planted, or left by an earlier run). Check who else can "
-            "write to the bucket's prefix; resubmit the task"
+        raise rejected(
+            "it was not written by the job this adapter submitted (planted, or left by an earlier run)",
+            ResultFromAnotherSubmissionError,
         )
     if status not in ("success", "failure"):
         raise rejected(f"unknown status {status!r}")
