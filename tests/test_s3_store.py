@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from botocore.utils import parse_timestamp
@@ -13,16 +14,23 @@ from botocore.utils import parse_timestamp
 from batch_emulator import BatchEmulator
 from scaler_aws_batch.stores.s3 import S3Store, parse_s3_timestamp, s3_client_config, s3_session
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 BUCKET = "store-test"
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[S3Store]:
+def client() -> Iterator[S3Client]:
     with BatchEmulator() as emulator:
         emulator.client("s3").create_bucket(Bucket=BUCKET)
         session = s3_session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=emulator.region)
-        client = session.client("s3", endpoint_url=emulator.endpoint_url, config=s3_client_config())
-        yield S3Store(BUCKET, "prefix", client=client)
+        yield session.client("s3", endpoint_url=emulator.endpoint_url, config=s3_client_config())
+
+
+@pytest.fixture
+def store(client: S3Client) -> S3Store:
+    return S3Store(BUCKET, "prefix", client=client)
 
 
 def test_a_ranged_read_returns_those_bytes_and_the_object_size(store: S3Store) -> None:
@@ -35,11 +43,10 @@ def test_a_ranged_read_returns_those_bytes_and_the_object_size(store: S3Store) -
         store.read_range("payloads/p", 7, 7)
 
 
-def test_listing_and_object_timestamps_parse_as_aware_datetimes(store: S3Store) -> None:
+def test_listing_and_object_timestamps_parse_as_aware_datetimes(store: S3Store, client: S3Client) -> None:
     for index in range(3):
         store.put(f"results/t{index}", b"x")
     assert store.list_keys("results/") >= {"results/t0", "results/t1", "results/t2"}
-    client = store._client
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix="prefix/results/")["Contents"]
     header = client.head_object(Bucket=BUCKET, Key="prefix/results/t0")["LastModified"]  # an HTTP date
     now = datetime.datetime.now(datetime.timezone.utc)
