@@ -53,15 +53,17 @@ _STOPPED_AT_SHUTDOWN = re.compile(r"shutdown: stopped \d+ job\(s\): ([^;\n]+)")
 
 
 def _make_work() -> Callable[[str, int, float], int]:
-    def work(marks: str, key: int, seconds: float, ballast: bytes = b"") -> int:
-        """The task: leaves one marker file per execution, then works for a while. ``ballast`` only makes the
-        payload bigger."""
+    def work(marks: str, key: int, seconds: float, ballast: bytes = b"", gate: str = "") -> int:
+        """The task: leaves one marker file per execution, then works for a while (and, with ``gate``, until that
+        file exists). ``ballast`` only makes the payload bigger."""
         import pathlib as _pathlib
         import time as _time
         import uuid as _uuid
 
         (_pathlib.Path(marks) / f"{key}-{_uuid.uuid4().hex}").touch()
         _time.sleep(seconds)
+        while gate and not _pathlib.Path(gate).exists():
+            _time.sleep(0.05)
         return key * 2
 
     return work
@@ -169,10 +171,11 @@ class Trial:
         self.adapters.append(adapter)
         return adapter
 
-    def submit(self, client: Client, count: int, seconds: float, ballast: int = 0) -> None:
-        """``ballast``: random bytes per task, so that an array's payload is too big to travel inline."""
+    def submit(self, client: Client, count: int, seconds: float, ballast: int = 0, gate: str = "") -> None:
+        """``ballast``: random bytes per task, so that an array's payload is too big to travel inline; ``gate``: a
+        file the tasks wait for."""
         self.futures += [
-            client.submit(work, str(self.marks), key, seconds, os.urandom(ballast)) for key in range(count)
+            client.submit(work, str(self.marks), key, seconds, os.urandom(ballast), gate) for key in range(count)
         ]
 
     def executions(self) -> collections.Counter[str]:
@@ -286,19 +289,22 @@ def test_kill_9_then_restart_reattaches_without_running_anything_twice(world: Wo
 
 
 def test_kill_9_while_an_indexed_array_runs_then_restart_reattaches(world: World) -> None:
-    """An array whose payload is stored in the indexed format: the restarted adapter reads its task table from the
-    signed sections."""
-    row = Row("kill -9 of the adapter: an array with a stored (indexed) payload RUNNING, restart with the same id")
+    """An array whose payload is stored in the indexed format, killed while it is live: the restarted adapter reads
+    its task table from the signed sections. The tasks wait for a gate file until then, so the job is still live."""
+    row = Row("kill -9 of the adapter: an array with a stored (indexed) payload live, restart with the same id")
     with trial(world, "killindexed") as run:
+        gate = run.dir / "gate"
         first = run.start_adapter()
         with Client(address=run.cluster.addresses.scheduler) as client:
             world.emulator.reset_api_calls()
-            run.submit(client, 8, seconds=1.0, ballast=1024)  # 8 KiB of random bytes: more than fits inline
-            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING child", interval=0.01)
+            run.submit(client, 8, seconds=0.0, ballast=1024, gate=str(gate))  # 8 KiB of random bytes: not inline
+            wait_for(lambda: "payload indexed" in first.log_text(), "the indexed array's submission", interval=0.01)
             first.process.send_signal(signal.SIGKILL)
             first.process.wait()
-            assert "payload indexed" in first.log_text()
             second = run.start_adapter()
+            wait_for(lambda: "took stock" in second.log_text(), "the restarted adapter's stock", interval=0.05)
+            assert "1 live job(s) with 8 task(s)" in second.log_text()
+            gate.touch()
             run.settle(row)
             assert "cannot read its task table" not in second.log_text()
     row.record()
