@@ -224,7 +224,11 @@ def plan_payload(
     def fits(parameter: str) -> bool:
         return backend.overrides_length(dataclasses.replace(spec, payload=parameter)) <= settings.overrides_budget_chars
 
-    for threshold, label in ((_NO_STORE, "inline"), (settings.store_threshold_bytes, "inline+objects")):
+    attempts = [(_NO_STORE, "inline")]
+    threshold = settings.store_threshold_bytes
+    if any(len(blob) >= threshold for task in tasks for blob in (task.serializer, task.function, *task.arguments)):
+        attempts.append((threshold, "inline+objects"))  # without a large blob it would build the same envelope again
+    for threshold, label in attempts:
         builder = PayloadBuilder(
             python=settings.client_python,
             cloudpickle_version=settings.cloudpickle_version,
