@@ -42,12 +42,21 @@ class EmulatorConfig:
     delay_starting: float = 0.05
     max_running_jobs: int = 8
     """How many job processes may run at once; other jobs wait in RUNNABLE."""
-    execution: Literal["process", "thread"] = "process"
+    execution: Literal["process", "thread", "container"] = "process"
     """"process": every attempt is a local process. "thread": an attempt whose command is the project's runner
     (`scaler-batch run-job ...`) runs `scaler_aws_batch.runner.main(argv, env)` on a thread of this process, with the
     same environment variables and S3 calls, and no Python start-up per job; other commands stay processes. Kills
-    cannot stop a thread (see `batch_emulator.inprocess`): test signals, timeouts and OOM with "process". Read when
-    each attempt starts, so it may be changed while the emulator runs."""
+    cannot stop a thread (see `batch_emulator.inprocess`): test signals, timeouts and OOM with "process".
+    "container": every attempt runs in the job definition's image with podman, as ECS starts it (see
+    `batch_emulator.container`): what AWS would run, built from container/. Read when each attempt starts, so it may
+    be changed while the emulator runs."""
+    container_command: tuple[str, ...] = ("podman", "--runtime", "runc")
+    """The container engine's command line before its verb (`run`, `kill`, ...), for "container" execution."""
+    container_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    """PATH of the container engine's own process (the job's PATH is the image's)."""
+    container_volumes: list[str] = field(default_factory=list)
+    """TEST-ONLY knob: extra `host:container[:options]` bind mounts for every container, e.g. a test's temporary
+    directory at the same path, where a test's task reads or writes files the test checks."""
     python_bin_dir: str = field(default_factory=_default_bin_dir)
     """Put first on the job processes' PATH, so that `scaler-batch` resolves to the venv's entry point."""
     time_scale: float = 1.0

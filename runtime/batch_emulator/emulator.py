@@ -44,6 +44,7 @@ import botocore.session
 from botocore.config import Config
 
 from batch_emulator import rules
+from batch_emulator.container import secret_resolver
 from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
@@ -178,6 +179,7 @@ class BatchEmulator:
             batch=self._moto_client("batch"),
             s3=self._moto_client("s3"),
             work_dir=work_dir,
+            resolve_secret=secret_resolver(self._moto_client("secretsmanager"), self._moto_client("ssm")),
         )
         return self
 

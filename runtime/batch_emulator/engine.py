@@ -18,6 +18,7 @@ from batch_emulator import faults as fault_effects
 from batch_emulator import rules
 from batch_emulator.clock import Clock
 from batch_emulator.config import EmulatorConfig, Faults
+from batch_emulator.container import SecretResolver
 from batch_emulator.execution import ProcessExecutor
 from batch_emulator.inprocess import ThreadExecutor
 from batch_emulator.joblogs import JobLogs
@@ -45,6 +46,7 @@ class Engine:
         batch: BatchClient,
         s3: S3Client,
         work_dir: str,
+        resolve_secret: SecretResolver,
     ) -> None:
         self.config = config
         self.faults = faults
@@ -56,7 +58,15 @@ class Engine:
         self._states = JobStates(config, faults, self.lock, self._clock, s3)
         job_logs = JobLogs(config.account_id, config.region)
         processes = ProcessExecutor(
-            config, job_env, endpoint_url, job_logs, work_dir, self.lock, self._clock, self._states.attempt_exited
+            config,
+            job_env,
+            endpoint_url,
+            job_logs,
+            work_dir,
+            self.lock,
+            self._clock,
+            self._states.attempt_exited,
+            resolve_secret,
         )
         self._executor = ThreadExecutor(
             config, job_env, endpoint_url, job_logs, self.lock, processes, self._states.attempt_exited

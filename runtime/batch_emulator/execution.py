@@ -1,4 +1,5 @@
-"""Process execution: each running attempt is a local process in its own session, with the Batch environment.
+"""Process execution: each running attempt is a local process in its own session, with the Batch environment, or
+(execution "container") a container of the job definition's image (`batch_emulator.container`).
 
 One runner thread per attempt starts the process, pumps its output to the attempt's log stream and reports the exit
 to the state machine through `on_exit`.
@@ -15,8 +16,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
-from batch_emulator import rules
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch_emulator import container, rules
 from batch_emulator.clock import Clock
 from batch_emulator.config import EmulatorConfig
 from batch_emulator.joblogs import JobLogs, LogSink
@@ -42,11 +46,13 @@ def killpg(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 def job_environment(
     config: EmulatorConfig, job_env: dict[str, str], endpoint_url: str, job: Job, attempt: Attempt
 ) -> dict[str, str]:
-    """The environment of an attempt: inherited (optional), AWS endpoint, job definition, `job_env`, Batch ids."""
+    """The environment of an attempt: inherited (optional), AWS endpoint, job definition, `job_env`, Batch ids. A
+    container inherits nothing from this host: its PATH and the rest are the image's."""
     env: dict[str, str] = {}
-    if config.inherit_environment:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PATH"] = config.python_bin_dir + os.pathsep + env.get("PATH", os.defpath)
+    if config.execution != "container":
+        if config.inherit_environment:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["PATH"] = config.python_bin_dir + os.pathsep + env.get("PATH", os.defpath)
     env.update(
         {
             "AWS_ENDPOINT_URL": endpoint_url,
@@ -87,8 +93,10 @@ class ProcessExecutor:
         lock: threading.RLock,
         clock: Clock,
         on_exit: ExitCallback,
+        resolve_secret: container.SecretResolver,
     ) -> None:
         self._config = config
+        self._resolve_secret = resolve_secret
         self._job_env = job_env
         self._endpoint_url = endpoint_url
         self._logs = logs
@@ -119,17 +127,28 @@ class ProcessExecutor:
         if proc is None:
             return
         if hard:
-            killpg(proc, signal.SIGKILL)
+            self._signal(attempt, proc, signal.SIGKILL)
             return
-        killpg(proc, signal.SIGTERM)
-        self._clock.schedule(kill_grace(self._config), lambda: killpg(proc, signal.SIGKILL))
+        self._signal(attempt, proc, signal.SIGTERM)
+        self._clock.schedule(kill_grace(self._config), lambda: self._signal(attempt, proc, signal.SIGKILL))
+
+    def _signal(self, attempt: Attempt, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the attempt's process group, or its container (the engine's client process only relays)."""
+        name = attempt.container
+        if name is None:
+            killpg(proc, sig)
+            return
+        # `podman kill` takes a while and the caller may hold the job lock: signal from another thread.
+        threading.Thread(
+            target=container.stop, args=(self._config, name, sig.name.removeprefix("SIG")), daemon=True
+        ).start()
 
     def close(self, attempts: list[Attempt]) -> None:
         with self._lock:
             self._stopping = True
-            procs = [a.proc for a in attempts if a.proc is not None]
-        for proc in procs:
-            killpg(proc, signal.SIGKILL)
+            running = [(a, a.proc) for a in attempts if a.proc is not None]
+        for attempt, proc in running:
+            self._signal(attempt, proc, signal.SIGKILL)
 
     def join(self) -> None:
         for runner in list(self._runners):
@@ -148,19 +167,19 @@ class ProcessExecutor:
         sink = LogSink(self._logs, job.log_group, attempt.log_stream)
         start_error: str | None = None
         returncode: int | None = None
-        executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
-        if executable is None:
-            start_error = f"CannotStartContainerError: executable not found: {argv[0] if argv else '(empty command)'}"
+        launch, start_error = self._launch(job, attempt, argv, env)
+        if start_error is not None:
             sink.add(start_error)
         else:
+            assert launch is not None
             sink.flush(final=False)  # the log stream exists once the container starts, as on AWS
             try:
                 proc = subprocess.Popen(
-                    [executable, *argv[1:]],
+                    launch.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env=launch.env,
                     cwd=self._work_dir,
                     start_new_session=True,
                 )
@@ -170,15 +189,44 @@ class ProcessExecutor:
             else:
                 with self._lock:
                     attempt.proc = proc
+                    attempt.container = launch.name
                     pending = attempt.kill_cause
                     stopping = self._stopping
                 if stopping or pending == "spot":
-                    killpg(proc, signal.SIGKILL)
+                    self._signal(attempt, proc, signal.SIGKILL)
                 elif pending is not None:
                     self.kill(attempt, hard=False)
                 returncode = _pump(proc, sink, self._config.log_flush_seconds)
+                if launch.name is not None:
+                    oom_killed = container.finish(self._config, launch.name)
+                    with self._lock:
+                        if oom_killed and attempt.kill_cause is None:
+                            attempt.reason = container.OOM_REASON
         sink.flush()
         self._on_exit(job, attempt, returncode, start_error, env)
+
+    def _launch(
+        self, job: Job, attempt: Attempt, argv: list[str], env: dict[str, str]
+    ) -> tuple[_Launch | None, str | None]:
+        """What to start for the attempt, or the reason it cannot start (as the attempt's container reason)."""
+        if self._config.execution == "container":
+            try:
+                started = container.container_launch(self._config, job, attempt, env, self._resolve_secret)
+            except (ClientError, BotoCoreError) as exc:  # as ECS reports a secret it cannot read
+                return None, f"ResourceInitializationError: unable to pull secrets: {exc}"
+            except ValueError as exc:
+                return None, f"CannotStartContainerError: {exc}"
+            return _Launch(started.argv, started.env, started.name), None
+        executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
+        if executable is None:
+            return None, f"CannotStartContainerError: executable not found: {argv[0] if argv else '(empty command)'}"
+        return _Launch([executable, *argv[1:]], env, None), None
+
+
+class _Launch(NamedTuple):
+    argv: list[str]
+    env: dict[str, str]
+    name: str | None  # the container's, in container execution
 
 
 def _pump(proc: subprocess.Popen[bytes], sink: LogSink, flush_every: float) -> int:

@@ -34,6 +34,7 @@ class Attempt:
     reason: str | None = None
     status_reason: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    container: str | None = None  # the container's name, when the attempt runs in the job's image
     kill_cause: str | None = None  # "timeout" | "terminate" | "spot"
     kill_reason: str | None = None
     finished: bool = False

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Make the Dockerfile's base image (python:PYTHON-slim-RELEASE) available to podman on a machine that reaches no
+# container registry: pull it when a registry answers; otherwise build a stand-in from Debian packages with
+# debootstrap (Debian's python3, pip, venv and CA certificates) and import it under the name the Dockerfile's FROM
+# resolves to, so `podman build --pull=never` finds it. Needs root, debootstrap and podman (make image-tools).
+#
+#   container/offline-base.sh [PYTHON_VERSION] [DEBIAN_RELEASE] [ARCH]     e.g. 3.11 bookworm amd64
+set -euo pipefail
+
+python_version=${1:-3.11}
+release=${2:-bookworm}
+arch=${3:-$(dpkg --print-architecture)}
+# Docker Hub's `library/` namespace: what `FROM python:…` means to podman with no registry configured.
+name="docker.io/library/python:${python_version}-slim-${release}"
+platform="linux/${arch}"
+podman=(podman --runtime runc)
+
+have_image() {
+    local found
+    found=$("${podman[@]}" image inspect --format '{{.Architecture}}' "$name" 2>/dev/null) || return 1
+    [ "$found" = "$arch" ]
+}
+
+if have_image; then
+    echo "base image $name ($arch) is present"
+    exit 0
+fi
+# A registry that answers wins: the real image is what `cdk deploy` builds on.
+if timeout 120 "${podman[@]}" pull -q --platform "$platform" "$name" >/dev/null 2>&1; then
+    echo "base image $name ($arch) pulled"
+    exit 0
+fi
+
+# Debian's own python3 must be the version the image promises: the runner refuses a payload from another minor.
+debian_python=$(apt-cache show --no-all-versions python3 2>/dev/null | sed -n 's/^Version: \([0-9]*\.[0-9]*\).*/\1/p')
+case "$release:$debian_python" in
+    bookworm:*) debian_python=3.11 ;;  # python3 on bookworm is 3.11, whatever this host's apt lists say
+    trixie:*) debian_python=3.13 ;;
+esac
+if [ "$debian_python" != "$python_version" ]; then
+    echo "no container registry answered, and Debian $release ships Python $debian_python, not $python_version:" >&2
+    echo "build with PYTHON_VERSION=$debian_python, or on a machine that reaches a registry" >&2
+    exit 1
+fi
+
+# The mirror apt already uses on this machine (deb822 sources first, then the one-line format).
+mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1)
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+[ -n "$mirror" ] || { echo "no Debian mirror found in apt's sources" >&2; exit 1; }
+
+rootfs=$(mktemp -d /var/tmp/scaler-batch-base.XXXXXX)
+trap 'rm -rf "$rootfs"' EXIT
+echo "no container registry answered: building $name ($arch) from Debian $release with debootstrap"
+foreign=()
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+    foreign=(--foreign)  # the second stage runs under qemu-user-static, below
+fi
+debootstrap "${foreign[@]}" --arch "$arch" --variant=minbase \
+    --include=python3,python3-pip,python3-venv,ca-certificates,passwd "$release" "$rootfs" "$mirror" >/dev/null
+if [ "${#foreign[@]}" -gt 0 ]; then
+    chroot "$rootfs" /debootstrap/debootstrap --second-stage >/dev/null
+fi
+# What python:X-slim offers and Debian's python3 does not: `python`, and pip allowed to install system-wide.
+ln -sf python3 "$rootfs/usr/bin/python"
+rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+# HTTPS from some build hosts goes through an intercepting proxy whose CA only the host's bundle holds.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+fi
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+tar -C "$rootfs" -c . | "${podman[@]}" import --arch "$arch" --change 'CMD ["python3"]' - "$name" >/dev/null
+echo "base image $name ($arch) built: $("${podman[@]}" image inspect --format '{{.Size}}' "$name") bytes"
