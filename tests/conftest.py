@@ -122,3 +122,14 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def job_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The job image built from the default cloud assembly's asset (cdk.json's context), as `make image` builds it;
+    skips without podman (fails on CI)."""
+    from job_image import require_image_tools, synth_and_build
+
+    require_image_tools()
+    built = synth_and_build(tmp_path_factory.mktemp("image-assembly"), "scaler-batch-runner:test")
+    return str(built["tag"])

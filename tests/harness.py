@@ -141,14 +141,16 @@ class AwsHarness(Harness):
         with self.emulator:
             self.signing_secret, self._keys = create_signing_secret(self.emulator)
             self.queue, self.job_definition = self.emulator.create_queue_and_job_definition(
-                retry_strategy=SPOT_RETRY_STRATEGY,
-                timeout_seconds=3600,
-                environment={SIGNING_SECRET_ENV: self.signing_secret},
+                retry_strategy=SPOT_RETRY_STRATEGY, timeout_seconds=3600, **self.job_definition_setup()
             )
             self.emulator.client("s3").create_bucket(Bucket=BUCKET)
             with self.variant(self.work_dir) as (client, adapter):
                 self.client, self.adapter = client, adapter
                 yield self
+
+    def job_definition_setup(self) -> dict[str, Any]:
+        """The job definition's image, environment and container settings."""
+        return {"environment": {SIGNING_SECRET_ENV: self.signing_secret}}
 
     def adapter_args(self) -> list[str]:
         return [
@@ -226,6 +228,44 @@ class AwsHarness(Harness):
     @property
     def signing_keys(self) -> KeyRing:
         return self._keys
+
+
+#: The container the CDK stack's job definition declares (stacks/job_definition.py): read-only root filesystem, a
+#: scratch volume at /tmp, TMPDIR pointing at it. The image harness registers its job definition with these.
+STACK_CONTAINER = {
+    "readonlyRootFilesystem": True,
+    "volumes": [{"name": "scratch", "host": {}}],
+    "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/tmp", "readOnly": False}],
+}
+
+
+class ImageHarness(AwsHarness):
+    """The AWS Batch backend with every job in the job image built from the CDK asset (the emulator's container
+    execution): what AWS would run. `shared_root` is bind-mounted at the same path, for tests whose tasks use files."""
+
+    name = "aws-batch-image"
+
+    def __init__(self, work_dir: pathlib.Path, image: str, shared_root: pathlib.Path) -> None:
+        self.work_dir = work_dir
+        self.image = image
+        config = EmulatorConfig(
+            time_scale=TIME_SCALE,
+            max_running_jobs=4,
+            execution="container",
+            container_volumes=[f"{shared_root}:{shared_root}"],
+        )
+        self.emulator = BatchEmulator(config)
+
+    @contextlib.contextmanager
+    def job_processes(self) -> Iterator[None]:
+        yield  # every job is a container already
+
+    def job_definition_setup(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "environment": {SIGNING_SECRET_ENV: self.signing_secret, "TMPDIR": "/tmp"},
+            "container_properties": STACK_CONTAINER,
+        }
 
 
 def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-signing") -> tuple[str, KeyRing]:

@@ -21,7 +21,8 @@ import pytest
 from scaler import Client
 
 from conftest import WAIT_SECONDS, wait_for
-from harness import AwsHarness, Harness, LocalHarness, SlurmHarness
+from harness import AwsHarness, Harness, ImageHarness, LocalHarness, SlurmHarness
+from job_image import open_to_the_job
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
     CapabilityError,
@@ -40,11 +41,16 @@ from scaler_aws_batch.wire import python_version_tag
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm"])
+@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm", "aws-batch-image"])
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """Every case on each backend, and once more with every job in the job image built from the CDK asset: the
+    development venv has what the image may lack, so only the last proves what AWS would run."""
     chosen: LocalHarness | AwsHarness | SlurmHarness
     if request.param == "slurm":  # the cluster first: without Slurm this skips (fails on CI) before any work
         chosen = SlurmHarness(tmp_path_factory.mktemp("slurm"), request.getfixturevalue("slurm_cluster"))
+    elif request.param == "aws-batch-image":  # the image first: without podman this skips (fails on CI)
+        image = request.getfixturevalue("job_image")
+        chosen = ImageHarness(tmp_path_factory.mktemp("aws-batch-image"), image, tmp_path_factory.getbasetemp())
     elif request.param == "local":
         chosen = LocalHarness(tmp_path_factory.mktemp("local"))
     else:
@@ -55,7 +61,12 @@ def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(autouse=True)
 def job_execution(request: pytest.FixtureRequest, harness: Harness) -> Iterator[None]:
-    """Jobs of tests marked ``job_processes`` are real processes; the others may run on the emulator's threads."""
+    """Jobs of tests marked ``job_processes`` are real processes; the others may run on the emulator's threads. In
+    the image, a test's own directory is open to the job's unprivileged user."""
+    if isinstance(harness, ImageHarness) and "tmp_path" in request.fixturenames:
+        tmp_path: pathlib.Path = request.getfixturevalue("tmp_path")
+        factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+        open_to_the_job(tmp_path, stop=factory.getbasetemp().parent)
     processes = request.node.get_closest_marker("job_processes") is not None
     with harness.job_processes() if processes else contextlib.nullcontext():
         yield

@@ -329,12 +329,15 @@ class BatchEmulator:
         image: str = "scaler-aws-batch:emulated",
         compute_type: str = "UNMANAGED",
         fargate: bool = False,
+        container_properties: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Create (in moto) a service role, a compute environment, a job queue, a job definition running
         `command` (default `scaler-batch run-job --payload Ref::payload`) and its log group.
         `compute_type` UNMANAGED, or a managed environment's resource type: EC2, SPOT, FARGATE or FARGATE_SPOT
         (at 0 vCPUs; DescribeJobs then names its ECS cluster in task ARNs, as AWS does). ``fargate`` makes the job
         definition a Fargate one (1 vCPU, 2048 MiB), whose jobs the emulator holds to Fargate's sizes.
+        ``container_properties`` adds to (or replaces) the job definition's container properties, e.g. the CDK stack's
+        ``readonlyRootFilesystem``, ``volumes`` and ``mountPoints`` for container execution.
         Returns (job queue ARN, job definition ARN). Reuses the compute environment and queue if they exist."""
         rules.validate_timeout({"attemptDurationSeconds": timeout_seconds} if timeout_seconds is not None else None)
         rules.validate_retry_strategy(retry_strategy)
@@ -388,6 +391,7 @@ class BatchEmulator:
             "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
             "environment": [{"name": k, "value": v} for k, v in (environment or {}).items()],
             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": log_group}},
+            **(container_properties or {}),
         }
         kwargs: dict[str, Any] = {
             "jobDefinitionName": job_definition_name,
