@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
+IMAGE_TAG ?= scaler-batch-runner:latest
+CDK_CONTEXT ?=
 # jsii (under aws-cdk-lib) prints a banner for every process on Node 20; the CDK still works.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test lint typecheck synth bench bench-quick dist clean slurm-install
+.PHONY: demo test lint typecheck synth image image-tools bench bench-quick dist clean slurm-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +44,27 @@ slurm-install:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurm-wlm munge; \
 	else echo "Slurm is not installed: run 'sudo make slurm-install' (apt-get install slurm-wlm munge)"; fi
 
-test: $(VENV)/.dev-installed node_modules/.package-lock.json slurm-install lint typecheck
+# The job image is built with podman where Docker is absent, on a stand-in base made with debootstrap where no
+# registry answers (container/offline-base.sh). As root (CI), install them when missing; otherwise say how, and the
+# image tests skip (SCALER_BATCH_REQUIRE_IMAGE=1 makes them fail instead).
+image-tools:
+	@if command -v podman >/dev/null && command -v runc >/dev/null \
+	    && PATH="$$PATH:/usr/sbin" command -v debootstrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	        podman runc buildah debootstrap; \
+	else echo "podman is not installed: run 'sudo make image-tools' (apt-get install podman runc buildah debootstrap)"; fi
+
+# The job image exactly as `cdk deploy` builds it: the synthesized assembly's own image asset (directory, Dockerfile,
+# build args and contexts, platform), with Docker or podman. `-c key=value` context goes through CDK_CONTEXT.
+image: synth image-tools
+	PATH="$$PATH:/usr/sbin" $(BIN)/python container/build_image.py --assembly cdk.out --tag $(IMAGE_TAG)
+
+test: $(VENV)/.dev-installed node_modules/.package-lock.json slurm-install image-tools lint typecheck
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/pytest
 
 synth: $(VENV)/.dev-installed node_modules/.package-lock.json
-	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth
+	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q $(CDK_CONTEXT)
 
 # At most 10 minutes on 2 cores; docs/benchmarks.md and its chart are generated from the run's JSON.
 bench: $(VENV)/.dev-installed

@@ -245,9 +245,10 @@ class ImageHarness(AwsHarness):
 
     name = "aws-batch-image"
 
-    def __init__(self, work_dir: pathlib.Path, image: str, shared_root: pathlib.Path) -> None:
+    def __init__(self, work_dir: pathlib.Path, image: str, shared_root: pathlib.Path, fargate: bool = False) -> None:
         self.work_dir = work_dir
         self.image = image
+        self.fargate = fargate
         config = EmulatorConfig(
             time_scale=TIME_SCALE,
             max_running_jobs=4,
@@ -261,11 +262,16 @@ class ImageHarness(AwsHarness):
         yield  # every job is a container already
 
     def job_definition_setup(self) -> dict[str, Any]:
-        return {
+        setup: dict[str, Any] = {
             "image": self.image,
             "environment": {SIGNING_SECRET_ENV: self.signing_secret, "TMPDIR": "/tmp"},
             "container_properties": STACK_CONTAINER,
         }
+        if self.fargate:
+            # Fargate takes no host volumes: the scratch volume is task storage, a volume with only a name.
+            scratch = {**STACK_CONTAINER, "volumes": [{"name": "scratch"}]}
+            setup.update(fargate=True, compute_type="FARGATE", container_properties=scratch)
+        return setup
 
 
 def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-signing") -> tuple[str, KeyRing]:

@@ -3,8 +3,11 @@ its outputs configure ``scaler-batch worker``, and tasks submitted through Scale
 queue and job definition. Then the stack is deleted.
 
 What ``cdk deploy`` does around CreateStack is done here as the CDK CLI would: the bootstrap's SSM version parameter
-is put in place and the file assets are published to the bootstrap bucket (:func:`cdk_bootstrap_and_publish`). The
-job image is not built (no Docker); the emulator runs the job definition's command and ignores its image.
+is put in place and the file assets are published to the bootstrap bucket (:func:`cdk_bootstrap_and_publish`), and the
+image asset is built from the same assembly by the shipped ``container/build_image.py`` and given the ECR name the job
+definition uses (the push). Every job then runs in that image (the emulator's container execution), with the job
+definition as the stack declares it. Without podman (a developer machine) the jobs run as processes instead and the
+image checks skip; on CI podman is required.
 
 Where moto's CloudFormation falls short, the template gets the test-only transformations in :data:`TRANSFORMATIONS`,
 each a small function whose docstring gives the reason. The test checks that each one still changes the template and
@@ -35,6 +38,7 @@ from batch_emulator import BatchEmulator, EmulatorConfig
 from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
 from conftest import WAIT_SECONDS, scaler_with_adapter, wait_for
 from harness import AWS_ENV
+from job_image import build_from_assembly, image_tools_available, tag_as
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
 from scaler_aws_batch.contracts import StackOutput
 from scaler_aws_batch.signing import KeyRing, generate_key
@@ -58,8 +62,8 @@ EXPECTED_OUTPUTS = StackOutput.every() - {StackOutput.GPU_JOB_QUEUE_ARN, StackOu
 CAPABILITIES: list[Any] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 #: A version ``cdk bootstrap`` writes today; the template's rule only refuses versions 1-5.
 BOOTSTRAP_VERSION = "30"
-#: Emulator settings: several jobs at once so a small map finishes quickly.
-EMULATOR_CONFIG = EmulatorConfig(max_running_jobs=8)
+#: The local name of the image built from this module's assembly.
+IMAGE_TAG = "scaler-batch-runner:deploy-test"
 
 Template = dict[str, Any]
 
@@ -379,9 +383,19 @@ def template(assembly: tuple[pathlib.Path, Template]) -> Template:
 
 
 @pytest.fixture(scope="module")
-def emulator(assembly: tuple[pathlib.Path, Template]) -> Iterator[BatchEmulator]:
+def image(assembly: tuple[pathlib.Path, Template]) -> str | None:
+    """The job image built from this assembly's asset, or None where podman is missing (not on CI)."""
+    if not image_tools_available():
+        return None
+    return str(build_from_assembly(assembly[0], IMAGE_TAG)["tag"])
+
+
+@pytest.fixture(scope="module")
+def emulator(assembly: tuple[pathlib.Path, Template], image: str | None) -> Iterator[BatchEmulator]:
     outdir, template = assembly
-    with BatchEmulator(EMULATOR_CONFIG) as emu:
+    # Several jobs at once so a small map finishes quickly; each in the image when there is one.
+    config = EmulatorConfig(max_running_jobs=8, execution="container" if image else "process")
+    with BatchEmulator(config) as emu:
         cdk_bootstrap_and_publish(emu, template, outdir)
         yield emu
 
@@ -398,7 +412,12 @@ def deployed(emulator: BatchEmulator, template: Template, baseline: dict[str, se
     transformed, _ = transform_for_moto(template)
     status = create_stack(emulator.client("cloudformation"), STACK_NAME, transformed)
     assert status == "CREATE_COMPLETE"
-    return stack_outputs(emulator.client("cloudformation"), STACK_NAME)
+    outputs = stack_outputs(emulator.client("cloudformation"), STACK_NAME)
+    if emulator.config.execution == "container":
+        batch = emulator.client("batch")
+        (definition,) = batch.describe_job_definitions(jobDefinitions=[outputs["JobDefinitionArn"]])["jobDefinitions"]
+        tag_as(IMAGE_TAG, definition["containerProperties"]["image"])  # what `cdk deploy` pushes to ECR
+    return outputs
 
 
 # --- tests -------------------------------------------------------------------------------------------------------
@@ -505,7 +524,15 @@ def _run_tasks_through_stack(
     assert new_jobs, log
     assert {job["jobQueue"] for job in new_jobs.values()} == {deployed["JobQueueArn"]}
     assert {job["jobDefinition"] for job in new_jobs.values()} == {deployed["JobDefinitionArn"]}
-    assert {job["status"] for job in new_jobs.values()} == {"SUCCEEDED"}
+    # A result is read as soon as it is stored; the job's container still has to exit (an array parent ends after
+    # its last child).
+    wait_for(
+        lambda: (
+            {job["status"] for job in _stack_jobs(emulator, queues).values() if job["jobId"] in new_jobs}
+            == {"SUCCEEDED"}
+        ),
+        "every job of the stack to succeed",
+    )
     # The probe, the sqrt and three map tasks: one job each, or fewer jobs if the adapter batched them into arrays.
     assert sum(job.get("arrayProperties", {}).get("size", 1) for job in new_jobs.values()) >= 5
     # Results go to the stack's bucket under its payload prefix (the store named in each inline payload).

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from batch_emulator import BatchEmulator
+from batch_emulator import BatchEmulator, EmulatorConfig
 from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
 from conftest import WAIT_SECONDS, scaler_with_adapter
 from harness import AWS_ENV
+from job_image import build_from_assembly, image_tools_available, tag_as
 from test_cdk_deploy import (
-    EMULATOR_CONFIG,
+    IMAGE_TAG,
     cdk_bootstrap_and_publish,
     create_stack,
     stack_outputs,
@@ -43,11 +44,19 @@ Template = dict[str, Any]
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BatchEmulator, dict[str, str]]]:
     outdir = tmp_path_factory.mktemp("cdk.out")
     template = synth_to(outdir, CONTEXT, env=NO_ENV)
-    with BatchEmulator(EMULATOR_CONFIG) as emulator:
+    # Every job in the image built from this assembly, as in test_cdk_deploy (processes where podman is missing).
+    image = build_from_assembly(outdir, f"{IMAGE_TAG}-fargate")["tag"] if image_tools_available() else None
+    config = EmulatorConfig(max_running_jobs=8, execution="container" if image else "process")
+    with BatchEmulator(config) as emulator:
         cdk_bootstrap_and_publish(emulator, template, outdir)
         transformed, _ = transform_for_moto(template)
         assert create_stack(emulator.client("cloudformation"), STACK_NAME, transformed) == "CREATE_COMPLETE"
-        yield emulator, stack_outputs(emulator.client("cloudformation"), STACK_NAME)
+        outputs = stack_outputs(emulator.client("cloudformation"), STACK_NAME)
+        if image:
+            batch = emulator.client("batch")
+            definitions = batch.describe_job_definitions(jobDefinitions=[outputs["JobDefinitionArn"]])
+            tag_as(image, definitions["jobDefinitions"][0]["containerProperties"]["image"])
+        yield emulator, outputs
 
 
 def test_fargate_stack_creates_fargate_environments_and_job_definition(

@@ -162,7 +162,7 @@ def secret_resolver(secretsmanager: Any, ssm: Any) -> SecretResolver:
         if ":secretsmanager:" in value_from:
             parts = value_from.split(":")
             arn = ":".join(parts[:7])
-            json_key, stage, version = (parts[7:] + ["", "", ""])[:3]
+            json_key, stage, version = [*parts[7:], "", "", ""][:3]
             request: dict[str, str] = {"SecretId": arn}
             if stage:
                 request["VersionStage"] = stage

@@ -44,8 +44,8 @@ import botocore.session
 from botocore.config import Config
 
 from batch_emulator import rules
-from batch_emulator.container import secret_resolver
 from batch_emulator.config import ApiCalls, EmulatorConfig, Faults
+from batch_emulator.container import secret_resolver
 from batch_emulator.engine import Engine
 from batch_emulator.rules import BatchApiError, client_error
 from batch_emulator.s3_requests import S3Requests
