@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -84,6 +85,14 @@ class Harness:
     def job_processes(self) -> contextlib.AbstractContextManager[None]:
         """Within this block every job is a real process (for tests of kills, timeouts, signals, sys.path)."""
         return contextlib.nullcontext()
+
+    def job_stopped(self, pid: int) -> bool:
+        """The job whose task reported ``os.getpid()`` as ``pid`` no longer runs."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 class LocalHarness(Harness):
@@ -260,6 +269,10 @@ class ImageHarness(AwsHarness):
     @contextlib.contextmanager
     def job_processes(self) -> Iterator[None]:
         yield  # every job is a container already
+
+    def job_stopped(self, pid: int) -> bool:
+        """In its container a task's pid means nothing here: no job of the emulator runs any more."""
+        return self.emulator.running_processes() == 0
 
     def job_definition_setup(self) -> dict[str, Any]:
         setup: dict[str, Any] = {

@@ -198,9 +198,8 @@ class ProcessExecutor:
                     self.kill(attempt, hard=False)
                 returncode = _pump(proc, sink, self._config.log_flush_seconds)
                 if launch.name is not None:
-                    oom_killed = container.finish(self._config, launch.name)
                     with self._lock:
-                        if oom_killed and attempt.kill_cause is None:
+                        if attempt.kill_cause is None and container.killed_by_memory_limit(returncode):
                             attempt.reason = container.OOM_REASON
         sink.flush()
         self._on_exit(job, attempt, returncode, start_error, env)

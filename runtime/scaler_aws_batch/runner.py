@@ -17,10 +17,13 @@ import dataclasses
 import logging
 import os
 import pickle
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from types import FrameType
 from typing import Any
 
 from scaler_aws_batch.contracts import RunnerExit
@@ -324,6 +327,18 @@ def _configure_logging(level: str, handler: logging.Handler | None) -> None:
     logger.setLevel(level.upper())
 
 
+def _exit_on_sigterm_as_pid_1() -> None:
+    """A container's first process (PID 1: Batch starts the job's command so) ignores every signal it has no handler
+    for. Without one, the SIGTERM of TerminateJob, a timeout or a Spot reclaim would do nothing, and the job would run
+    on until the SIGKILL 30 seconds later."""
+    if os.getpid() == 1 and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    os._exit(128 + signum)  # as the default action would: the exit code Batch reports for SIGTERM, 143
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch run-job", description="Run the tasks of one job.")
     parser.add_argument("--payload", required=True, help="the job's payload parameter (inline:... or ref:...)")
@@ -339,6 +354,8 @@ def main(
     """Run one job. ``env`` replaces the process environment for everything the job reads (AWS_BATCH_* variables,
     store endpoint and credentials), so a caller may run jobs in threads; ``log_handler`` replaces stderr."""
     environment = os.environ if env is None else env
+    if env is None:
+        _exit_on_sigterm_as_pid_1()
     _configure_logging(environment.get("SCALER_BATCH_LOG_LEVEL", "INFO"), log_handler)
     try:
         args = build_parser().parse_args(argv)
