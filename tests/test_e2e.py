@@ -131,6 +131,7 @@ def test_job_killed_like_the_oom_killer_does_is_an_out_of_memory_error(harness: 
             "in its container the job is PID 1, which no signal from inside can kill, as on Batch; the kernel's own "
             "out-of-memory kill in the image is tests/test_image.py::test_a_task_beyond_its_memory_is_killed_..."
         )
+
     def killed() -> None:
         import os
         import signal
