@@ -16,11 +16,17 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT, Architecture
+from scaler_aws_batch.contracts import (
+    JOB_SCRATCH_PATH as SCRATCH_PATH,
+)
+from scaler_aws_batch.contracts import (
+    JOB_SCRATCH_VOLUME as SCRATCH_VOLUME,
+)
+from scaler_aws_batch.contracts import (
+    SPOT_RETRY_EVALUATE_ON_EXIT,
+    Architecture,
+)
 
-#: The container's only writable path: a scratch volume, since the root filesystem is read-only.
-SCRATCH_PATH = "/tmp"
-SCRATCH_VOLUME = "scratch"
 LOG_STREAM_PREFIX = "job"
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 FARGATE_ARCHITECTURES = {

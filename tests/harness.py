@@ -16,8 +16,14 @@ from typing import Any
 from scaler import Client
 
 from batch_emulator import BatchEmulator, EmulatorConfig, standalone
+from batch_emulator.standalone import STACK_CONTAINER_PROPERTIES
 from conftest import AdapterProcess, scaler_with_adapter
-from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_RETRY_EVALUATE_ON_EXIT
+from scaler_aws_batch.contracts import (
+    JOB_SCRATCH_PATH,
+    JOB_SCRATCH_VOLUME,
+    SIGNING_SECRET_ENV,
+    SPOT_RETRY_EVALUATE_ON_EXIT,
+)
 from scaler_aws_batch.signing import KEY_FILE_NAME, KeyRing, read_key_file
 from slurm_cluster import SlurmCluster
 
@@ -239,15 +245,6 @@ class AwsHarness(Harness):
         return self._keys
 
 
-#: The container the CDK stack's job definition declares (stacks/job_definition.py): read-only root filesystem, a
-#: scratch volume at /tmp, TMPDIR pointing at it. The image harness registers its job definition with these.
-STACK_CONTAINER = {
-    "readonlyRootFilesystem": True,
-    "volumes": [{"name": "scratch", "host": {}}],
-    "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/tmp", "readOnly": False}],
-}
-
-
 class ImageHarness(AwsHarness):
     """The AWS Batch backend with every job in the job image built from the CDK asset (the emulator's container
     execution): what AWS would run. `shared_root` is bind-mounted at the same path, for tests whose tasks use files."""
@@ -277,12 +274,12 @@ class ImageHarness(AwsHarness):
     def job_definition_setup(self) -> dict[str, Any]:
         setup: dict[str, Any] = {
             "image": self.image,
-            "environment": {SIGNING_SECRET_ENV: self.signing_secret, "TMPDIR": "/tmp"},
-            "container_properties": STACK_CONTAINER,
+            "environment": {SIGNING_SECRET_ENV: self.signing_secret, "TMPDIR": JOB_SCRATCH_PATH},
+            "container_properties": STACK_CONTAINER_PROPERTIES,
         }
         if self.fargate:
             # Fargate takes no host volumes: the scratch volume is task storage, a volume with only a name.
-            scratch = {**STACK_CONTAINER, "volumes": [{"name": "scratch"}]}
+            scratch = {**STACK_CONTAINER_PROPERTIES, "volumes": [{"name": JOB_SCRATCH_VOLUME}]}
             setup.update(fargate=True, compute_type="FARGATE", container_properties=scratch)
         return setup
 

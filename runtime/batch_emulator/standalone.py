@@ -20,11 +20,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from batch_emulator.config import EmulatorConfig
 from batch_emulator.emulator import DUMMY_KEY, BatchEmulator
 from scaler_aws_batch.contracts import (
     EMULATOR_ENDPOINT_LINE_PREFIX,
+    JOB_SCRATCH_PATH,
+    JOB_SCRATCH_VOLUME,
     SIGNING_SECRET_ENV,
     SPOT_RETRY_EVALUATE_ON_EXIT,
     StackOutput,
@@ -46,16 +49,30 @@ def create_signing_secret(emulator: BatchEmulator, name: str = "scaler-batch-sig
     return emulator.client("secretsmanager").create_secret(Name=name, SecretString=key)["ARN"], key
 
 
-def provision(emulator: BatchEmulator, *, bucket: str, prefix: str) -> dict[str, str]:
-    """Create the stack's resources in the emulator; return its outputs, keyed as the CDK stack keys them."""
+#: The container the CDK stack's job definition declares (stacks/job_definition.py): a read-only root filesystem and
+#: a scratch volume at /tmp (TMPDIR), for jobs run in the image (container execution).
+STACK_CONTAINER_PROPERTIES: dict[str, Any] = {
+    "readonlyRootFilesystem": True,
+    "volumes": [{"name": JOB_SCRATCH_VOLUME, "host": {}}],
+    "mountPoints": [{"sourceVolume": JOB_SCRATCH_VOLUME, "containerPath": JOB_SCRATCH_PATH, "readOnly": False}],
+}
+
+
+def provision(emulator: BatchEmulator, *, bucket: str, prefix: str, image: str | None = None) -> dict[str, str]:
+    """Create the stack's resources in the emulator; return its outputs, keyed as the CDK stack keys them. With
+    ``image``, the job definition runs it with the stack's container settings."""
     secret_arn, _ = create_signing_secret(emulator)
+    image_settings: dict[str, Any] = {}
+    if image is not None:
+        image_settings = {"image": image, "container_properties": STACK_CONTAINER_PROPERTIES}
     queue_arn, job_definition_arn = emulator.create_queue_and_job_definition(
         queue_name="scaler-batch-queue",
         job_definition_name="scaler-batch-runner",
         retry_strategy={"attempts": RETRY_ATTEMPTS, "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT)},
         timeout_seconds=JOB_TIMEOUT_SECONDS,
         log_group=LOG_GROUP,
-        environment={SIGNING_SECRET_ENV: secret_arn},
+        environment={SIGNING_SECRET_ENV: secret_arn, "TMPDIR": JOB_SCRATCH_PATH},
+        **image_settings,
     )
     emulator.client("s3").create_bucket(Bucket=bucket)
     return {
@@ -85,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-running-jobs", type=int, default=8, help="jobs running at once; others wait (8)")
     parser.add_argument(
         "--execution",
-        choices=("process", "thread"),
+        choices=("process", "thread", "container"),
         default="process",
-        help="run each job as a process (like a container), or the runner on a thread of the emulator (faster)",
+        help="run each job as a process (like a container), the runner on a thread of the emulator (faster), or in "
+        "the job image with podman (--image; what AWS would run)",
+    )
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="with --execution container: the job image (e.g. scaler-batch-runner:latest, as `make image` tags it)",
     )
     return parser
 
@@ -99,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.max_running_jobs <= 0:
         print(f"--max-running-jobs must be positive, got {args.max_running_jobs}", file=sys.stderr)
+        return 2
+    if (args.execution == "container") != (args.image is not None):
+        print("--execution container and --image go together (build the image with `make image`)", file=sys.stderr)
         return 2
     stop = threading.Event()
 
@@ -113,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     emulator = BatchEmulator(config).start()  # a port in use: werkzeug says so and exits with code 1
     try:
-        outputs = provision(emulator, bucket=args.bucket, prefix=args.prefix)
+        outputs = provision(emulator, bucket=args.bucket, prefix=args.prefix, image=args.image)
         path = pathlib.Path(args.outputs)
         path.write_text(json.dumps({args.stack_name: outputs}, indent=2) + "\n")
         print(f"{EMULATOR_ENDPOINT_LINE_PREFIX}{emulator.endpoint_url}")

@@ -17,6 +17,14 @@ PAYLOAD_PARAMETER: Final = "payload"
 RUNNER_COMMAND: Final[tuple[str, ...]] = ("scaler-batch", "run-job", "--payload", f"Ref::{PAYLOAD_PARAMETER}")
 
 
+# --- the job's container ------------------------------------------------------------------------------------------
+
+#: The job container's only writable path: a scratch volume (the root filesystem is read-only), also its TMPDIR.
+JOB_SCRATCH_PATH: Final = "/tmp"
+#: The name of that volume in the job definition.
+JOB_SCRATCH_VOLUME: Final = "scratch"
+
+
 class StackOutput:
     """CloudFormation output keys of the CDK stack; the worker reads them (``--stack`` / ``--stack-outputs``)."""
 
