@@ -16,16 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from scaler_aws_batch.contracts import (
-    JOB_SCRATCH_PATH as SCRATCH_PATH,
-)
-from scaler_aws_batch.contracts import (
-    JOB_SCRATCH_VOLUME as SCRATCH_VOLUME,
-)
-from scaler_aws_batch.contracts import (
-    SPOT_RETRY_EVALUATE_ON_EXIT,
-    Architecture,
-)
+from scaler_aws_batch.contracts import JOB_SCRATCH_PATH, JOB_SCRATCH_VOLUME, SPOT_RETRY_EVALUATE_ON_EXIT, Architecture
 
 LOG_STREAM_PREFIX = "job"
 ECS_TASKS = "ecs-tasks.amazonaws.com"
@@ -102,8 +93,8 @@ class JobDefinition(Construct):
             "command": list(command),
             "memory": Size.mebibytes(memory_mib),
             "readonly_root_filesystem": True,
-            "volumes": [batch.EcsVolume.host(name=SCRATCH_VOLUME, container_path=SCRATCH_PATH)],
-            "environment": {"TMPDIR": SCRATCH_PATH, **(environment or {})},
+            "volumes": [batch.EcsVolume.host(name=JOB_SCRATCH_VOLUME, container_path=JOB_SCRATCH_PATH)],
+            "environment": {"TMPDIR": JOB_SCRATCH_PATH, **(environment or {})},
             "job_role": self.job_role,
             "execution_role": self.execution_role,
             "logging": ecs.LogDriver.aws_logs(stream_prefix=LOG_STREAM_PREFIX, log_group=self.log_group),
@@ -139,6 +130,6 @@ class JobDefinition(Construct):
             resource = self.job_definition.node.default_child
             assert isinstance(resource, CfnResource)
             # Fargate takes no host volumes: a volume with only a name is task storage (the ephemeral storage above).
-            resource.add_property_override("ContainerProperties.Volumes", [{"Name": SCRATCH_VOLUME}])
+            resource.add_property_override("ContainerProperties.Volumes", [{"Name": JOB_SCRATCH_VOLUME}])
             # Fargate never runs privileged containers; AWS accepts an explicit false, which keeps the rule visible.
             resource.add_property_override("ContainerProperties.Privileged", False)
