@@ -32,10 +32,10 @@ if timeout 120 "${podman[@]}" pull -q --platform "$platform" "$name" >/dev/null 
 fi
 
 # Debian's own python3 must be the version the image promises: the runner refuses a payload from another minor.
-debian_python=$(apt-cache show --no-all-versions python3 2>/dev/null | sed -n 's/^Version: \([0-9]*\.[0-9]*\).*/\1/p')
-case "$release:$debian_python" in
-    bookworm:*) debian_python=3.11 ;;  # python3 on bookworm is 3.11, whatever this host's apt lists say
-    trixie:*) debian_python=3.13 ;;
+case "$release" in
+    bookworm) debian_python=3.11 ;;
+    trixie) debian_python=3.13 ;;
+    *) debian_python=unknown ;;
 esac
 if [ "$debian_python" != "$python_version" ]; then
     echo "no container registry answered, and Debian $release ships Python $debian_python, not $python_version:" >&2
@@ -49,7 +49,14 @@ mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2
 [ -n "$mirror" ] || { echo "no Debian mirror found in apt's sources" >&2; exit 1; }
 
 rootfs=$(mktemp -d /var/tmp/scaler-batch-base.XXXXXX)
-trap 'rm -rf "$rootfs"' EXIT
+cleanup() {
+    # debootstrap mounts /proc and /sys inside the root; an interrupted run leaves them there: unmount first, and
+    # never let rm cross into another filesystem.
+    grep -o " $rootfs/[^ ]*" /proc/mounts | sort -r | while read -r mounted; do umount -l "$mounted" || true; done
+    rm -rf --one-file-system "$rootfs"
+}
+trap cleanup EXIT
+trap "exit 143" INT TERM  # through the EXIT trap
 echo "no container registry answered: building $name ($arch) from Debian $release with debootstrap"
 foreign=()
 if [ "$arch" != "$(dpkg --print-architecture)" ]; then
@@ -68,5 +75,5 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
 fi
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-tar -C "$rootfs" -c . | "${podman[@]}" import --arch "$arch" --change 'CMD ["python3"]' - "$name" >/dev/null
+tar -C "$rootfs" -c . | "${podman[@]}" import -q --arch "$arch" --change 'CMD ["python3"]' - "$name" >/dev/null
 echo "base image $name ($arch) built: $("${podman[@]}" image inspect --format '{{.Size}}' "$name") bytes"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
 from conftest import WAIT_SECONDS, wait_for
 from harness import ImageHarness
 from job_image import (
@@ -168,8 +169,6 @@ def test_the_build_refuses_an_image_whose_python_is_not_the_stacks(
         capture_output=True,
     )
     outdir = tmp_path_factory.mktemp("py312-assembly")
-    from cdk_support import NO_ENV, cdk_json_context, synth_to
-
     synth_to(outdir, cdk_json_context(nag=False, python_version="3.12"), env=NO_ENV)
     completed = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT), "--assembly", str(outdir), "--tag", "scaler-batch-runner:py312-test"],
@@ -183,8 +182,6 @@ def test_the_build_refuses_an_image_whose_python_is_not_the_stacks(
 
 def test_a_stack_with_image_uri_has_nothing_to_build(tmp_path: pathlib.Path) -> None:
     require_image_tools()
-    from cdk_support import NO_ENV, cdk_json_context, synth_to
-
     synth_to(tmp_path, cdk_json_context(nag=False, image_uri="public.ecr.aws/example/runner:1"), env=NO_ENV)
     record = tmp_path / "built.json"
     completed = subprocess.run(
@@ -211,3 +208,27 @@ def test_the_fargate_stacks_image_runs_tasks_on_a_fargate_job_definition(
         jobs = started.emulator.client("batch").describe_job_definitions(jobDefinitions=[started.job_definition])
         assert jobs["jobDefinitions"][0]["platformCapabilities"] == ["FARGATE"]
         wait_for(lambda: {job["status"] for job in started.job_records()} == {"SUCCEEDED"}, "the jobs to succeed")
+
+
+def test_the_worker_refuses_clients_whose_python_is_not_the_images(job_image: str, tmp_path: pathlib.Path) -> None:
+    """The stack outputs the image's Python as PythonVersion (the build checks the image runs it); a worker whose
+    clients use another minor is refused at start, before it takes a task."""
+    probe = run_in_image(job_image, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])")
+    image_python = probe.stdout.strip()
+    assert image_python == cdk_json_context()["python_version"]
+    other = "3.12" if image_python != "3.12" else "3.13"
+    outputs = tmp_path / "cdk-outputs.json"
+    outputs.write_text(json.dumps({STACK_NAME: {
+        "JobQueueArn": "arn:aws:batch:us-east-1:123456789012:job-queue/q",
+        "JobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/jd:1",
+        "BucketName": "scaler-batch-bucket", "PayloadPrefix": "scaler-batch/", "Region": "us-east-1",
+        "PythonVersion": image_python, "Architecture": "x86_64",
+    }}))  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "scaler_aws_batch", "worker", "--backend", "aws-batch", "--stack-outputs",
+         str(outputs), "--client-python", other, "--scheduler", "tcp://127.0.0.1:1"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert f"the job image runs Python {image_python}" in refused.stderr
+    assert f"the clients use Python {other}" in refused.stderr
