@@ -7,7 +7,9 @@ The common e2e cases also run in the image (tests/test_e2e.py, harness ``aws-bat
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -29,6 +31,7 @@ from job_image import (
 )
 from scaler_aws_batch import submit_command
 from scaler_aws_batch.errors import JobOutOfMemoryError
+from scaler_aws_batch.wire import IndexedParameter, parse_parameter
 
 pytestmark = pytest.mark.e2e
 
@@ -232,3 +235,44 @@ def test_the_worker_refuses_clients_whose_python_is_not_the_images(job_image: st
     assert refused.returncode == 2
     assert f"the job image runs Python {image_python}" in refused.stderr
     assert f"the clients use Python {other}" in refused.stderr
+
+
+def test_an_indexed_array_payload_is_read_section_by_section_in_the_image(image_harness: ImageHarness) -> None:
+    """Forty tasks with incompressible 1 KiB arguments (each below the size that moves a blob to the store): together
+    too large for the job parameters, so the array's payload is stored in the indexed format and each child reads its
+    own section with ranged GETs, in the image."""
+    blobs = [os.urandom(1024) for _ in range(40)]
+    before = len(image_harness.job_records())
+    assert image_harness.client.map(len, blobs) == [1024] * 40
+    new_jobs = image_harness.job_records()[before:]
+    assert any(isinstance(parse_parameter(job["payload"]), IndexedParameter) for job in new_jobs), new_jobs
+
+
+def test_the_job_definitions_secrets_reach_the_task_as_environment(
+    job_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A secret named in the job definition (cdk.json `job_secrets`) is resolved from Secrets Manager when the
+    container starts and reaches the task as an environment variable, as ECS does."""
+
+    class SecretHarness(ImageHarness):
+        def job_definition_setup(self) -> dict[str, Any]:
+            setup = super().job_definition_setup()
+            secrets = self.emulator.client("secretsmanager")
+            arn = secrets.create_secret(Name="api-token", SecretString="s3cr3t-value")["ARN"]
+            setup["container_properties"] = {
+                **setup["container_properties"],
+                "secrets": [{"name": "API_TOKEN", "valueFrom": arn}],
+            }
+            return setup
+
+    harness = SecretHarness(tmp_path_factory.mktemp("secret"), job_image, tmp_path_factory.getbasetemp())
+    with harness.start() as started:
+
+        def token_digest() -> str:
+            import hashlib
+            import os
+
+            return hashlib.sha256(os.environ["API_TOKEN"].encode()).hexdigest()
+
+        digest = started.client.submit(token_digest).result(timeout=WAIT_SECONDS)
+        assert digest == hashlib.sha256(b"s3cr3t-value").hexdigest()
