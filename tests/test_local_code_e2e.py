@@ -16,8 +16,9 @@ import cloudpickle
 import pytest
 from scaler import Client as ScalerClient
 
+from backend_harnesses import BACKENDS, started_harness
 from conftest import WAIT_SECONDS
-from harness import AwsHarness, Harness, LocalHarness, SlurmHarness
+from harness import Harness
 from scaler_aws_batch import Client, LocalCodeSerializer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.job_processes]  # the job must be a process that cannot import the module
@@ -43,16 +44,9 @@ class Box:
 """
 
 
-@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    chosen: LocalHarness | AwsHarness | SlurmHarness
-    if request.param == "slurm":  # the cluster first: without Slurm this skips (fails on CI) before any work
-        chosen = SlurmHarness(tmp_path_factory.mktemp("slurm"), request.getfixturevalue("slurm_cluster"))
-    elif request.param == "local":
-        chosen = LocalHarness(tmp_path_factory.mktemp("local"))
-    else:
-        chosen = AwsHarness(tmp_path_factory.mktemp("aws-batch"))
-    with chosen.start() as started, started.job_processes():
+    with started_harness(request, tmp_path_factory) as started, started.job_processes():
         yield started
 
 

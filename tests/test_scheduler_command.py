@@ -57,17 +57,24 @@ def stock_cluster(tmp_path: pathlib.Path) -> Iterator[str]:
         yield scheduler
 
 
+@contextlib.contextmanager
+def _local_adapter(scheduler: str, work_dir: pathlib.Path) -> Iterator[tuple[Client, AdapterProcess]]:
+    """The adapter on the local backend and a client, both of ``scheduler``; the adapter has stopped after."""
+    adapter = AdapterProcess(scheduler, work_dir, ["--backend", "local", "--work-dir", str(work_dir)], {})
+    try:
+        with Client(address=scheduler) as client:
+            yield client, adapter
+    finally:
+        adapter.stop()
+
+
 def test_capabilities_reach_the_job_through_the_scheduler_command(
     standalone_cluster: str, tmp_path: pathlib.Path
 ) -> None:
     work_dir = tmp_path / "work"
-    adapter = AdapterProcess(standalone_cluster, work_dir, ["--backend", "local", "--work-dir", str(work_dir)], {})
-    try:
-        with Client(address=standalone_cluster) as client:
-            future = client.submit_verbose(math.ceil, args=(1.5,), kwargs={}, capabilities={"vcpus": 3, "memory": 512})
-            assert future.result(timeout=WAIT_SECONDS) == 2
-    finally:
-        adapter.stop()
+    with _local_adapter(standalone_cluster, work_dir) as (client, _):
+        future = client.submit_verbose(math.ceil, args=(1.5,), kwargs={}, capabilities={"vcpus": 3, "memory": 512})
+        assert future.result(timeout=WAIT_SECONDS) == 2
     (record,) = [json.loads(path.read_text()) for path in (work_dir / "jobs").glob("*.json")]
     assert record["resourceRequirements"] == [{"type": "VCPU", "value": "3"}, {"type": "MEMORY", "value": "512"}]
 
@@ -76,17 +83,13 @@ def test_capabilities_lost_by_scalers_own_scheduler_fail_the_task_with_the_fix(
     stock_cluster: str, tmp_path: pathlib.Path
 ) -> None:
     work_dir = tmp_path / "work"
-    adapter = AdapterProcess(stock_cluster, work_dir, ["--backend", "local", "--work-dir", str(work_dir)], {})
-    try:
-        with Client(address=stock_cluster) as client:
-            assert client.submit(math.ceil, 1.5).result(timeout=WAIT_SECONDS) == 2  # no capabilities: runs
-            for capabilities in ({"vcpus": 3, "memory": 512}, {"timeout": 600}):
-                future = client.submit_verbose(math.ceil, args=(1.5,), kwargs={}, capabilities=capabilities)
-                with pytest.raises(CapabilitiesLostError, match="run `scaler-batch scheduler`") as caught:
-                    future.result(timeout=WAIT_SECONDS)
-                assert "spelling" not in str(caught.value)
-            assert client.submit(math.floor, 2.5).result(timeout=WAIT_SECONDS) == 2  # the adapter keeps serving
-    finally:
-        adapter.stop()
+    with _local_adapter(stock_cluster, work_dir) as (client, adapter):
+        assert client.submit(math.ceil, 1.5).result(timeout=WAIT_SECONDS) == 2  # no capabilities: runs
+        for capabilities in ({"vcpus": 3, "memory": 512}, {"timeout": 600}):
+            future = client.submit_verbose(math.ceil, args=(1.5,), kwargs={}, capabilities=capabilities)
+            with pytest.raises(CapabilitiesLostError, match="run `scaler-batch scheduler`") as caught:
+                future.result(timeout=WAIT_SECONDS)
+            assert "spelling" not in str(caught.value)
+        assert client.submit(math.floor, 2.5).result(timeout=WAIT_SECONDS) == 2  # the adapter keeps serving
     assert adapter.log_text().count("run `scaler-batch scheduler`") == 1, "one warning per adapter run"
     assert len(list((work_dir / "jobs").glob("*.json"))) == 2, "no job for the refused tasks"
