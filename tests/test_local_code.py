@@ -110,3 +110,12 @@ def test_default_directories_are_the_main_script_directory_and_the_working_direc
     main.__file__ = str(client_dir.parent / "script.py")
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert LocalCodeSerializer().directories == (str(client_dir.parent.resolve()), str(client_dir.resolve()))
+
+
+def test_directories_missing_on_this_machine_ship_nothing(client_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """In a job on another machine the client's directories do not exist: loading and serializing still work."""
+    _write(client_dir, "localonly.py", "VALUE = 1\n")
+    importlib.import_module("localonly")
+    serializer = LocalCodeSerializer(directories=[tmp_path / "not-here"])
+    assert serializer.ship_local_modules() == ()
+    assert serializer.deserialize(serializer.serialize([1, 2])) == [1, 2]

@@ -109,6 +109,8 @@ class LocalCodeSerializer:
         self._local_roots: dict[str, bool] = {}  # top-level name -> ships by value
         self._modules_seen = -1  # len(sys.modules) at the last scan: unchanged means nothing new was imported
         self._installed = _installed_directories()
+        # Where none of the directories exists (a job on another machine), nothing can come from them: no scan.
+        self._searching = any(os.path.isdir(directory) for directory in self.directories)
 
     # The job and the scheduler get only the settings; the caches are rebuilt wherever the serializer is loaded.
     def __getstate__(self) -> dict[str, Any]:
@@ -132,7 +134,7 @@ class LocalCodeSerializer:
     def ship_local_modules(self) -> tuple[str, ...]:
         """Register the local modules imported so far with cloudpickle; returns every top-level name that ships."""
         with self._lock:
-            if len(sys.modules) != self._modules_seen:
+            if self._searching and len(sys.modules) != self._modules_seen:
                 for name, module in list(sys.modules.items()):
                     if name not in self._examined and isinstance(module, types.ModuleType):
                         self._examined.add(name)
