@@ -90,6 +90,8 @@ def test_a_compiled_extension_module_is_named_and_never_registered(client_dir: p
     with pytest.warns(LocalCodeWarning, match=r"module fastpart .* compiled extension module: it cannot ship"):
         assert serializer.ship_local_modules() == ()
     assert "fastpart" not in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
+    # The job learns of it with the serializer, so its ModuleNotFoundError can name it.
+    assert pickle.loads(cloudpickle.dumps(serializer)).compiled_modules == ("fastpart",)
 
 
 def test_the_serializer_travels_as_its_settings_and_loads_with_plain_cloudpickle(client_dir: pathlib.Path) -> None:

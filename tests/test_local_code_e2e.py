@@ -20,6 +20,7 @@ from backend_harnesses import BACKENDS, started_harness
 from conftest import WAIT_SECONDS
 from harness import Harness
 from scaler_aws_batch import Client, LocalCodeSerializer
+from scaler_aws_batch.local_code import LocalCodeWarning
 
 pytestmark = [pytest.mark.e2e, pytest.mark.job_processes]  # the job must be a process that cannot import the module
 
@@ -97,3 +98,20 @@ def test_without_the_serializer_the_task_fails_saying_how_to_ship_the_module(
     message = str(caught.value)
     assert "No module named 'clientmod'" in message and "from scaler_aws_batch import Client" in message
     assert "requirements_file" in message and "cannot ship" in message
+
+
+def test_a_compiled_module_from_the_client_directory_is_named_in_the_error(
+    harness: Harness, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What importing clientfast.cpython-...so from the client directory leaves in sys.modules (no compiler needed).
+    compiled = ModuleType("clientfast")
+    compiled.__file__ = str(tmp_path / "clientfast.cpython-311-x86_64-linux-gnu.so")
+    exec("def fast(x):\n    return x\n", compiled.__dict__)
+    monkeypatch.setitem(sys.modules, "clientfast", compiled)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(LocalCodeWarning, match="clientfast .* compiled extension module"):
+        client = Client(address=harness.adapter.scheduler)
+    expected = "compiled extension modules in its directories, which cannot ship with a task: clientfast;"
+    with client, pytest.raises(ModuleNotFoundError, match=expected) as caught:
+        client.submit(compiled.fast, 1).result(timeout=WAIT_SECONDS)
+    assert caught.value.name == "clientfast" and "requirements_file" in str(caught.value)

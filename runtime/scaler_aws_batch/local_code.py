@@ -103,23 +103,31 @@ class LocalCodeSerializer:
         self.exclude: frozenset[str] = frozenset(exclude)
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, compiled: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._examined: set[str] = set()  # module names already looked at
         self._local_roots: dict[str, bool] = {}  # top-level name -> ships by value
+        self._compiled: set[str] = set(compiled)  # compiled extension modules found in the directories
         self._modules_seen = -1  # len(sys.modules) at the last scan: unchanged means nothing new was imported
         self._installed = _installed_directories()
         # Where none of the directories exists (a job on another machine), nothing can come from them: no scan.
         self._searching = any(os.path.isdir(directory) for directory in self.directories)
 
-    # The job and the scheduler get only the settings; the caches are rebuilt wherever the serializer is loaded.
+    # The job gets the settings and the compiled modules known when the client pickled the serializer (as it
+    # connects, usually after the script's imports), so its ModuleNotFoundError can name them; caches are rebuilt.
     def __getstate__(self) -> dict[str, Any]:
-        return {"directories": self.directories, "exclude": self.exclude}
+        self.ship_local_modules()
+        return {"directories": self.directories, "exclude": self.exclude, "compiled": self.compiled_modules}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.directories = tuple(state["directories"])
         self.exclude = frozenset(state["exclude"])
-        self._reset()
+        self._reset(state.get("compiled", ()))
+
+    @property
+    def compiled_modules(self) -> tuple[str, ...]:
+        """The compiled extension modules found in the directories: they cannot ship."""
+        return tuple(sorted(self._compiled))
 
     def __repr__(self) -> str:
         return f"LocalCodeSerializer(directories={list(self.directories)!r}, exclude={sorted(self.exclude)!r})"
@@ -149,6 +157,7 @@ class LocalCodeSerializer:
         if not self._local_roots[top]:
             return
         if _is_compiled(module):
+            self._compiled.add(name)
             warnings.warn(
                 f"module {name} ({module.__file__}) is a compiled extension module: it cannot ship with the tasks. "
                 "Install it in the job image (CDK context requirements_file, see docs/deploy.md) or tasks that use "

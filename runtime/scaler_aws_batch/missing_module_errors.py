@@ -26,7 +26,13 @@ def missing_module_error(exc: ModuleNotFoundError, serializer: object) -> Module
     """The error for a task whose function or arguments refer to a module the image lacks."""
     name = exc.name or str(exc)
     top = name.partition(".")[0]
-    if _ships_local_code(serializer):
+    compiled = [module for module in getattr(serializer, "compiled_modules", ()) if module.partition(".")[0] == top]
+    if compiled and _ships_local_code(serializer):
+        message = (
+            f"No module named {name!r} in the job image: the client's LocalCodeSerializer found compiled extension "
+            f"modules in its directories, which cannot ship with a task: {', '.join(compiled)}; {IMAGE_HINT}"
+        )
+    elif _ships_local_code(serializer):
         directories = ", ".join(getattr(serializer, "directories", ())) or "no directory"
         message = (
             f"No module named {name!r} in the job image, and the client's LocalCodeSerializer did not ship it: it "
