@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pathlib
 import pickle
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -121,3 +122,25 @@ def test_directories_missing_on_this_machine_ship_nothing(client_dir: pathlib.Pa
     serializer = LocalCodeSerializer(directories=[tmp_path / "not-here"])
     assert serializer.ship_local_modules() == ()
     assert serializer.deserialize(serializer.serialize([1, 2])) == [1, 2]
+
+
+def test_the_serializer_loads_in_a_job_image_without_scaler(client_dir: pathlib.Path) -> None:
+    """The job image need not have Scaler: loading the serializer and a shipped function imports neither."""
+    _write(client_dir, "noscaler.py", "def area(w, h):\n    return w * h\n")
+    serializer = LocalCodeSerializer(directories=[client_dir])
+    function = serializer.serialize(importlib.import_module("noscaler").area)
+    script = (
+        "import sys, cloudpickle\n"
+        "sys.modules['scaler'] = None  # importing Scaler now fails, as in an image without it\n"
+        "serializer = cloudpickle.loads(sys.stdin.buffer.read(int(sys.argv[1])))\n"
+        "print(serializer.deserialize(sys.stdin.buffer.read())(6, 7))\n"
+    )
+    payload = cloudpickle.dumps(serializer)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(len(payload))],
+        input=payload + function,
+        capture_output=True,
+        check=False,
+        cwd=pathlib.Path(client_dir).parent,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, b"42"), done.stderr.decode(errors="replace")
