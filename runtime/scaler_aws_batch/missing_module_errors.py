@@ -6,6 +6,8 @@ kept); only its message grows to say whether to ship the module with the task or
 
 from __future__ import annotations
 
+from scaler_aws_batch.local_code import LocalCodeSerializer
+
 IMAGE_HINT = (
     "add it to the job image: CDK context requirements_file for Python packages, system_packages for Debian "
     "packages (see docs/deploy.md)"
@@ -17,29 +19,26 @@ SHIP_HINT = (
 )
 
 
-def _ships_local_code(serializer: object) -> bool:
-    cls = type(serializer)
-    return cls.__name__ == "LocalCodeSerializer" and cls.__module__ == "scaler_aws_batch.local_code"
-
-
 def missing_module_error(exc: ModuleNotFoundError, serializer: object) -> ModuleNotFoundError:
     """The error for a task whose function or arguments refer to a module the image lacks."""
     name = exc.name or str(exc)
     top = name.partition(".")[0]
-    compiled = [module for module in getattr(serializer, "compiled_modules", ()) if module.partition(".")[0] == top]
-    if compiled and _ships_local_code(serializer):
-        message = (
-            f"No module named {name!r} in the job image: the client's LocalCodeSerializer found compiled extension "
-            f"modules in its directories, which cannot ship with a task: {', '.join(compiled)}; {IMAGE_HINT}"
-        )
-    elif _ships_local_code(serializer):
-        directories = ", ".join(getattr(serializer, "directories", ())) or "no directory"
-        message = (
-            f"No module named {name!r} in the job image, and the client's LocalCodeSerializer did not ship it: it "
-            f"ships only modules imported from {directories} (not from site-packages or the standard library). If "
-            f"{top!r} is the client's own code in another directory, name that directory: "
-            f"LocalCodeSerializer(directories=[...]). If it is an installed package, {IMAGE_HINT}. {COMPILED_HINT}"
-        )
+    if isinstance(serializer, LocalCodeSerializer):
+        compiled = [module for module in serializer.compiled_modules if module.partition(".")[0] == top]
+        if compiled:
+            message = (
+                f"No module named {name!r} in the job image: the client's LocalCodeSerializer found compiled "
+                f"extension modules in its directories, which cannot ship with a task: {', '.join(compiled)}; "
+                f"{IMAGE_HINT}"
+            )
+        else:
+            message = (
+                f"No module named {name!r} in the job image, and the client's LocalCodeSerializer did not ship it: "
+                f"it ships only modules imported from {', '.join(serializer.directories) or 'no directory'} (not "
+                f"from site-packages or the standard library). If {top!r} is the client's own code in another "
+                f"directory, name that directory: LocalCodeSerializer(directories=[...]). If it is an installed "
+                f"package, {IMAGE_HINT}. {COMPILED_HINT}"
+            )
     else:
         message = (
             f"No module named {name!r} in the job image: the task's function or arguments refer to it. If {top!r} "
