@@ -16,7 +16,7 @@ from scaler_aws_batch.capabilities import (
     check_capacity,
     parse_capabilities,
 )
-from scaler_aws_batch.errors import CapabilityError, SubmitError
+from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError, SubmitError
 
 ROUTING = QueueRouting(on_demand="od-queue", gpu="gpu-queue")
 
@@ -45,6 +45,17 @@ def test_valid_values_map_to_resources_queue_and_timeout() -> None:
     assert parse_capabilities({"gpu": 1}, ROUTING).queue == "gpu-queue"
     # Scaler's -1 ("any amount") and zero GPUs or On-Demand keep the defaults.
     assert parse_capabilities({"vcpus": -1, "gpu": 0, "on_demand": 0}, ROUTING) == TaskRequest(Resources(), None, None)
+
+
+def test_capabilities_lost_by_the_stock_scheduler_say_to_run_scaler_batch_scheduler() -> None:
+    """Scaler 2.9.0's scaler_scheduler forwards {"vcpus": 2, ...} as [TaskCapability(name='', value=0)]."""
+    with pytest.raises(CapabilitiesLostError) as caught:
+        parse_capabilities({"": 0}, ROUTING)
+    message = str(caught.value)
+    assert isinstance(caught.value, CapabilityError)
+    assert "scheduler dropped the task's capabilities" in message and "scaler-batch scheduler" in message
+    assert "spelling" not in message
+    assert parse_capabilities({}, ROUTING) == TaskRequest(Resources(), None, None)  # none asked: nothing was lost
 
 
 def test_gpu_without_a_gpu_queue_is_refused() -> None:

@@ -20,8 +20,9 @@ import cloudpickle
 import pytest
 from scaler import Client
 
+from backend_harnesses import BACKENDS, started_harness
 from conftest import WAIT_SECONDS, wait_for
-from harness import AwsHarness, Harness, ImageHarness, LocalHarness, SlurmHarness
+from harness import Harness, ImageHarness
 from job_image import open_to_the_job
 from scaler_aws_batch import CommandResult, submit_command
 from scaler_aws_batch.errors import (
@@ -41,21 +42,9 @@ from scaler_aws_batch.wire import python_version_tag
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["local", "aws-batch", "slurm", "aws-batch-image"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    """Every case on each backend, and once more with every job in the job image built from the CDK asset: the
-    development venv has what the image may lack, so only the last proves what AWS would run."""
-    chosen: LocalHarness | AwsHarness | SlurmHarness
-    if request.param == "slurm":  # the cluster first: without Slurm this skips (fails on CI) before any work
-        chosen = SlurmHarness(tmp_path_factory.mktemp("slurm"), request.getfixturevalue("slurm_cluster"))
-    elif request.param == "aws-batch-image":  # the image first: without podman this skips (fails on CI)
-        image = request.getfixturevalue("job_image")
-        chosen = ImageHarness(tmp_path_factory.mktemp("aws-batch-image"), image, tmp_path_factory.getbasetemp())
-    elif request.param == "local":
-        chosen = LocalHarness(tmp_path_factory.mktemp("local"))
-    else:
-        chosen = AwsHarness(tmp_path_factory.mktemp("aws-batch"))
-    with chosen.start() as started:
+    with started_harness(request, tmp_path_factory) as started:
         yield started
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import pathlib
 import pickle
 import struct
+import sys
 import threading
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
@@ -22,6 +26,7 @@ from scaler_aws_batch.errors import (
     ResultRejectedError,
     ResultSerializationError,
 )
+from scaler_aws_batch.local_code import LocalCodeSerializer
 from scaler_aws_batch.signing import KeyRing, ensure_key_file
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 
@@ -325,3 +330,84 @@ def test_empty_foreign_and_unsigned_results_are_refused_without_unpickling() -> 
         with pytest.raises(ResultRejectedError, match=message):
             wire.decode_result(data, KEYS, expected_task_id="t1", expected_nonce="n1")
     assert wire.decode_result(genuine.encode(KEYS), KEYS, expected_task_id="t1", expected_nonce="n1").body == b"body"
+
+
+# --- modules the image lacks ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vanishing_module(tmp_path: pathlib.Path) -> Iterator[Callable[[str, str], ModuleType]]:
+    """Imports a module written to a temporary directory; after the test, neither it nor its directory is left."""
+    made: list[tuple[str, str]] = []
+
+    def make(name: str, source: str) -> ModuleType:
+        directory = tmp_path / f"client-{name}"
+        directory.mkdir()
+        (directory / f"{name}.py").write_text(source)
+        sys.path.insert(0, str(directory))
+        made.append((name, str(directory)))
+        return importlib.import_module(name)
+
+    yield make
+    for name, directory in made:
+        _forget(name, directory)
+
+
+def _forget(name: str, directory: str) -> None:
+    """This process (where the runner runs) can no longer import the module: as in an image without it."""
+    if directory in sys.path:
+        sys.path.remove(directory)
+    sys.modules.pop(name, None)
+
+
+def _forget_module(module: ModuleType) -> None:
+    _forget(module.__name__, str(pathlib.Path(str(module.__file__)).parent))
+
+
+def test_function_from_a_module_the_image_lacks_says_to_ship_it_or_install_it(
+    store: LocalDirectoryStore, vanishing_module: Callable[[str, str], ModuleType]
+) -> None:
+    mylib = vanishing_module("clientonly_lib", "def double(x):\n    return 2 * x\n")
+    builder = _builder(store)
+    builder.add_task(_blobs("t1", mylib.double, 4))  # pickled by reference, as Scaler's default serializer does
+    _forget_module(mylib)
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    error = pickle.loads(_result(store, "t1").body)
+    assert type(error) is ModuleNotFoundError and error.name == "clientonly_lib"
+    message = str(error)
+    assert "No module named 'clientonly_lib'" in message and "from scaler_aws_batch import Client" in message
+    assert "LocalCodeSerializer" in message and "requirements_file" in message and "Compiled extension" in message
+
+
+def test_local_code_serializer_ships_the_module_and_names_its_directories_when_it_did_not(
+    store: LocalDirectoryStore, vanishing_module: Callable[[str, str], ModuleType], tmp_path: pathlib.Path
+) -> None:
+    shipped = vanishing_module("clientonly_shipped", "def triple(x):\n    return 3 * x\n")
+    not_shipped = vanishing_module("clientonly_elsewhere", "def negate(x):\n    return -x\n")
+    serializer = LocalCodeSerializer(directories=[pathlib.Path(str(shipped.__file__)).parent])
+    builder = _builder(store)
+    for task_id, function in (("t1", shipped.triple), ("t2", not_shipped.negate)):
+        blobs = wire.TaskBlobs(task_id, cloudpickle.dumps(serializer), serializer.serialize(function),
+                               (serializer.serialize(5),))  # fmt: skip
+        builder.add_task(blobs)
+    cloudpickle.unregister_pickle_by_value(shipped)
+    for module in (shipped, not_shipped):
+        _forget_module(module)
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert DefaultSerializer.deserialize(_result(store, "t1").body) == 15
+    error = pickle.loads(_result(store, "t2").body)
+    assert type(error) is ModuleNotFoundError and error.name == "clientonly_elsewhere"
+    assert "did not ship it" in str(error) and serializer.directories[0] in str(error)
+
+
+def test_serializer_from_a_module_the_image_lacks_names_the_module(
+    store: LocalDirectoryStore, vanishing_module: Callable[[str, str], ModuleType]
+) -> None:
+    module = vanishing_module("clientonly_serializer", "from cloudpickle import dumps, loads\nclass Plain:\n    pass\n")
+    builder = _builder(store)
+    builder.add_task(wire.TaskBlobs("t1", pickle.dumps(module.Plain()), DefaultSerializer.serialize(abs), ()))
+    _forget_module(module)
+    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    error = pickle.loads(_result(store, "t1").body)
+    assert isinstance(error, PayloadError)
+    assert "no module 'clientonly_serializer'" in str(error) and "job image must have it" in str(error)

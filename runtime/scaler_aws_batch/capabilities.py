@@ -2,7 +2,8 @@
 
 A request that can never run (a negative or zero size, a timeout under the backend's minimum, a name the adapter
 does not know, more than any instance of the queue offers) fails that task at once with :class:`CapabilityError`
-naming what to fix; the adapter keeps serving every other task.
+naming what to fix; the adapter keeps serving every other task. Capabilities that Scaler 2.9.0's stock scheduler
+lost on the way fail the task with :class:`CapabilitiesLostError`, which says to run ``scaler-batch scheduler``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from scaler_aws_batch.backends.base import Resources
-from scaler_aws_batch.errors import CapabilityError
+from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError
 
 CAPABILITY_VCPUS: Final = "vcpus"
 CAPABILITY_MEMORY: Final = "memory"  # MiB
@@ -83,10 +84,24 @@ class TaskRequest:
     timeout_seconds: int | None
 
 
+#: What a worker receives from Scaler 2.9.0's stock scheduler for a task with any capabilities: every name and
+#: value dropped (see :mod:`scaler_aws_batch.scaler_compat`). No client can ask for a capability named "".
+LOST_CAPABILITIES: Final = frozenset({""})
+LOST_CAPABILITIES_HINT: Final = (
+    "the scheduler dropped the task's capabilities (Scaler 2.9.0's scaler_scheduler forwards them to workers as "
+    "[TaskCapability(name='', value=0)]), so the resources, queue and timeout it asked for are unknown; run "
+    "`scaler-batch scheduler` instead of `scaler_scheduler` (a drop-in, same flags) and submit the task again"
+)
+
+
 def parse_capabilities(
     capabilities: Mapping[str, int], routing: QueueRouting, *, min_timeout_seconds: int = 1
 ) -> TaskRequest:
-    """Check a task's capabilities and map them to its job. Raises :class:`CapabilityError` with what to fix."""
+    """Check a task's capabilities and map them to its job. Raises :class:`CapabilityError` with what to fix, and
+    :class:`CapabilitiesLostError` when the scheduler lost them on the way."""
+    if set(capabilities) == LOST_CAPABILITIES:
+        # Refused rather than run with the defaults: the task may need a GPU, more memory or On-Demand capacity.
+        raise CapabilitiesLostError(LOST_CAPABILITIES_HINT)
     unknown = sorted(set(capabilities) - set(TASK_CAPABILITIES))
     if unknown:
         raise CapabilityError(

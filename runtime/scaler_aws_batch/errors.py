@@ -121,6 +121,12 @@ class CapabilityError(SubmitError):
     minimum, an unknown name, more than any instance of the queue has); the message says what to change."""
 
 
+class CapabilitiesLostError(CapabilityError):
+    """The task asked for capabilities, but the scheduler forwarded them as ``[TaskCapability(name='', value=0)]``:
+    Scaler 2.9.0's stock ``scaler_scheduler`` drops every name and value. ``scaler-batch scheduler`` (a drop-in with
+    the same flags) forwards them; the task is refused rather than run with resources it did not ask for."""
+
+
 # --- command tasks ------------------------------------------------------------------------------------------------
 
 

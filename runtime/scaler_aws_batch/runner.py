@@ -40,6 +40,7 @@ from scaler_aws_batch.errors import (
     UnpicklableExceptionError,
 )
 from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, read_indexed_entry
+from scaler_aws_batch.missing_module_errors import missing_module_error, serializer_module_message
 from scaler_aws_batch.signing import KeyRing, load_job_keys
 from scaler_aws_batch.stores import ObjectStore, open_store
 from scaler_aws_batch.wire import (
@@ -173,10 +174,15 @@ def _run_one(entry: TaskEntry, payload: Payload, blobs: _BlobReader, context: Jo
         serializer_bytes = blobs.read(entry.serializer)
         try:
             serializer: Any = cloudpickle.loads(serializer_bytes)
+        except ModuleNotFoundError as exc:
+            raise PayloadError(serializer_module_message(exc)) from exc
         except (pickle.UnpicklingError, ImportError, AttributeError, EOFError, TypeError) as exc:
             raise PayloadError(f"cannot load the client's serializer: {type(exc).__name__}: {exc}") from exc
-        function = serializer.deserialize(blobs.read(entry.function))
-        arguments = [serializer.deserialize(blobs.read(argument)) for argument in entry.arguments]
+        try:
+            function = serializer.deserialize(blobs.read(entry.function))
+            arguments = [serializer.deserialize(blobs.read(argument)) for argument in entry.arguments]
+        except ModuleNotFoundError as exc:  # pickled by reference to a module this image lacks: say how to fix
+            raise missing_module_error(exc, serializer) from exc
         try:
             value = function(*arguments)
         finally:

@@ -7,8 +7,10 @@ unaffected (it uses the dict); only what reaches workers is lost.
 
 :func:`patch_task_capability_forwarding` makes the scheduler send workers a copy of the task with the capabilities
 rebuilt through Scaler's own ``dict_to_capabilities``. It is applied by ``scaler-batch scheduler`` (a drop-in for
-``scaler_scheduler``) and by the embedded scheduler of the demo and the tests. Without it, tasks still run, with the
-job definition's default resources.
+``scaler_scheduler``) and by the embedded scheduler of the demo and the tests. Without it, tasks without capabilities
+run as usual, and the adapter refuses each task with capabilities with
+:class:`~scaler_aws_batch.errors.CapabilitiesLostError` (see :func:`scaler_aws_batch.capabilities.parse_capabilities`)
+rather than run it with resources it did not ask for.
 """
 
 from __future__ import annotations

@@ -34,9 +34,15 @@ from scaler.utility.identifiers import ObjectID, TaskID
 from scaler.utility.metadata.task_flags import retrieve_task_flags_from_task
 from scaler.worker.agent.mixins import TaskManager as TaskManagerMixin
 
-from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting, check_capacity, parse_capabilities
+from scaler_aws_batch.capabilities import (
+    LOST_CAPABILITIES_HINT,
+    TASK_CAPABILITIES,
+    QueueRouting,
+    check_capacity,
+    parse_capabilities,
+)
 from scaler_aws_batch.engine import JobEngine, TaskOutcome, TaskWork
-from scaler_aws_batch.errors import CapabilityError, SubmitError
+from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError, SubmitError
 from scaler_aws_batch.wire import TaskBlobs
 
 if TYPE_CHECKING:
@@ -63,6 +69,7 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         self._connector_external: AsyncConnector | None = None
         self._connector_storage: AsyncObjectStorageConnector | None = None
         self._intake_open = True
+        self._warned_lost_capabilities = False
         self.completed = 0
 
     def register(self, connector_external: AsyncConnector, connector_storage: AsyncObjectStorageConnector) -> None:
@@ -169,7 +176,11 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
                 capacity = await asyncio.to_thread(backend.capacity, request.queue)
                 check_capacity(request, capacity, request.queue or backend.default_queue_name)
             except CapabilityError as exc:
-                logger.warning("task %s: refused: %s", task_id.hex(), exc)
+                if isinstance(exc, CapabilitiesLostError):
+                    self._warn_lost_capabilities()
+                    logger.info("task %s: refused: its capabilities were lost by the scheduler", task_id.hex())
+                else:
+                    logger.warning("task %s: refused: %s", task_id.hex(), exc)
                 outcome = TaskOutcome(False, pickle.dumps(exc))
             else:
                 try:
@@ -193,6 +204,12 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         finally:
             self._running.pop(task_id, None)
             self._wake.set()
+
+    def _warn_lost_capabilities(self) -> None:
+        """Once per adapter run: every task with capabilities fails the same way until the scheduler is replaced."""
+        if not self._warned_lost_capabilities:
+            self._warned_lost_capabilities = True
+            logger.warning("tasks with capabilities are refused: %s", LOST_CAPABILITIES_HINT)
 
     async def _send_result(self, task: Task, outcome: TaskOutcome) -> None:
         assert self._connector_storage is not None
