@@ -45,15 +45,21 @@ slurm-install:
 	else echo "Slurm is not installed: run 'sudo make slurm-install' (apt-get install slurm-wlm munge)"; fi
 
 # The job image is built with podman where Docker is absent, on a stand-in base made with debootstrap where no
-# registry answers (container/offline-base.sh). As root (CI), install them when missing; otherwise say how, and the
-# image tests skip (SCALER_BATCH_REQUIRE_IMAGE=1 makes them fail instead).
+# registry answers (container/offline-base.sh); qemu-user-static runs the arm64 image's binaries. As root (CI),
+# install them when missing and let the kernel run arm64 binaries; otherwise say how, and the image tests skip
+# (SCALER_BATCH_REQUIRE_IMAGE=1 makes them fail instead).
+BINFMT := /proc/sys/fs/binfmt_misc
 image-tools:
-	@if command -v podman >/dev/null && command -v runc >/dev/null \
+	@if command -v podman >/dev/null && command -v runc >/dev/null && [ -x /usr/bin/qemu-aarch64-static ] \
 	    && PATH="$$PATH:/usr/sbin" command -v debootstrap >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	        podman runc buildah debootstrap; \
+	        podman runc buildah debootstrap qemu-user-static binfmt-support; \
 	else echo "podman is not installed: run 'sudo make image-tools' (apt-get install podman runc buildah debootstrap)"; fi
+	@if [ "$$(id -u)" = 0 ] && [ ! -e $(BINFMT)/qemu-aarch64 ] && command -v update-binfmts >/dev/null; then \
+	    mountpoint -q $(BINFMT) || mount -t binfmt_misc binfmt_misc $(BINFMT); \
+	    update-binfmts --enable qemu-aarch64; \
+	fi
 
 # The job image exactly as `cdk deploy` builds it: the synthesized assembly's own image asset (directory, Dockerfile,
 # build args and contexts, platform), with Docker or podman. `-c key=value` context goes through CDK_CONTEXT.

@@ -12,6 +12,9 @@ release=${2:-bookworm}
 arch=${3:-$(dpkg --print-architecture)}
 # Docker Hub's `library/` namespace: what `FROM python:…` means to podman with no registry configured.
 name="docker.io/library/python:${python_version}-slim-${release}"
+# One local name cannot hold two architectures: each stand-in is also kept under a name of its own, and the public
+# name is pointed at the one a build asks for (a tag, not a rebuild).
+private="localhost/scaler-batch-base:${python_version}-slim-${release}-${arch}"
 platform="linux/${arch}"
 podman=(podman --runtime runc)
 
@@ -23,6 +26,11 @@ have_image() {
 
 if have_image; then
     echo "base image $name ($arch) is present"
+    exit 0
+fi
+if "${podman[@]}" image exists "$private"; then
+    "${podman[@]}" tag "$private" "$name"
+    echo "base image $name ($arch): the stand-in built before"
     exit 0
 fi
 # A registry that answers wins: the real image is what `cdk deploy` builds on.
@@ -75,5 +83,6 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
 fi
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-tar -C "$rootfs" -c . | "${podman[@]}" import -q --arch "$arch" --change 'CMD ["python3"]' - "$name" >/dev/null
+tar -C "$rootfs" -c . | "${podman[@]}" import -q --arch "$arch" --change 'CMD ["python3"]' - "$private" >/dev/null
+"${podman[@]}" tag "$private" "$name"
 echo "base image $name ($arch) built: $("${podman[@]}" image inspect --format '{{.Size}}' "$name") bytes"

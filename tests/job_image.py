@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,21 @@ def require_image_tools() -> None:
     """Skip the test (fail it on CI) where the image cannot be built."""
     if not image_tools_available():
         pytest.skip(f"the job image cannot be built here (missing {', '.join(missing_tools())}): make image-tools")
+
+
+#: Where the kernel says whether it runs aarch64 binaries through qemu-user-static (make image-tools enables it).
+ARM64_BINFMT = pathlib.Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def require_arm64_emulation() -> None:
+    """Skip the test (fail it on CI) where this machine cannot run arm64 binaries."""
+    enabled = ARM64_BINFMT.is_file() and ARM64_BINFMT.read_text().startswith("enabled")
+    if enabled or platform.machine() == "aarch64":
+        return
+    message = "arm64 binaries cannot run here: run make image-tools as root (qemu-user-static, binfmt_misc)"
+    if os.environ.get(REQUIRE_IMAGE_ENV) or os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @contextmanager

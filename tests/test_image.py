@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import platform
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from harness import ImageHarness
 from job_image import (
     BUILD_SCRIPT,
     PODMAN,
+    require_arm64_emulation,
     require_image_tools,
     run_in_image,
     synth_and_build,
@@ -276,3 +278,18 @@ def test_the_job_definitions_secrets_reach_the_task_as_environment(
 
         digest = started.client.submit(token_digest).result(timeout=WAIT_SECONDS)
         assert digest == hashlib.sha256(b"s3cr3t-value").hexdigest()
+
+
+def test_the_arm64_image_builds_and_runs_a_task_under_emulation(
+    job_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Graviton: the arm64 asset (Fargate, architecture arm64) builds on an arm64 stand-in base and runs a task,
+    with qemu-user-static running the arm64 binaries on this amd64 machine."""
+    require_arm64_emulation()
+    built = synth_and_build(tmp_path_factory.mktemp("arm64-assembly"), "scaler-batch-runner:arm64-test",
+                            compute="fargate", architecture="arm64")  # fmt: skip
+    assert built["platform"] == "linux/arm64" and built["python"].startswith("3.11.")
+    harness = ImageHarness(tmp_path_factory.mktemp("arm64"), built["tag"], tmp_path_factory.getbasetemp(),
+                           fargate=True)  # fmt: skip
+    with harness.start() as started:
+        assert started.client.submit(platform.machine).result(timeout=WAIT_SECONDS) == "aarch64"
