@@ -130,25 +130,34 @@ class ProcessExecutor:
             self._signal(attempt, proc, signal.SIGKILL)
             return
         self._signal(attempt, proc, signal.SIGTERM)
-        self._clock.schedule(kill_grace(self._config), lambda: self._signal(attempt, proc, signal.SIGKILL))
 
-    def _signal(self, attempt: Attempt, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        """Signal the attempt's process group, or its container (the engine's client process only relays)."""
+        def kill_after_grace() -> None:
+            self._signal(attempt, proc, signal.SIGKILL)
+
+        self._clock.schedule(kill_grace(self._config), kill_after_grace)
+
+    def _signal(self, attempt: Attempt, proc: subprocess.Popen[bytes], sig: signal.Signals) -> threading.Thread | None:
+        """Signal the attempt's process group, or its container (the engine's client process only relays); returns
+        the thread that signals a container."""
         name = attempt.container
         if name is None:
             killpg(proc, sig)
-            return
+            return None
         # `podman kill` takes a while and the caller may hold the job lock: signal from another thread.
-        threading.Thread(
+        stopper = threading.Thread(
             target=container.stop, args=(self._config, name, sig.name.removeprefix("SIG")), daemon=True
-        ).start()
+        )
+        stopper.start()
+        return stopper
 
     def close(self, attempts: list[Attempt]) -> None:
         with self._lock:
             self._stopping = True
             running = [(a, a.proc) for a in attempts if a.proc is not None]
-        for attempt, proc in running:
-            self._signal(attempt, proc, signal.SIGKILL)
+        stoppers = [self._signal(attempt, proc, signal.SIGKILL) for attempt, proc in running]
+        for stopper in stoppers:
+            if stopper is not None:  # no container outlives the emulator
+                stopper.join(timeout=60)
 
     def join(self) -> None:
         for runner in list(self._runners):
