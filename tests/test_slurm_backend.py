@@ -10,9 +10,11 @@ from collections.abc import Sequence
 import pytest
 
 from conftest import wait_for
-from scaler_aws_batch.backends.base import BackendError, JobRejectedError, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus
 from scaler_aws_batch.backends.slurm.backend import SlurmBackend
 from scaler_aws_batch.contracts import JobTag
+from scaler_aws_batch.errors import BackendError, JobRejectedError
+from scaler_aws_batch.resources import Resources
 from slurm_cluster import SlurmCluster
 
 #: argv is ``sh -c SCRIPT sh run-job --payload PAYLOAD``: the payload is $3; array children add their index.

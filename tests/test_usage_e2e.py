@@ -18,7 +18,8 @@ from cdk_support import tool
 from conftest import WAIT_SECONDS
 from harness import BUCKET, SPOT_RETRY_STRATEGY, AwsHarness, create_signing_secret
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, JobTag
-from scaler_aws_batch.usage import ComputeKind, Outcome, UsageRecord, read_usage_log, summarize
+from scaler_aws_batch.usage import ComputeKind, Outcome, UsageRecord, summarize
+from scaler_aws_batch.usage_report import read_usage_log
 
 pytestmark = pytest.mark.e2e
 

@@ -39,7 +39,8 @@ from scaler.worker.agent.timeout_manager import VanillaTimeoutManager
 from scaler.worker_manager.proxy.heartbeat_manager import HeartbeatManager
 from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 
-from scaler_aws_batch.adapter.task_manager import TASK_CAPABILITIES, PassthroughTaskManager, QueueRouting
+from scaler_aws_batch.adapter.task_manager import PassthroughTaskManager
+from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 

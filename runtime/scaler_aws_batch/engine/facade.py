@@ -14,7 +14,7 @@ import pickle
 import time
 from collections.abc import Sequence
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend, JobState, JobStatus
+from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.contracts import job_name_prefix
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import Ledger, TaskRecord
@@ -26,7 +26,7 @@ from scaler_aws_batch.engine.settings import EngineSettings
 from scaler_aws_batch.engine.stopping import JobStopper
 from scaler_aws_batch.engine.submitter import Refused, Submitted, Submitter, Transient
 from scaler_aws_batch.engine.work import Clock, TaskOutcome, TaskWork
-from scaler_aws_batch.errors import ResultRejectedError, StoreError
+from scaler_aws_batch.errors import BackendError, ResultRejectedError, StoreError
 from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock, take_stock
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing

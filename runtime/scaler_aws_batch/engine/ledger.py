@@ -11,9 +11,10 @@ import collections
 import dataclasses
 from collections.abc import Sequence
 
-from scaler_aws_batch.backends.base import JobState, Resources
+from scaler_aws_batch.backends.base import JobState
 from scaler_aws_batch.engine.work import TaskOutcome, TaskWork
 from scaler_aws_batch.reattach import FoundJob
+from scaler_aws_batch.resources import Resources
 from scaler_aws_batch.usage import JobUsage, Outcome
 
 

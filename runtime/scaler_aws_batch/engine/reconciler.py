@@ -15,7 +15,7 @@ import logging
 import pickle
 from collections.abc import Iterator, Sequence
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend, JobState, JobStatus
+from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import JobRecord, Ledger, Tentative
 from scaler_aws_batch.engine.packer import Packer
@@ -24,7 +24,7 @@ from scaler_aws_batch.engine.settings import EngineSettings
 from scaler_aws_batch.engine.stopping import JobStopper
 from scaler_aws_batch.engine.watch import runnable_overdue, vanish_clock, vanished_errors
 from scaler_aws_batch.engine.work import Clock, TaskOutcome
-from scaler_aws_batch.errors import StoreError
+from scaler_aws_batch.errors import BackendError, StoreError
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.stores import ObjectStore
 from scaler_aws_batch.wire import RESULTS_PREFIX, result_key

@@ -7,8 +7,9 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend, JobState
+from scaler_aws_batch.backends.base import JobBackend, JobState
 from scaler_aws_batch.engine.work import Clock
+from scaler_aws_batch.errors import BackendError
 from scaler_aws_batch.reattach import ShutdownReport
 
 logger = logging.getLogger(__name__)

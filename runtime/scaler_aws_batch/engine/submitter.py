@@ -10,13 +10,19 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from scaler_aws_batch.backends.base import BackendError, BackendUnavailableError, JobBackend, JobSpec
+from scaler_aws_batch.backends.base import JobBackend, JobSpec
 from scaler_aws_batch.contracts import JobTag, job_name_prefix
 from scaler_aws_batch.engine.ledger import TaskRecord
 from scaler_aws_batch.engine.payload import UploadCache, plan_payload
 from scaler_aws_batch.engine.settings import EngineSettings
 from scaler_aws_batch.engine.work import Clock, TaskWork
-from scaler_aws_batch.errors import StoreError, StoreUnavailableError, SubmitError
+from scaler_aws_batch.errors import (
+    BackendError,
+    BackendUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+    SubmitError,
+)
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
 

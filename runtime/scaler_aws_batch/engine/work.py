@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from scaler_aws_batch.backends.base import Resources
+from scaler_aws_batch.resources import Resources
 from scaler_aws_batch.wire import TaskBlobs, sha256_hex
 
 #: Seconds from an arbitrary start (``time.monotonic`` in service; a fake one in unit tests).

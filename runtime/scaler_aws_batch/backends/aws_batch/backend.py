@@ -35,21 +35,12 @@ from scaler_aws_batch.aws_calls import (
 )
 from scaler_aws_batch.backends.aws_batch.capacity import describe_queues, explain_runnable, queue_capacities
 from scaler_aws_batch.backends.aws_batch.usage import ComputePlacements, job_usage
-from scaler_aws_batch.backends.base import (
-    PAYLOAD_PARAMETER,
-    BackendError,
-    JobBackend,
-    JobRejectedError,
-    JobSpec,
-    JobState,
-    JobStatus,
-    ListedJob,
-    Resources,
-)
-from scaler_aws_batch.backends.base import resource_requirements as base_resource_requirements
-from scaler_aws_batch.capabilities import ComputeCapacity
+from scaler_aws_batch.backends.base import PAYLOAD_PARAMETER, JobBackend, JobSpec, JobState, JobStatus, ListedJob
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, SPOT_INTERRUPTION_PREFIXES
+from scaler_aws_batch.errors import BackendError, JobRejectedError
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS, container_overrides_length, render_command
+from scaler_aws_batch.resources import ComputeCapacity, Resources
+from scaler_aws_batch.resources import resource_requirements as base_resource_requirements
 from scaler_aws_batch.usage import ComputeKind
 
 if TYPE_CHECKING:

@@ -29,10 +29,10 @@ from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
-from scaler_aws_batch.backends.base import BackendError
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.config import Settings, check_positive, setting, where
 from scaler_aws_batch.contracts import Architecture, StackOutput
+from scaler_aws_batch.errors import BackendError
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 from scaler_aws_batch.tags import check_user_tags
 from scaler_aws_batch.worker_settings import WorkerSettings
@@ -298,7 +298,7 @@ def check_image_python(aws: AwsBatchSettings, worker: WorkerSettings) -> None:
 
 def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSetup:
     """The worker's AWS Batch backend and S3 store."""
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
+    from scaler_aws_batch.capabilities import QueueRouting
     from scaler_aws_batch.errors import SigningKeyError
     from scaler_aws_batch.signing import read_secret
     from scaler_aws_batch.stores.s3 import S3Store, s3_client_config, s3_session

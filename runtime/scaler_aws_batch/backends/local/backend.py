@@ -32,14 +32,13 @@ from scaler_aws_batch.backends.base import (
     JobState,
     JobStatus,
     ListedJob,
-    Resources,
     array_parent_status,
-    resource_requirements,
     runner_argv,
     runner_overrides_length,
     tail_lines,
 )
 from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.resources import Resources, resource_requirements
 from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)

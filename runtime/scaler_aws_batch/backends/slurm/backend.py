@@ -18,10 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from scaler_aws_batch.backends.base import (
-    BackendError,
-    BackendUnavailableError,
     JobBackend,
-    JobRejectedError,
     JobSpec,
     JobState,
     JobStatus,
@@ -31,6 +28,7 @@ from scaler_aws_batch.backends.base import (
     tail_lines,
 )
 from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.errors import BackendError, BackendUnavailableError, JobRejectedError
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ class SlurmSettings(Settings):
 
 
 def build_slurm(settings: SlurmSettings, worker: WorkerSettings) -> BackendSetup:
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.backends.slurm.backend import SlurmBackend
+    from scaler_aws_batch.capabilities import QueueRouting
     from scaler_aws_batch.errors import SigningKeyError
     from scaler_aws_batch.signing import KEY_FILE_NAME, ensure_key_file, job_key_environment
     from scaler_aws_batch.stores import open_store
