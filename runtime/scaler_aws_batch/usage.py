@@ -34,6 +34,7 @@ class ComputeKind(enum.Enum):
     FARGATE = "fargate"
     FARGATE_SPOT = "fargate-spot"
     LOCAL = "local"
+    SLURM = "slurm"  # a cluster's price is the site's: give it with --prices (the default table has none)
     UNKNOWN = "unknown"
 
     @classmethod

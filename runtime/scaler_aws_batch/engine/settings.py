@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from scaler_aws_batch import defaults
 from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE, MAX_CONTAINER_OVERRIDES_CHARS, OVERRIDES_SAFETY_MARGIN_CHARS
 from scaler_aws_batch.tags import check_user_tags
@@ -15,7 +16,7 @@ class EngineSettings:
     adapter_id: str
     client_python: str
     cloudpickle_version: str
-    job_timeout_seconds: int = 3600
+    job_timeout_seconds: int = defaults.JOB_TIMEOUT_SECONDS
     array_window_seconds: float = 0.05
     #: A steady stream of tasks keeps extending the window; the first task waits at most this long. While the
     #: stream lasts (every group is cut at this bound) the bound doubles, up to ``array_max_wait_cap_seconds``: a
@@ -27,7 +28,7 @@ class EngineSettings:
     poll_interval_max_seconds: float = 2.0
     #: Describe calls back off from poll_interval_min_seconds to this while results arrive through store listings.
     describe_interval_max_seconds: float = 10.0
-    vanish_bound_seconds: float = 60.0
+    vanish_bound_seconds: float = defaults.VANISH_BOUND_SECONDS
     store_threshold_bytes: int = 2048
     overrides_budget_chars: int = MAX_CONTAINER_OVERRIDES_CHARS - OVERRIDES_SAFETY_MARGIN_CHARS
     log_tail_lines: int = 20
@@ -37,9 +38,9 @@ class EngineSettings:
     result_delete_delay_seconds: float = 1.0
     #: How long a job found at start (or kept over a scheduler restart) waits for Scaler to send its task again
     #: before it is stopped. Longer than the scheduler's worker timeout (Scaler: 60 s), which delays the re-send.
-    reattach_grace_seconds: float = 180.0
+    reattach_grace_seconds: float = defaults.REATTACH_GRACE_SECONDS
     #: How long a submission keeps being retried through throttling, server errors and expired credentials.
-    submit_deadline_seconds: float = 600.0
+    submit_deadline_seconds: float = defaults.SUBMIT_DEADLINE_SECONDS
     #: Queues searched for this adapter's jobs at start (None: the backend's default queue).
     queues: tuple[str | None, ...] = (None,)
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).
@@ -48,7 +49,7 @@ class EngineSettings:
     on_demand_queue: str | None = None
     spot_reclaims_before_on_demand: int = SPOT_RECLAIMS_BEFORE_ON_DEMAND
     #: A job waiting in RUNNABLE longer than this is logged once, with the queue's state and a diagnosis.
-    runnable_warn_seconds: float = 300.0
+    runnable_warn_seconds: float = defaults.RUNNABLE_WARN_SECONDS
     #: User tags on every job (``cdk.json`` ``job_tags`` and ``--tag``), checked by :mod:`scaler_aws_batch.tags`.
     user_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
 

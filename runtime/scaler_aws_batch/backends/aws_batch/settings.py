@@ -23,6 +23,7 @@ import botocore.exceptions
 
 from scaler_aws_batch import config
 from scaler_aws_batch.aws_calls import AwsCalls, error_code
+from scaler_aws_batch.aws_clients import client_config
 from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
@@ -220,7 +221,7 @@ CloudFormationClientFactory = Callable[[str | None, str | None], "CloudFormation
 
 
 def _default_cloudformation_client(region: str | None, endpoint_url: str | None) -> CloudFormationClient:
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 5})
+    config = client_config(max_retries=5)
     return boto3.Session(region_name=region).client(
         "cloudformation", region_name=region, endpoint_url=endpoint_url, config=config
     )

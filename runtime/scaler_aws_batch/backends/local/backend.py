@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -37,8 +36,9 @@ from scaler_aws_batch.backends.base import (
     runner_overrides_length,
     tail_lines,
 )
+from scaler_aws_batch.backends.job_records import read_job_records, write_job_record
 from scaler_aws_batch.contracts import StatusReason
-from scaler_aws_batch.resources import Resources, resource_requirements
+from scaler_aws_batch.resources import Resources
 from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)
@@ -130,21 +130,7 @@ class LocalProcessBackend(JobBackend):
     def submit(self, spec: JobSpec) -> str:
         job_id = str(uuid.uuid4())
         argv = runner_argv(spec, self._command)
-        record = {
-            "jobId": job_id,
-            "jobName": spec.name,
-            "createdAt": time.time_ns() // 1_000_000,
-            "queue": spec.queue,
-            "arraySize": spec.array_size,
-            "timeoutSeconds": spec.timeout_seconds,
-            "resourceRequirements": resource_requirements(spec.resources),
-            "tags": dict(spec.tags),
-            "taskIds": list(spec.task_ids),
-            # How the payload travelled, never the payload itself (it holds the task's arguments).
-            "payloadScheme": spec.payload.partition(":")[0],
-            "payloadChars": len(spec.payload),
-        }
-        (self._dir / "jobs" / f"{job_id}.json").write_text(json.dumps(record, indent=2))
+        write_job_record(self._dir / "jobs", job_id, spec)
         base_env = {**os.environ, **self._job_env, "AWS_BATCH_JOB_ATTEMPT": "1"}
         with self._lock:
             if spec.array_size is None:
@@ -181,21 +167,14 @@ class LocalProcessBackend(JobBackend):
     def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
         del queues  # one local queue
         found: list[ListedJob] = []
-        for path in sorted((self._dir / "jobs").glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                logger.warning("ignoring unreadable job record %s: %s", path, exc)
-                continue
-            name, job_id, size = str(record.get("jobName", "")), str(record["jobId"]), record.get("arraySize")
-            if not name.startswith(name_prefix):
-                continue
+        for record in read_job_records(self._dir / "jobs", name_prefix):
             with self._lock:
-                if job_id not in self._jobs:
-                    self._adopt(job_id, size, int(record.get("timeoutSeconds", 3600)))
-                state = self._status(self._jobs[job_id]).state
-            task_ids = tuple(str(task_id) for task_id in record.get("taskIds", ()))
-            found.append(ListedJob(job_id, name, state, size, task_ids=task_ids or None))
+                if record.job_id not in self._jobs:
+                    self._adopt(record.job_id, record.array_size, record.timeout_seconds)
+                state = self._status(self._jobs[record.job_id]).state
+            found.append(
+                ListedJob(record.job_id, record.name, state, record.array_size, task_ids=record.task_ids or None)
+            )
         return found
 
     def _adopt(self, job_id: str, array_size: int | None, timeout: int) -> None:
