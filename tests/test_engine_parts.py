@@ -444,3 +444,26 @@ def test_the_facade_keeps_or_stops_adopted_jobs_at_shutdown(store: LocalDirector
     assert kept.kept == ["j1", "j2"] and backend.calls["cancel"] == 0
     stopped, backend = asyncio.run(scenario(stop_jobs=True))
     assert sorted(stopped.stopped) == ["j1", "j2"] and stopped.failed == [] and stopped.kept == []
+
+
+def test_an_adopted_array_child_whose_task_is_not_sent_again_is_stopped_after_the_grace(
+    store: LocalDirectoryStore,
+) -> None:
+    async def scenario() -> tuple[FakeBackend, Ledger, TaskRecord]:
+        backend, clock = FakeBackend(), FakeClock()
+        ledger, _, reconciler, _, _ = _parts(backend, store, clock, reattach_grace_seconds=180.0)
+        found = FoundJob("array", "n", JobState.RUNNING, 2, ("sent-again", "never-sent"))
+        ledger.adopt([found], clock(), clock() + 180)
+        task = ledger.tasks["sent-again"] = TaskRecord(_work("sent-again"), asyncio.get_running_loop().create_future())
+        assert ledger.attach(task)
+        clock.advance(179.0)
+        await reconciler.expire_awaiting(clock())
+        assert backend.cancelled == []
+        clock.advance(1.0)
+        await reconciler.expire_awaiting(clock())
+        return backend, ledger, task
+
+    backend, ledger, task = asyncio.run(scenario())
+    assert backend.cancelled == ["array:1"]  # only the child whose task was not sent again
+    assert ledger.stats["grace-stopped"] == 1 and ledger.jobs["array"].tasks == {0: "sent-again"}
+    assert not task.future.done()
