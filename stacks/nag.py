@@ -9,14 +9,38 @@ multi-finding rule (IAM4, IAM5) is acknowledged on its own, so a new wildcard al
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
+from aws_cdk import Acknowledgment, CfnElement, Validations
 from aws_cdk import aws_batch as batch
 from constructs import IConstruct
 
-if TYPE_CHECKING:
-    from stacks.scaler_batch_stack import ScalerBatchStack
+from stacks.access import AdapterAccess
+from stacks.compute import Compute
+from stacks.job_definition import JobDefinition
+from stacks.network import Network
+from stacks.signing_secret import SigningSecret
+from stacks.task_bucket import TaskBucket
+
+
+class NaggedStack(Protocol):
+    """What :func:`acknowledge_findings` reads of the stack (its constructs), without importing the stack module
+    that calls it."""
+
+    @property
+    def network(self) -> Network: ...
+    @property
+    def task_bucket(self) -> TaskBucket: ...
+    @property
+    def compute(self) -> Compute: ...
+    @property
+    def signing(self) -> SigningSecret: ...
+    @property
+    def job(self) -> JobDefinition: ...
+    @property
+    def access(self) -> AdapterAccess: ...
+    def get_logical_id(self, element: CfnElement) -> str: ...
+
 
 #: The prefix CDK's validation report puts before cdk-nag's rule ids.
 PLUGIN = "AwsSolutions::"
@@ -30,14 +54,14 @@ def acknowledge(scope: IConstruct, findings: Iterable[str], reason: str) -> None
     Validations.of(scope).acknowledge(*(Acknowledgment(id=PLUGIN + finding, reason=reason) for finding in findings))
 
 
-def _ref(stack: Stack, construct: IConstruct) -> str:
+def _ref(stack: NaggedStack, construct: IConstruct) -> str:
     """How cdk-nag writes a resource's logical id inside a finding, e.g. ``<TaskBucket08C17A58.Arn>``."""
     default_child = construct.node.default_child
     assert isinstance(default_child, CfnElement)
     return stack.get_logical_id(default_child)
 
 
-def acknowledge_findings(stack: ScalerBatchStack) -> None:
+def acknowledge_findings(stack: NaggedStack) -> None:
     prefix = stack.task_bucket.prefix
     bucket_objects = f"Resource::<{_ref(stack, stack.task_bucket.bucket)}.Arn>/{prefix}*"
 

@@ -39,8 +39,10 @@ from scaler_aws_batch.aws_calls import (
     TokenBucket,
 )
 from scaler_aws_batch.backends.aws_batch.backend import AwsBatchBackend
-from scaler_aws_batch.backends.base import RUNNER_COMMAND, JobRejectedError, JobSpec, JobState, Resources
+from scaler_aws_batch.backends.base import RUNNER_COMMAND, JobSpec, JobState
 from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.errors import JobRejectedError
+from scaler_aws_batch.resources import Resources
 
 REGION = "us-east-1"
 ACCOUNT_ROLE_POLICY = json.dumps(

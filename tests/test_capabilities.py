@@ -7,16 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from scaler_aws_batch.backends.base import Resources
-from scaler_aws_batch.capabilities import (
-    ComputeCapacity,
-    InstanceShape,
-    QueueRouting,
-    TaskRequest,
-    check_capacity,
-    parse_capabilities,
-)
+from scaler_aws_batch.capabilities import QueueRouting, TaskRequest, check_capacity, parse_capabilities
 from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError, SubmitError
+from scaler_aws_batch.resources import ComputeCapacity, InstanceShape, Resources
 
 ROUTING = QueueRouting(on_demand="od-queue", gpu="gpu-queue")
 

@@ -14,7 +14,7 @@ import cloudpickle
 import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
-from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus
 from scaler_aws_batch.backends.local.backend import LocalProcessBackend
 from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import (
@@ -34,6 +34,7 @@ from scaler_aws_batch.errors import (
     SpotRetriesExhaustedError,
 )
 from scaler_aws_batch.limits import MAX_CONTAINER_OVERRIDES_CHARS
+from scaler_aws_batch.resources import Resources
 from scaler_aws_batch.signing import KeyRing, ensure_key_file, job_key_environment
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 from scaler_aws_batch.wire import TaskBlobs, decode_payload, parse_parameter, python_version_tag

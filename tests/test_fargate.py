@@ -14,10 +14,11 @@ from batch_emulator import BatchEmulator, EmulatorConfig, Faults
 from batch_emulator.testing import wait_for_status
 from scaler_aws_batch import fargate
 from scaler_aws_batch.backends.aws_batch.backend import AwsBatchBackend
-from scaler_aws_batch.backends.base import JobRejectedError, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus
 from scaler_aws_batch.contracts import SPOT_RETRY_EVALUATE_ON_EXIT
 from scaler_aws_batch.engine import classify_failure
-from scaler_aws_batch.errors import SpotRetriesExhaustedError
+from scaler_aws_batch.errors import JobRejectedError, SpotRetriesExhaustedError
+from scaler_aws_batch.resources import Resources
 
 SPOT_RETRY = {"attempts": 3, "evaluateOnExit": list(SPOT_RETRY_EVALUATE_ON_EXIT)}
 SLEEP = "import sys, time; time.sleep(float(sys.argv[1]))"

@@ -37,6 +37,7 @@ from conftest import WAIT_SECONDS, AdapterProcess, wait_for
 from harness import BUCKET, PREFIX, SPOT_RETRY_STRATEGY, TIME_SCALE, create_signing_secret
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV, job_name_prefix
 from scaler_aws_batch.embedded import EmbeddedScheduler
+from slurm_cluster import SlurmCluster
 
 # Each test starts its own trials on the module's emulator: the tests spread over parallel workers.
 pytestmark = [pytest.mark.e2e, pytest.mark.spread]
@@ -508,6 +509,37 @@ def test_kill_9_on_the_local_backend_reattaches_through_its_jobs_directory(world
             )
     row.record()
     row.assert_clean()
+
+
+def test_kill_9_on_the_slurm_backend_reattaches_through_its_job_records(
+    world: World, slurm_cluster: SlurmCluster
+) -> None:
+    row = Row("slurm backend: kill -9 with jobs RUNNING, restart on the same work directory")
+    for number in range(2):
+        with trial(world, f"slurmkill{number}") as run:
+            work_dir = run.dir / "slurm"
+            slurm = ["--backend", "slurm", "--work-dir", str(work_dir), "--adapter-id", run.adapter_id,
+                     "--reattach-grace", "30"]  # fmt: skip
+            first = run.start_adapter(args=slurm, env=slurm_cluster.env)
+            with Client(address=run.cluster.addresses.scheduler) as client:
+                run.submit(client, 6, seconds=1.5)
+                wait_for(lambda: len(list(run.marks.iterdir())) >= 1, "a job to start", interval=0.01)
+                first.process.send_signal(signal.SIGKILL)
+                first.process.wait()
+                run.start_adapter(args=slurm, env=slurm_cluster.env)
+                run.settle(row)
+            # Every job the killed adapter submitted ended or was stopped: none is left queued or running untracked.
+            row.orphans += _live_slurm_jobs(slurm_cluster, work_dir / "jobs")
+    row.record()
+    row.assert_clean()
+
+
+def _live_slurm_jobs(cluster: SlurmCluster, records: pathlib.Path) -> int:
+    """Jobs (array children counted one by one) of this work directory that Slurm still queues or runs."""
+    ids = {path.stem for path in records.glob("*.json")}
+    listing = cluster.run("squeue", "--me", "--noheader", "--array", "-O", "ArrayJobID:|,State:|")
+    live = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "SUSPENDED")
+    return sum(1 for line in listing.stdout.splitlines() if line.split("|")[0] in ids and line.split("|")[1] in live)
 
 
 def _process_alive(pid: int) -> bool:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import wait_for
-from scaler_aws_batch.backends.base import JobSpec, JobState, Resources
+from scaler_aws_batch.backends.base import JobSpec, JobState
 from scaler_aws_batch.backends.local.backend import TIMEOUT_REASON, LocalProcessBackend
+from scaler_aws_batch.resources import Resources
 
 #: A job command that records its Batch variables, then does what its payload says.
 SCRIPT = """

@@ -4,15 +4,19 @@ setting) so each job's exit code is chosen by its payload; the end-to-end tests 
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from collections.abc import Sequence
 
 import pytest
 
 from conftest import wait_for
-from scaler_aws_batch.backends.base import BackendError, JobRejectedError, JobSpec, JobState, JobStatus, Resources
+from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus
 from scaler_aws_batch.backends.slurm.backend import SlurmBackend
 from scaler_aws_batch.contracts import JobTag
+from scaler_aws_batch.errors import BackendError, JobRejectedError
+from scaler_aws_batch.resources import Resources
+from scaler_aws_batch.usage import ComputeKind
 from slurm_cluster import SlurmCluster
 
 #: argv is ``sh -c SCRIPT sh run-job --payload PAYLOAD``: the payload is $3; array children add their index.
@@ -103,6 +107,36 @@ def test_a_restarted_adapter_finds_its_jobs_again(
     assert all(
         name == "scaler-test" and f"{JobTag.ADAPTER_ID}=adapter-1234" in comment for _, name, comment, *_ in mine
     )
+
+
+def test_a_restarted_backend_finds_its_live_jobs_and_their_tasks_from_its_job_records(
+    backend: SlurmBackend, tmp_path: pathlib.Path, shims: pathlib.Path
+) -> None:
+    live = backend.submit(
+        dataclasses.replace(_spec("sleep", array_size=2), name="scaler-abc-t1-x2", task_ids=("t1", "t2"))
+    )
+    done = backend.submit(dataclasses.replace(_spec("0"), name="scaler-abc-t3", task_ids=("t3",)))
+    other = backend.submit(dataclasses.replace(_spec("sleep"), name="scaler-other-t4", task_ids=("t4",)))
+    _final(backend, [done])
+    restarted = SlurmBackend(tmp_path / "slurm", bin_dir=str(shims), runner=RUNNER)  # remembers nothing
+    try:
+        found = {job.job_id: job for job in restarted.find_jobs("scaler-abc-", (None,))}
+        assert set(found) == {live, done}  # another adapter's job is not this one's
+        assert (found[live].task_ids, found[live].array_size, found[live].state.is_final) == (("t1", "t2"), 2, False)
+        assert found[done].state is JobState.SUCCEEDED and found[done].task_ids == ("t3",)
+        children = restarted.describe([f"{live}:0", f"{live}:1"])
+        assert len(children) == 2 and not any(status.state.is_final for status in children.values())
+    finally:
+        for job_id in (live, other):
+            restarted.cancel(job_id, None, "test over")
+
+
+def test_a_finished_job_reports_its_usage(backend: SlurmBackend) -> None:
+    job = backend.submit(_spec("0", resources=Resources(vcpus=1.5, memory_mib=100), queue="other"))
+    usage = _final(backend, [job])[job].usage
+    assert usage is not None and usage.compute is ComputeKind.SLURM and backend.compute_kind(None) is ComputeKind.SLURM
+    assert (usage.queue, usage.vcpus, usage.memory_mib, usage.attempts) == ("other", 2.0, 100, 1)
+    assert usage.started_at is not None and usage.stopped_at is not None and usage.stopped_at >= usage.started_at
 
 
 def test_resources_timeout_and_partition_reach_slurm(backend: SlurmBackend, slurm_cluster: SlurmCluster) -> None:

@@ -23,12 +23,11 @@ from scaler_aws_batch.usage import (
     UnitPrices,
     UsageRecord,
     UsageRecorder,
-    format_summary,
     load_price_table,
-    read_usage_log,
     summarize,
 )
 from scaler_aws_batch.usage_chart import cost_series, write_cost_chart
+from scaler_aws_batch.usage_report import format_summary, read_usage_log
 
 SPOT_CLUSTER = "AWSBatch-spot-ce-0d1c"
 ON_DEMAND_CLUSTER = "AWSBatch-od-ce-77aa"

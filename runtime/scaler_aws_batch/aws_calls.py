@@ -29,7 +29,7 @@ from typing import Final, TypeVar
 
 import botocore.exceptions
 
-from scaler_aws_batch.backends.base import BackendError, BackendUnavailableError
+from scaler_aws_batch.errors import BackendError, BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ lost on the way fail the task with :class:`CapabilitiesLostError`, which says to
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
-from scaler_aws_batch.backends.base import Resources
 from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError
+from scaler_aws_batch.resources import ComputeCapacity, Resources
 
 CAPABILITY_VCPUS: Final = "vcpus"
 CAPABILITY_MEMORY: Final = "memory"  # MiB
@@ -37,42 +37,6 @@ class QueueRouting:
 
     on_demand: str | None = None
     gpu: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class InstanceShape:
-    """One instance type a queue may launch, as far as a single job can use it."""
-
-    name: str
-    vcpus: float
-    memory_mib: int
-    gpus: int
-
-    def holds(self, resources: Resources) -> bool:
-        return (
-            (resources.vcpus is None or resources.vcpus <= self.vcpus)
-            and (resources.memory_mib is None or resources.memory_mib <= self.memory_mib)
-            and (resources.gpus or 0) <= self.gpus
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class ComputeCapacity:
-    """The instance types a queue's compute environments may launch (vCPUs capped at their ``maxvCpus``)."""
-
-    shapes: tuple[InstanceShape, ...]
-
-    def largest(self) -> str:
-        """The most each resource can be, and the instance types that give it."""
-
-        def best(value: Callable[[InstanceShape], float]) -> InstanceShape:
-            return max(self.shapes, key=value)
-
-        vcpus, memory, gpus = best(lambda s: s.vcpus), best(lambda s: s.memory_mib), best(lambda s: s.gpus)
-        return (
-            f"vcpus={vcpus.vcpus:g} ({vcpus.name}), memory={memory.memory_mib} MiB ({memory.name}), "
-            f"gpu={gpus.gpus} ({gpus.name})"
-        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return run_worker(args, os.environ)
     if args.command == "usage":
-        from scaler_aws_batch.usage import run_usage_report
+        from scaler_aws_batch.usage_report import run_usage_report
 
         try:
             run_usage_report(args.file, prices_path=args.prices, chart_path=args.chart, out=sys.stdout)

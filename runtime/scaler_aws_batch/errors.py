@@ -145,3 +145,26 @@ class CommandFailedError(ScalerBatchError):
 
 class UnpicklableExceptionError(ScalerBatchError):
     """The task raised an exception that cannot be pickled; this keeps its type name, message and traceback text."""
+
+
+# --- backend calls (every backend and the AWS call layer raise these) ---
+
+
+class BackendError(ScalerBatchError):
+    """A backend call failed in a way the caller should report (bad configuration, rejected request)."""
+
+
+class JobRejectedError(BackendError):
+    """The backend refused a job outright (e.g. a queue that does not exist, a request that is too large)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
+    connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
+    can do about this class of error. ``maybe_applied``: the call may have taken effect all the same (a server error
+    or a lost connection, unlike throttling or refused credentials)."""
+
+    def __init__(self, message: str, *, hint: str = "", maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.maybe_applied = maybe_applied

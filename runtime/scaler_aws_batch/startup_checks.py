@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlparse
 
-from scaler_aws_batch.backends.base import BackendError, JobBackend
-from scaler_aws_batch.errors import StoreError
+from scaler_aws_batch.backends.base import JobBackend
+from scaler_aws_batch.errors import BackendError, StoreError
 from scaler_aws_batch.stores.base import ObjectStore
 
 logger = logging.getLogger(__name__)

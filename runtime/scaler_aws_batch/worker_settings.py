@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from scaler_aws_batch import defaults
 from scaler_aws_batch.config import Settings, check_positive, check_whole, setting, where
 from scaler_aws_batch.contracts import SPOT_RECLAIMS_BEFORE_ON_DEMAND
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
@@ -38,7 +39,7 @@ class WorkerSettings(Settings):
         "jobs beyond the compute environment's capacity wait in RUNNABLE at no cost.",
     )
     job_timeout_seconds: int = setting(
-        3600,
+        defaults.JOB_TIMEOUT_SECONDS,
         "Seconds per job attempt, unless a task asks for its own with the `timeout` capability. AWS requires at "
         "least 60.",
         long="--job-timeout",
@@ -64,7 +65,7 @@ class WorkerSettings(Settings):
         "highest priority first, and gather into arrays. 0: twice `max_concurrent_jobs`.",
     )
     vanish_after: float = setting(
-        60.0,
+        defaults.VANISH_BOUND_SECONDS,
         "A job that the backend's describe calls *answer without* for this many seconds fails its tasks with "
         "`JobVanishedError` and is asked to stop. Failed calls (throttling, 5xx, expired credentials) pause this "
         "clock.",
@@ -82,12 +83,12 @@ class WorkerSettings(Settings):
         default_text="derived",
     )
     reattach_grace: float = setting(
-        180.0,
+        defaults.REATTACH_GRACE_SECONDS,
         "After a (re)start or a scheduler restart, how many seconds a job found running waits for Scaler to send its "
         "task again; then it is stopped. Keep it above the scheduler's worker timeout (Scaler: 60 s).",
     )
     submit_deadline: float = setting(
-        600.0,
+        defaults.SUBMIT_DEADLINE_SECONDS,
         "Seconds a submission is retried (with backoff) through throttling, server errors and expired credentials "
         "before its tasks fail with `SubmitError`.",
     )
@@ -102,7 +103,7 @@ class WorkerSettings(Settings):
         "re-attaches to them.",
     )
     runnable_warn_after: float = setting(
-        300.0,
+        defaults.RUNNABLE_WARN_SECONDS,
         "A job waiting in RUNNABLE this many seconds is logged once, with its queue's status reason and a diagnosis.",
     )
     spot_reclaims_before_on_demand: int = setting(

@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 from scaler.config.types.address import AddressConfig
 from scaler.io import ymq
-from scaler.io.mixins import ConnectorRemoteType
+from scaler.io.mixins import AsyncConnector, ConnectorRemoteType
 from scaler.io.network_backends import get_network_backend_from_env
 from scaler.protocol.capnp import (
     BaseMessage,
@@ -39,7 +39,8 @@ from scaler.worker.agent.timeout_manager import VanillaTimeoutManager
 from scaler.worker_manager.proxy.heartbeat_manager import HeartbeatManager
 from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 
-from scaler_aws_batch.adapter.task_manager import TASK_CAPABILITIES, PassthroughTaskManager, QueueRouting
+from scaler_aws_batch.adapter.task_manager import PassthroughTaskManager
+from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 
@@ -229,16 +230,7 @@ class AdapterWorker:
                 logger.warning("adapter: lost the scheduler: %s", exc or type(exc).__name__)
                 lost = True
             if not lost:
-                # Shutdown: take nothing more, tell the scheduler we leave (it re-routes our tasks), then the caller
-                # settles submissions and stops the jobs.
-                self._task_manager.close_intake()
-                self._engine.close_intake()
-                with contextlib.suppress(*_CONNECTION_ERRORS, asyncio.TimeoutError):  # it may be gone already
-                    await asyncio.wait_for(
-                        external.send(WorkerDisconnectNotification(), detached=False),
-                        _EXIT_NOTIFICATION_TIMEOUT_SECONDS,
-                    )
-                await self._task_manager.abandon_all()
+                await self._leave(external)
             return lost
         finally:
             stop.cancel()
@@ -249,6 +241,17 @@ class AdapterWorker:
                     await loops
             external.destroy()
             storage.destroy()
+
+    async def _leave(self, external: AsyncConnector) -> None:
+        """Shutdown: take nothing more, tell the scheduler we leave (it re-routes our tasks), then the caller settles
+        submissions and stops the jobs."""
+        self._task_manager.close_intake()
+        self._engine.close_intake()
+        with contextlib.suppress(*_CONNECTION_ERRORS, asyncio.TimeoutError):  # it may be gone already
+            await asyncio.wait_for(
+                external.send(WorkerDisconnectNotification(), detached=False), _EXIT_NOTIFICATION_TIMEOUT_SECONDS
+            )
+        await self._task_manager.abandon_all()
 
     async def _on_message(self, message: BaseMessage) -> None:
         # Scaler delivers nothing useful before the first heartbeat echo; keep messages until then, as it does.

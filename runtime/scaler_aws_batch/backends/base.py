@@ -2,7 +2,7 @@
 
 A backend only submits job specs, describes job ids and cancels a job id (plus reading a job's last log lines).
 Everything else (payloads, results, errors, deadlines, array packing, bookkeeping) lives in the shared code in
-:mod:`scaler_aws_batch.tracker`, so a new backend (Slurm, Kubernetes) is a small class.
+:mod:`scaler_aws_batch.engine`, so a new backend (Slurm, Kubernetes) is a small class.
 
 All methods are blocking: the shared reconcile loop calls them through ``asyncio.to_thread``.
 """
@@ -17,14 +17,11 @@ import pathlib
 import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from scaler_aws_batch.contracts import PAYLOAD_PARAMETER, RUNNER_COMMAND
 from scaler_aws_batch.limits import container_overrides_length, render_command
+from scaler_aws_batch.resources import ComputeCapacity, Resources, resource_requirements
 from scaler_aws_batch.usage import ComputeKind, JobUsage
-
-if TYPE_CHECKING:
-    from scaler_aws_batch.capabilities import ComputeCapacity
 
 __all__ = ["PAYLOAD_PARAMETER", "RUNNER_COMMAND"]  # re-exported: backends import them from here
 
@@ -48,35 +45,6 @@ class JobState(enum.Enum):
     def is_cancellable(self) -> bool:
         """States in which CancelJob acts; later states need TerminateJob."""
         return self in (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
-
-
-@dataclasses.dataclass(frozen=True)
-class Resources:
-    """Per-job resource request. ``None`` keeps the job definition's default."""
-
-    vcpus: float | None = None
-    memory_mib: int | None = None
-    gpus: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.vcpus is not None and self.vcpus <= 0:
-            raise ValueError(f"vcpus must be positive, got {self.vcpus}")
-        if self.memory_mib is not None and self.memory_mib <= 0:
-            raise ValueError(f"memory (MiB) must be positive, got {self.memory_mib}")
-        if self.gpus is not None and self.gpus < 0:
-            raise ValueError(f"gpu count must be zero or more, got {self.gpus}")
-
-
-def resource_requirements(resources: Resources) -> list[dict[str, str]]:
-    """``containerOverrides.resourceRequirements`` for ``resources``, in AWS's shape (values are strings)."""
-    out: list[dict[str, str]] = []
-    if resources.vcpus is not None:
-        out.append({"type": "VCPU", "value": f"{resources.vcpus:g}"})
-    if resources.memory_mib is not None:
-        out.append({"type": "MEMORY", "value": str(resources.memory_mib)})
-    if resources.gpus:
-        out.append({"type": "GPU", "value": str(resources.gpus)})
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,23 +204,3 @@ class JobBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing to release
         """Release clients, threads or processes. Jobs already submitted keep running."""
-
-
-class BackendError(Exception):
-    """A backend call failed in a way the caller should report (bad configuration, rejected request)."""
-
-
-class JobRejectedError(BackendError):
-    """The backend refused a job outright (e.g. a queue that does not exist, a request that is too large)."""
-
-
-class BackendUnavailableError(BackendError):
-    """The backend did not serve a call for a transient reason (throttling, server errors, expired credentials, no
-    connection): nothing is wrong with the request, so callers pause and try again. ``hint`` says what an operator
-    can do about this class of error. ``maybe_applied``: the call may have taken effect all the same (a server error
-    or a lost connection, unlike throttling or refused credentials)."""
-
-    def __init__(self, message: str, *, hint: str = "", maybe_applied: bool = False) -> None:
-        super().__init__(message)
-        self.hint = hint
-        self.maybe_applied = maybe_applied

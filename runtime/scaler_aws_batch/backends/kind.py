@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from scaler_aws_batch import config
 
 if TYPE_CHECKING:
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.backends.base import JobBackend
+    from scaler_aws_batch.capabilities import QueueRouting
     from scaler_aws_batch.signing import KeyRing
     from scaler_aws_batch.stores.base import ObjectStore
     from scaler_aws_batch.worker_settings import WorkerSettings

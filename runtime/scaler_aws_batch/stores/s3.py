@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import parse_timestamp
 
 from scaler_aws_batch.aws_calls import AwsAccessDeniedError, AwsCalls, AwsUnavailableError, error_code
+from scaler_aws_batch.aws_clients import client_config
 from scaler_aws_batch.errors import ObjectMissingError, StoreError, StoreUnavailableError
 from scaler_aws_batch.stores.base import ObjectStore
 
@@ -33,7 +34,7 @@ S3_OPERATIONS_TPS = 500.0
 
 def s3_client_config() -> Config:
     # Standard mode retries 5xx and SlowDown a little; the shared call layer backs off further on top.
-    return Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=32)
+    return client_config(max_retries=3, max_pool_connections=32)
 
 
 def parse_s3_timestamp(value: str) -> datetime.datetime:

@@ -11,8 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from scaler_aws_batch.backends.base import Resources
-from scaler_aws_batch.capabilities import ComputeCapacity, InstanceShape
+from scaler_aws_batch.resources import ComputeCapacity, InstanceShape, Resources
 
 logger = logging.getLogger(__name__)
 

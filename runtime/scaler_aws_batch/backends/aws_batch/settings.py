@@ -23,16 +23,17 @@ import botocore.exceptions
 
 from scaler_aws_batch import config
 from scaler_aws_batch.aws_calls import AwsCalls, error_code
+from scaler_aws_batch.aws_clients import client_config
 from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
     DEFAULT_SUBMIT_TPS,
     AwsBatchBackend,
 )
-from scaler_aws_batch.backends.base import BackendError
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
 from scaler_aws_batch.config import Settings, check_positive, setting, where
 from scaler_aws_batch.contracts import Architecture, StackOutput
+from scaler_aws_batch.errors import BackendError
 from scaler_aws_batch.limits import MIN_TIMEOUT_SECONDS
 from scaler_aws_batch.tags import check_user_tags
 from scaler_aws_batch.worker_settings import WorkerSettings
@@ -220,7 +221,7 @@ CloudFormationClientFactory = Callable[[str | None, str | None], "CloudFormation
 
 
 def _default_cloudformation_client(region: str | None, endpoint_url: str | None) -> CloudFormationClient:
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 5})
+    config = client_config(max_retries=5)
     return boto3.Session(region_name=region).client(
         "cloudformation", region_name=region, endpoint_url=endpoint_url, config=config
     )
@@ -298,7 +299,7 @@ def check_image_python(aws: AwsBatchSettings, worker: WorkerSettings) -> None:
 
 def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSetup:
     """The worker's AWS Batch backend and S3 store."""
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
+    from scaler_aws_batch.capabilities import QueueRouting
     from scaler_aws_batch.errors import SigningKeyError
     from scaler_aws_batch.signing import read_secret
     from scaler_aws_batch.stores.s3 import S3Store, s3_client_config, s3_session

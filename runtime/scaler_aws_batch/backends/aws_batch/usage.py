@@ -12,8 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import botocore.exceptions
+
+from scaler_aws_batch.aws_calls import AwsCalls
+from scaler_aws_batch.aws_clients import BatchClients
+from scaler_aws_batch.errors import BackendError
 from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)
@@ -29,6 +34,26 @@ def cluster_name(task_arn: str | None) -> str | None:
         return None
     parts = task_arn.split(":task/", 1)[1].split("/")
     return parts[0] if len(parts) == 2 else None
+
+
+def describe_compute_environments(calls: AwsCalls, clients: BatchClients) -> list[Mapping[str, Any]]:
+    """Every compute environment (all pages); nothing when the call is refused, so usage says "unknown"."""
+    environments: list[Mapping[str, Any]] = []
+    kwargs: dict[str, Any] = {}
+    try:
+        while True:
+            page = calls.call(
+                "DescribeComputeEnvironments", lambda: clients.batch.describe_compute_environments(**kwargs)
+            )
+            environments.extend(cast("list[Mapping[str, Any]]", page.get("computeEnvironments", [])))
+            if not page.get("nextToken"):
+                return environments
+            kwargs["nextToken"] = page["nextToken"]
+    except (botocore.exceptions.ClientError, BackendError) as exc:
+        # Usage records lose their compute kind; the jobs themselves are unaffected. An older stack's adapter
+        # policy lacks batch:DescribeComputeEnvironments.
+        logger.warning("usage: cannot read compute environments, compute kind will be 'unknown': %s", exc)
+        return environments
 
 
 class ComputePlacements:

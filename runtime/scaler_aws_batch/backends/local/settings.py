@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
+from scaler_aws_batch.capabilities import QueueRouting
 from scaler_aws_batch.config import Settings, check_whole, setting, where
 from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -42,34 +42,16 @@ class LocalSettings(Settings):
 
 
 def build_local(settings: LocalSettings, worker: WorkerSettings) -> BackendSetup:
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.backends.local.backend import LocalProcessBackend
-    from scaler_aws_batch.errors import SigningKeyError
-    from scaler_aws_batch.signing import KEY_FILE_NAME, ensure_key_file, job_key_environment
-    from scaler_aws_batch.stores import open_store
+    from scaler_aws_batch.backends.work_dir import open_work_dir
 
-    work_dir = pathlib.Path(settings.work_dir).resolve()
-    store_url = settings.store or (work_dir / "store").as_uri()
-    try:
-        store = open_store(store_url)
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot use the object store {store_url} ({exc.strerror}): fix {where(LocalSettings, 'store')} or "
-            f"{where(LocalSettings, 'work_dir')}"
-        ) from exc
-    # The key ring that signs payloads and results: a 0600 file in the work dir, named to each job (never passed).
-    key_file = work_dir / KEY_FILE_NAME
-    try:
-        keys = ensure_key_file(key_file)
-    except SigningKeyError as exc:
-        raise ValueError(str(exc)) from exc
+    work = open_work_dir(LocalSettings, settings.work_dir, settings.store)
     max_parallel = settings.max_parallel or os.cpu_count() or 2
-    job_env = {**settings.job_environment(), **job_key_environment(key_file=key_file)}
+    job_env = {**settings.job_environment(), **work.job_env}
     backend = LocalProcessBackend(
-        work_dir, max_parallel=max_parallel, job_env=job_env, keep_running_on_close=worker.keep_jobs_on_exit
+        work.path, max_parallel=max_parallel, job_env=job_env, keep_running_on_close=worker.keep_jobs_on_exit
     )
-    return BackendSetup(backend, store, QueueRouting(), keys, deployment=str(work_dir))
+    return BackendSetup(backend, work.store, QueueRouting(), work.keys, deployment=str(work.path))
 
 
 KIND = BackendKind(

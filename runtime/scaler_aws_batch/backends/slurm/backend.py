@@ -1,14 +1,17 @@
 """The Slurm implementation of :class:`~scaler_aws_batch.backends.base.JobBackend`: sbatch, squeue, scancel.
 
 Each job is a batch script that sets the ``AWS_BATCH_JOB_*`` variables the runner reads from Slurm's own, runs the
-same runner command as every backend, and writes its exit code to ``exit/<job id>`` in the working directory (a
-shared filesystem), so a job squeue no longer lists is still resolved without accounting (``sacct``). Array
-children are ``<array job id>:<index>`` here and ``<array job id>_<index>`` to Slurm. One squeue call per round
-describes every job in flight.
+same runner command as every backend, and writes its exit code and start and stop times to ``exit/<job id>`` in the
+working directory (a shared filesystem), so a job squeue no longer lists is still resolved without accounting
+(``sacct``), and its usage is recorded. Array children are ``<array job id>:<index>`` here and
+``<array job id>_<index>`` to Slurm. One squeue call per round describes every job in flight. Each job's spec (with
+its task ids, without its payload) goes to ``jobs/<job id>.json`` (:mod:`..job_records`): a restarted adapter on the
+same directory finds its live jobs there (:meth:`SlurmBackend.find_jobs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pathlib
@@ -18,19 +21,21 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from scaler_aws_batch.backends.base import (
-    BackendError,
-    BackendUnavailableError,
     JobBackend,
-    JobRejectedError,
     JobSpec,
     JobState,
     JobStatus,
+    ListedJob,
     array_parent_status,
     runner_argv,
     runner_overrides_length,
     tail_lines,
 )
+from scaler_aws_batch.backends.job_records import read_job_records, write_job_record
 from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.errors import BackendError, BackendUnavailableError, JobRejectedError
+from scaler_aws_batch.resources import Resources
+from scaler_aws_batch.usage import ComputeKind, JobUsage
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +51,11 @@ _SCRIPT: Final = """#!/bin/sh
 {exports}export AWS_BATCH_JOB_ID="${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}${{SLURM_ARRAY_TASK_ID:+:$SLURM_ARRAY_TASK_ID}}"
 if [ -n "${{SLURM_ARRAY_TASK_ID:-}}" ]; then export AWS_BATCH_JOB_ARRAY_INDEX="$SLURM_ARRAY_TASK_ID"; fi
 export AWS_BATCH_JOB_ATTEMPT=$((${{SLURM_RESTART_COUNT:-0}} + 1))
+started=$(date +%s.%N)
 {command}
 code=$?
 exit_file={exit_dir}/"$AWS_BATCH_JOB_ID"
-printf '%s\\n' "$code" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"
+printf '%s %s %s\\n' "$code" "$started" "$(date +%s.%N)" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"
 exit "$code"
 """
 
@@ -79,13 +85,14 @@ class SlurmBackend(JobBackend):
     ) -> None:
         self._dir = work_dir
         self._job_env = dict(job_env or {})
-        for name in ("logs", "exit"):
+        for name in ("logs", "exit", "jobs"):
             (work_dir / name).mkdir(parents=True, exist_ok=True)
         self._partition, self._account, self._qos = partition, account, qos
         self._extra = list(extra_args)
         self._bin = bin_dir
         self._runner = list(runner) if runner else None
         self._arrays: dict[str, int] = {}  # array job id -> size, for children squeue no longer lists
+        self._requests: dict[str, tuple[str | None, Resources]] = {}  # job id -> (partition, resources), for usage
 
     @property
     def name(self) -> str:
@@ -126,8 +133,8 @@ class SlurmBackend(JobBackend):
         if result.returncode != 0:
             raise JobRejectedError(f"sbatch refused job {spec.name}: {result.stderr.strip()[-500:]}")
         job_id = result.stdout.strip().split(";")[0]
-        if spec.array_size:
-            self._arrays[job_id] = spec.array_size
+        write_job_record(self._dir / "jobs", job_id, dataclasses.replace(spec, queue=optional["partition"]))
+        self._remember(job_id, spec.array_size, optional["partition"], spec.resources)
         logger.info("submitted Slurm job %s (%s, array size %s)", job_id, spec.name, spec.array_size)
         return job_id
 
@@ -151,19 +158,55 @@ class SlurmBackend(JobBackend):
                 out[job_id] = status
         return out
 
+    def _remember(self, job_id: str, array_size: int | None, partition: str | None, resources: Resources) -> None:
+        if array_size:
+            self._arrays[job_id] = array_size
+        self._requests[job_id] = (partition, resources)
+
     def _status(self, job_id: str, state: str, reason: str, exit_code: int | None) -> JobStatus:
         mapped = _STATES.get(state.split()[0], JobState.FAILED)
         failure = _FAILED_REASONS.get(state, f"Slurm job {state} ({reason})") if mapped is JobState.FAILED else None
         attempts = 1 if mapped.is_final else 0
-        return JobStatus(job_id, mapped, failure, exit_code, attempts, log_location=str(self._log_path(job_id)))
+        usage = self._usage(job_id) if mapped.is_final else None
+        return JobStatus(job_id, mapped, failure, exit_code, attempts, log_location=str(self._log_path(job_id)),
+                         usage=usage)  # fmt: skip
+
+    def _exit_file(self, job_id: str) -> list[str]:
+        """The exit file's fields (exit code, start and stop times in epoch seconds); none before the job ends."""
+        try:
+            return (self._dir / "exit" / job_id).read_text().split()
+        except FileNotFoundError:
+            return []
 
     def _from_exit_file(self, job_id: str) -> JobStatus | None:
-        try:
-            code = int((self._dir / "exit" / job_id).read_text().strip())
-        except (FileNotFoundError, ValueError):
+        fields = self._exit_file(job_id)
+        if not fields or not fields[0].lstrip("-").isdigit():
             return None
+        code = int(fields[0])
         state = "COMPLETED" if code == 0 else "FAILED"
         return self._status(job_id, state, "from the job's exit file", code)
+
+    def _usage(self, job_id: str) -> JobUsage:
+        """What a finished job (or array child) used: its request, and its run time from its exit file."""
+        partition, resources = self._requests.get(job_id.split(":")[0], (self._partition, Resources()))
+        started: float | None = None
+        stopped: float | None = None
+        try:
+            started, stopped = (float(value) for value in self._exit_file(job_id)[1:3])
+        except ValueError:  # killed before it wrote its exit file (or an exit file of an older version)
+            pass
+        ran = started is not None and stopped is not None
+        return JobUsage(
+            queue=partition,
+            compute=ComputeKind.SLURM,
+            vcpus=float(math.ceil(resources.vcpus)) if resources.vcpus is not None else 1.0,  # Slurm's default
+            memory_mib=resources.memory_mib or 0,
+            gpus=resources.gpus or 0,
+            attempts=1,
+            started_at=started,
+            stopped_at=stopped,
+            run_seconds=max(0.0, (stopped or 0.0) - (started or 0.0)) if ran else 0.0,
+        )
 
     def _array_status(self, parent_id: str, listed: list[JobStatus]) -> JobStatus:
         known = {status.job_id: status.state for status in listed}
@@ -172,6 +215,23 @@ class SlurmBackend(JobBackend):
                 from_file = self._from_exit_file(child)
                 known[child] = from_file.state if from_file else JobState.RUNNABLE
         return array_parent_status(parent_id, known.values())
+
+    def find_jobs(self, name_prefix: str, queues: Sequence[str | None]) -> list[ListedJob]:
+        """This work directory's jobs whose name starts with ``name_prefix``, from their job records, with their
+        states from squeue (every partition: the records name the jobs)."""
+        del queues
+        records = read_job_records(self._dir / "jobs", name_prefix)
+        for record in records:
+            self._remember(record.job_id, record.array_size, record.queue, record.resources)
+        statuses = self.describe([record.job_id for record in records])
+        return [
+            ListedJob(record.job_id, record.name, status.state, record.array_size, task_ids=record.task_ids or None)
+            for record in records
+            if (status := statuses.get(record.job_id)) is not None  # neither listed nor ended: Slurm forgot it
+        ]
+
+    def compute_kind(self, compute_environment: str | None) -> ComputeKind:
+        return ComputeKind.SLURM
 
     def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
         result = self._run("scancel", job_id.replace(":", "_"))

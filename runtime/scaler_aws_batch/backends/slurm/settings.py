@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import shlex
 
 from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
+from scaler_aws_batch.capabilities import QueueRouting
 from scaler_aws_batch.config import Settings, setting
 from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -50,35 +50,23 @@ class SlurmSettings(Settings):
 
 
 def build_slurm(settings: SlurmSettings, worker: WorkerSettings) -> BackendSetup:
-    from scaler_aws_batch.adapter.task_manager import QueueRouting
     from scaler_aws_batch.backends.slurm.backend import SlurmBackend
-    from scaler_aws_batch.errors import SigningKeyError
-    from scaler_aws_batch.signing import KEY_FILE_NAME, ensure_key_file, job_key_environment
-    from scaler_aws_batch.stores import open_store
+    from scaler_aws_batch.backends.work_dir import open_work_dir
 
     del worker
-    work_dir = pathlib.Path(settings.work_dir).resolve()
-    # The key ring that signs payloads and results: a 0600 file on the shared filesystem, named to each job.
-    key_file = work_dir / KEY_FILE_NAME
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        keys = ensure_key_file(key_file)
-    except (OSError, SigningKeyError) as exc:
-        raise ValueError(f"cannot create the signing key file {key_file}: {exc}") from exc
+    work = open_work_dir(SlurmSettings, settings.work_dir, settings.store)
     backend = SlurmBackend(
-        work_dir,
+        work.path,
         partition=settings.partition,
         account=settings.account,
         qos=settings.qos,
         extra_args=settings.sbatch_arg,
         bin_dir=settings.slurm_bin,
         runner=shlex.split(settings.runner) if settings.runner else None,
-        job_env=job_key_environment(key_file=key_file),
+        job_env=work.job_env,
     )
-    store = open_store(settings.store or (work_dir / "store").as_uri())
-    return BackendSetup(
-        backend, store, QueueRouting(on_demand=settings.on_demand_partition, gpu=settings.gpu_partition), keys
-    )
+    routing = QueueRouting(on_demand=settings.on_demand_partition, gpu=settings.gpu_partition)
+    return BackendSetup(backend, work.store, routing, work.keys)
 
 
 KIND = BackendKind(
