@@ -35,7 +35,8 @@ from scaler_aws_batch import submit_command
 from scaler_aws_batch.errors import JobOutOfMemoryError
 from scaler_aws_batch.wire import IndexedParameter, parse_parameter
 
-pytestmark = pytest.mark.e2e
+#: Image builds (the arm64 one under emulation) take minutes on a loaded machine, and wait for each other's lock.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 #: The package of the hashed requirements file and the one without hashes: small, pure Python, no dependencies, and
 #: not in the image already.
