@@ -60,8 +60,9 @@ rootfs=$(mktemp -d /var/tmp/scaler-batch-base.XXXXXX)
 cleanup() {
     # debootstrap mounts /proc and /sys inside the root; an interrupted run leaves them there: unmount first, and
     # never let rm cross into another filesystem.
-    grep -o " $rootfs/[^ ]*" /proc/mounts | sort -r | while read -r mounted; do umount -l "$mounted" || true; done
+    { grep -o " $rootfs/[^ ]*" /proc/mounts || true; } | sort -r | while read -r mounted; do umount -l "$mounted" || true; done
     rm -rf --one-file-system "$rootfs"
+    rm -f "${log:-}"
 }
 trap cleanup EXIT
 trap "exit 143" INT TERM  # through the EXIT trap
@@ -70,11 +71,24 @@ foreign=()
 if [ "$arch" != "$(dpkg --print-architecture)" ]; then
     foreign=(--foreign)  # the second stage runs under qemu-user-static, below
 fi
-debootstrap "${foreign[@]}" --arch "$arch" --variant=minbase \
-    --include=python3,python3-pip,python3-venv,ca-certificates,passwd "$release" "$rootfs" "$mirror" >/dev/null
-if [ "${#foreign[@]}" -gt 0 ]; then
-    chroot "$rootfs" /debootstrap/debootstrap --second-stage >/dev/null
+log=$(mktemp /var/tmp/scaler-batch-base-log.XXXXXX)
+bootstrap() {
+    debootstrap "${foreign[@]}" --arch "$arch" --variant=minbase \
+        --include=python3,python3-pip,python3-venv,ca-certificates,passwd "$release" "$rootfs" "$mirror" &&
+        if [ "${#foreign[@]}" -gt 0 ]; then chroot "$rootfs" /debootstrap/debootstrap --second-stage; fi
+}
+# A mirror's hiccup fails a download: one more try from an empty root before giving up, with debootstrap's words.
+if ! bootstrap >"$log" 2>&1; then
+    echo "debootstrap failed once; trying again" >&2
+    cleanup && mkdir -p "$rootfs"
+    if ! bootstrap >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        echo "debootstrap of Debian $release ($arch) from $mirror failed (its last lines above)" >&2
+        exit 1
+    fi
 fi
+rm -f "$log"
 # What python:X-slim offers and Debian's python3 does not: `python`, and pip allowed to install system-wide.
 ln -sf python3 "$rootfs/usr/bin/python"
 rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED

@@ -192,7 +192,8 @@ def test_a_changed_requirements_file_makes_a_new_image(tmp_path: pathlib.Path) -
 
 
 def _run_requirements_step(tmp_path: pathlib.Path, requirements: str) -> list[str]:
-    """Run the Dockerfile's requirements RUN step with ``sh`` against a fake ``pip`` that records its arguments."""
+    """Run the Dockerfile's requirements RUN step with ``sh`` against a fake ``python -m pip`` that records pip's
+    arguments (tests/test_image.py builds real images with both kinds of requirements file)."""
     dockerfile = DOCKERFILE.read_text()
     start = dockerfile.index("RUN --mount=type=bind,from=requirements")
     step = dockerfile[start : dockerfile.index("\n# ", start)].split("\\\n", 1)[1].replace("\\\n", "")
@@ -202,8 +203,9 @@ def _run_requirements_step(tmp_path: pathlib.Path, requirements: str) -> list[st
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     calls = tmp_path / "pip-calls"
-    (fake_bin / "pip").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
-    (fake_bin / "pip").chmod(0o755)
+    # The step runs `python -m pip ...`: this `python` records pip's arguments.
+    (fake_bin / "python").write_text(f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] || exit 9\nshift 2\necho "$*" >> {calls}\n')
+    (fake_bin / "python").chmod(0o755)
     result = subprocess.run(
         ["sh", "-c", step.replace("/requirements", str(context))],
         env={"PATH": f"{fake_bin}:/usr/bin:/bin", "REQUIREMENTS_FILE": "requirements.txt"},

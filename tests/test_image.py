@@ -48,8 +48,9 @@ SYSTEM_PACKAGE = "jq"
 MAX_IMAGE_BYTES = 350 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def image_harness(job_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageHarness]:
+    """A harness per test: moto's state is one per process, and other tests here start emulators of their own."""
     harness = ImageHarness(tmp_path_factory.mktemp("image"), job_image, tmp_path_factory.getbasetemp())
     with harness.start():
         yield harness
