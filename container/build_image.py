@@ -14,13 +14,16 @@ A stack deployed with `image_uri` has no image asset: there is nothing to build,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OFFLINE_BASE = HERE / "offline-base.sh"
 DEFAULT_TAG = "scaler-batch-runner:latest"
+#: One build at a time on a machine: the base image's one local name is pointed at the architecture a build needs,
+#: and must not move while a build reads it. offline-base.sh takes the same lock unless it is told it is held.
+LOCK_FILE = Path("/tmp/scaler-batch-image-build.lock")
+LOCK_HELD_ENV = "SCALER_BATCH_IMAGE_LOCK_HELD"
 _ARG = re.compile(r"^ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:=(?P<value>\S*))?\s*$", re.MULTILINE)
 #: What the image must import for a default Scaler client's task: the runner, and Scaler for its serializer.
 _PROBE = (
@@ -127,10 +134,21 @@ def ensure_base(engine: list[str], asset: ImageAsset) -> None:
         return
     args = dockerfile_args(asset)
     arch = (asset.platform or "linux/amd64").split("/", 1)[1]
-    _run(
-        ["bash", str(OFFLINE_BASE), args.get("PYTHON_VERSION", "3.11"), args.get("DEBIAN_RELEASE", "bookworm"), arch],
-        "preparing the base image",
-    )
+    argv = ["bash", str(OFFLINE_BASE), args.get("PYTHON_VERSION", "3.11"), args.get("DEBIAN_RELEASE", "bookworm"), arch]
+    completed = subprocess.run(argv, env={**os.environ, LOCK_HELD_ENV: "1"}, check=False)
+    if completed.returncode != 0:
+        raise BuildError(f"preparing the base image failed (exit {completed.returncode}): see the output above")
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Hold the machine's image-build lock (waits for another build to finish)."""
+    with LOCK_FILE.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_command(engine: list[str], asset: ImageAsset, tag: str) -> list[str]:
@@ -169,10 +187,11 @@ def check_image(engine: list[str], asset: ImageAsset, tag: str) -> tuple[str, st
 
 def build(asset: ImageAsset, tag: str, engine: list[str] | None = None) -> BuiltImage:
     engine = engine or container_engine()
-    ensure_base(engine, asset)
-    started = time.monotonic()
-    _run(build_command(engine, asset, tag), f"building asset {asset.asset_hash[:12]}")
-    seconds = time.monotonic() - started
+    with build_lock():
+        ensure_base(engine, asset)
+        started = time.monotonic()
+        _run(build_command(engine, asset, tag), f"building asset {asset.asset_hash[:12]}")
+        seconds = time.monotonic() - started
     python, scaler_version, cloudpickle_version, count = check_image(engine, asset, tag)
     size = int(_run([*engine, "image", "inspect", "--format", "{{.Size}}", tag], "inspecting", capture=True))
     return BuiltImage(

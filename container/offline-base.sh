@@ -18,6 +18,12 @@ private="localhost/scaler-batch-base:${python_version}-slim-${release}-${arch}"
 platform="linux/${arch}"
 podman=(podman --runtime runc)
 
+# One build at a time on a machine (container/build_image.py holds this lock and says so when it runs this script).
+if [ -z "${SCALER_BATCH_IMAGE_LOCK_HELD:-}" ]; then
+    exec 9>>/tmp/scaler-batch-image-build.lock
+    flock 9
+fi
+
 have_image() {
     local found
     found=$("${podman[@]}" image inspect --format '{{.Architecture}}' "$name" 2>/dev/null) || return 1
