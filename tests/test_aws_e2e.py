@@ -26,21 +26,14 @@ from scaler_aws_batch.errors import (
     ResultMissingError,
     SpotRetriesExhaustedError,
 )
+from scaler_aws_batch.job_parameter import InlineParameter, inline_parameter, parse_parameter
 from scaler_aws_batch.limits import (
     MAX_CONTAINER_OVERRIDES_CHARS,
     OVERRIDES_SAFETY_MARGIN_CHARS,
     container_overrides_length,
     render_command,
 )
-from scaler_aws_batch.wire import (
-    BlobRef,
-    InlineParameter,
-    PayloadBuilder,
-    TaskBlobs,
-    decode_payload,
-    inline_parameter,
-    parse_parameter,
-)
+from scaler_aws_batch.wire import BlobRef, PayloadBuilder, TaskBlobs, decode_payload
 
 pytestmark = pytest.mark.e2e
 

@@ -41,8 +41,9 @@ from harness import AWS_ENV
 from job_image import build_from_assembly, image_tools_available, tag_as
 from scaler_aws_batch.backends.base import RUNNER_COMMAND
 from scaler_aws_batch.contracts import StackOutput
+from scaler_aws_batch.job_parameter import InlineParameter, parse_parameter
 from scaler_aws_batch.signing import KeyRing, generate_key
-from scaler_aws_batch.wire import InlineParameter, decode_payload, parse_parameter
+from scaler_aws_batch.wire import decode_payload
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient

@@ -325,13 +325,13 @@ def test_a_result_written_by_another_submission_of_the_same_task_is_taken(harnes
 
         from scaler.client.serializer.default import DefaultSerializer
 
-        from scaler_aws_batch import wire
+        from scaler_aws_batch import job_parameter, wire
         from scaler_aws_batch.signing import load_job_keys
         from scaler_aws_batch.stores import open_store
 
-        parameter = wire.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
+        parameter = job_parameter.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
         # No `assert` in a task: pytest rewrites it into a call of its own module, which the job image lacks.
-        if not isinstance(parameter, wire.InlineParameter):
+        if not isinstance(parameter, job_parameter.InlineParameter):
             raise TypeError(f"expected an inline payload, got {parameter!r}")
         payload = wire.decode_payload(parameter.envelope, load_job_keys(os.environ))
         (task,) = payload.tasks
@@ -361,13 +361,13 @@ def test_forged_result_is_refused_and_never_unpickled(harness: Harness, tmp_path
         import pickle
         import sys
 
-        from scaler_aws_batch import wire
+        from scaler_aws_batch import job_parameter, wire
         from scaler_aws_batch.signing import KeyRing
         from scaler_aws_batch.stores import open_store
 
-        parameter = wire.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
+        parameter = job_parameter.parse_parameter(sys.argv[sys.argv.index("--payload") + 1])
         # No `assert` in a task: pytest rewrites it into a call of its own module, which the job image lacks.
-        if not isinstance(parameter, wire.InlineParameter):
+        if not isinstance(parameter, job_parameter.InlineParameter):
             raise TypeError(f"expected an inline payload, got {parameter!r}")
         envelope = parameter.envelope
         if envelope[:2] == b"\x1f\x8b":

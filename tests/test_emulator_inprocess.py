@@ -15,7 +15,7 @@ from scaler.client.serializer.default import DefaultSerializer
 from batch_emulator import BatchEmulator, EmulatorConfig
 from batch_emulator.testing import log_messages, wait_for_status, wait_until
 from harness import create_signing_secret
-from scaler_aws_batch import wire
+from scaler_aws_batch import job_parameter, wire
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV
 from scaler_aws_batch.signing import KeyRing
 
@@ -59,7 +59,7 @@ def _payload(*tasks: tuple[str, Any, tuple[Any, ...]]) -> str:
                 arguments=tuple(DefaultSerializer.serialize(argument) for argument in arguments),
             )
         )
-    return wire.inline_parameter(builder.encode())
+    return job_parameter.inline_parameter(builder.encode())
 
 
 def _result(emu: BatchEmulator, task_id: str) -> wire.TaskResultEnvelope:

@@ -33,11 +33,12 @@ from scaler_aws_batch.errors import (
     OverridesTooLongError,
     SpotRetriesExhaustedError,
 )
+from scaler_aws_batch.job_parameter import parse_parameter
 from scaler_aws_batch.limits import MAX_CONTAINER_OVERRIDES_CHARS
 from scaler_aws_batch.resources import Resources
 from scaler_aws_batch.signing import KeyRing, ensure_key_file, job_key_environment
 from scaler_aws_batch.stores.local import LocalDirectoryStore
-from scaler_aws_batch.wire import TaskBlobs, decode_payload, parse_parameter, python_version_tag
+from scaler_aws_batch.wire import TaskBlobs, decode_payload, python_version_tag
 
 SERIALIZER = cloudpickle.dumps(DefaultSerializer())
 SETTINGS = EngineSettings(

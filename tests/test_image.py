@@ -33,7 +33,7 @@ from job_image import (
 )
 from scaler_aws_batch import submit_command
 from scaler_aws_batch.errors import JobOutOfMemoryError
-from scaler_aws_batch.wire import IndexedParameter, parse_parameter
+from scaler_aws_batch.job_parameter import IndexedParameter, parse_parameter
 
 #: Image builds (the arm64 one under emulation) take minutes on a loaded machine, and wait for each other's lock.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]

@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
-from scaler_aws_batch import runner, wire
+from scaler_aws_batch import job_parameter, runner, wire
 from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
 from scaler_aws_batch.errors import PayloadError, PayloadSignatureError
 from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, encode_indexed_payload, read_indexed_entry
@@ -101,7 +101,7 @@ def test_each_child_of_a_stored_array_runs_only_its_own_task(
     envelope, stored = _encode(_tasks(500), store, keys)
     assert stored == {}  # small blobs: everything is in the payload
     store.put(KEY, envelope)
-    parameter = wire.indexed_parameter(KEY, store.url)
+    parameter = job_parameter.indexed_parameter(KEY, store.url)
     for index in (0, 1, 250, 499):
         assert _run_child(parameter, index, key_file) == runner.EXIT_OK
     for index in (0, 1, 250, 499):
@@ -195,7 +195,7 @@ def test_forged_moved_and_spliced_sections_are_refused_before_anything_is_unpick
 
     # Through the runner: refused with its exit code, no result written, nothing unpickled.
     store.put(KEY, forged)
-    assert _run_child(wire.indexed_parameter(KEY, store.url), 1, key_file) == runner.EXIT_BAD_PAYLOAD
+    assert _run_child(job_parameter.indexed_parameter(KEY, store.url), 1, key_file) == runner.EXIT_BAD_PAYLOAD
     assert not marker.exists(), "a forged section was unpickled"
     assert not store.exists(wire.result_key("t1"))
 
@@ -204,7 +204,7 @@ def test_an_indexed_payload_outside_an_array_is_refused(store: LocalDirectorySto
     envelope, _ = _encode(_tasks(2), store, _keys(key_file))
     store.put(KEY, envelope)
     env = {SIGNING_KEY_FILE_ENV: str(key_file), "AWS_BATCH_JOB_ID": "single"}
-    assert runner.main(["--payload", wire.indexed_parameter(KEY, store.url)], env) == runner.EXIT_BAD_PAYLOAD
+    assert runner.main(["--payload", job_parameter.indexed_parameter(KEY, store.url)], env) == runner.EXIT_BAD_PAYLOAD
     with pytest.raises(PayloadError, match="outside the stored payload"):
         read_indexed_entry(envelope[:100], 100, lambda start, end: envelope[start:end], 1, _keys(key_file))
 
@@ -215,7 +215,7 @@ def test_a_restarted_adapter_reads_every_task_id_of_an_indexed_payload(
     keys = _keys(key_file)
     envelope, _ = _encode(_tasks(300), store, keys)
     store.put(KEY, envelope)
-    parameter = wire.indexed_parameter(KEY, store.url)
+    parameter = job_parameter.indexed_parameter(KEY, store.url)
     assert payload_task_ids(parameter, store.get, keys) == tuple(f"t{index}" for index in range(300))
     start, _ = _section_bounds(envelope, 123)
     tampered = bytearray(envelope)

@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 from scaler.client.serializer.default import DefaultSerializer
 
-from scaler_aws_batch import runner, wire
+from scaler_aws_batch import job_parameter, runner, wire
 from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
 from scaler_aws_batch.errors import (
     CloudpickleVersionMismatchError,
@@ -88,7 +88,7 @@ def store(tmp_path: pathlib.Path) -> LocalDirectoryStore:
 def test_success_result_is_the_client_serializer_bytes(store: LocalDirectoryStore) -> None:
     builder = _builder(store)
     builder.add_task(_blobs("t1", lambda a, b: a + b, 2, 3))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     result = _result(store, "t1")
     assert result.status == "success" and DefaultSerializer.deserialize(result.body) == 5
     assert result.job_id == "job-1" and result.attempt == 1
@@ -100,7 +100,7 @@ def test_task_exception_is_a_failure_result_in_scalers_format(store: LocalDirect
 
     builder = _builder(store)
     builder.add_task(_blobs("t1", explode))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     result = _result(store, "t1")
     error = pickle.loads(result.body)
     assert result.status == "failure" and isinstance(error, KeyError) and error.args == ("missing-key",)
@@ -119,7 +119,7 @@ def test_unknown_payload_version_is_refused(store: LocalDirectoryStore, capsys: 
     builder.add_task(_blobs("t1", abs, -1))
     envelope = bytearray(builder.encode())
     struct.pack_into("!H", envelope, 4, 99)
-    assert _run(wire.inline_parameter(bytes(envelope))) == runner.EXIT_BAD_PAYLOAD
+    assert _run(job_parameter.inline_parameter(bytes(envelope))) == runner.EXIT_BAD_PAYLOAD
     message = capsys.readouterr().err
     assert "version 99 is not supported" in message and "rebuild the job image" in message
 
@@ -129,7 +129,7 @@ def test_tampered_stored_payload_is_refused(store: LocalDirectoryStore, capsys: 
     builder.add_task(_blobs("t1", abs, -1))
     envelope = builder.encode()
     store.put("payloads/p1", envelope)
-    parameter = wire.ref_parameter(envelope, "payloads/p1", store.url)
+    parameter = job_parameter.ref_parameter(envelope, "payloads/p1", store.url)
     store.put("payloads/p1", envelope.replace(b'"t1"', b'"t2"'))  # someone edits the object after submission
     assert _run(parameter) == runner.EXIT_BAD_PAYLOAD
     assert "does not match the SHA-256 in the job's parameters" in capsys.readouterr().err
@@ -141,7 +141,7 @@ def test_tampered_stored_argument_fails_the_task_with_a_clear_error(store: Local
     builder.add_task(_blobs("t1", len, b"x" * 1000))
     for key, data in builder.stored_blobs.items():
         store.put(key, data[:-1] + b"!")  # corrupted in the store
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, PayloadError) and "does not match the SHA-256" in str(error)
 
@@ -149,7 +149,7 @@ def test_tampered_stored_argument_fails_the_task_with_a_clear_error(store: Local
 def test_python_version_mismatch_is_a_failure_that_says_what_to_fix(store: LocalDirectoryStore) -> None:
     builder = _builder(store, python="2.7")
     builder.add_task(_blobs("t1", abs, -1))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, PythonVersionMismatchError)
     assert "Python 2.7" in str(error) and "python_version=2.7" in str(error)
@@ -160,7 +160,7 @@ def test_cloudpickle_major_mismatch_names_both_versions_and_the_fix(store: Local
     theirs = f"{int(ours.split('.')[0]) - 1}.2.0"
     builder = _builder(store, cloudpickle_version=theirs)
     builder.add_task(_blobs("t1", abs, -1))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, CloudpickleVersionMismatchError)
     message = str(error)
@@ -172,7 +172,7 @@ def test_same_cloudpickle_major_with_another_minor_runs(store: LocalDirectorySto
     major = cloudpickle.__version__.split(".")[0]
     builder = _builder(store, cloudpickle_version=f"{major}.999.0")
     builder.add_task(_blobs("t1", abs, -1))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     result = _result(store, "t1")
     assert result.status == "success" and DefaultSerializer.deserialize(result.body) == 1
 
@@ -180,7 +180,7 @@ def test_same_cloudpickle_major_with_another_minor_runs(store: LocalDirectorySto
 def test_unpicklable_result_is_a_clear_failure(store: LocalDirectoryStore) -> None:
     builder = _builder(store)
     builder.add_task(_blobs("t1", lambda: threading.Lock()))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, ResultSerializationError) and "lock" in str(error).lower()
 
@@ -196,7 +196,7 @@ def test_a_second_attempt_keeps_the_first_result(store: LocalDirectoryStore) -> 
 
     builder = _builder(store)
     builder.add_task(_blobs("t1", count_calls, counter))
-    parameter = wire.inline_parameter(builder.encode())
+    parameter = job_parameter.inline_parameter(builder.encode())
     assert _run(parameter, attempt=1) == runner.EXIT_OK
     assert _run(parameter, attempt=2) == runner.EXIT_OK  # Batch may run a job again (Spot reclaim)
     result = _result(store, "t1")
@@ -207,7 +207,7 @@ def test_array_child_runs_only_its_own_task(store: LocalDirectoryStore) -> None:
     builder = _builder(store)
     for index in range(3):
         builder.add_task(_blobs(f"t{index}", lambda x: x * 10, index))
-    parameter = wire.inline_parameter(builder.encode())
+    parameter = job_parameter.inline_parameter(builder.encode())
     env = {**JOB_ENV, "AWS_BATCH_JOB_ID": "parent:1", "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
     assert runner.main(["--payload", parameter], env) == runner.EXIT_OK
     assert DefaultSerializer.deserialize(_result(store, "t1").body) == 10
@@ -221,7 +221,7 @@ def test_unwritable_result_store_is_an_infrastructure_failure(tmp_path: pathlib.
     store = LocalDirectoryStore(locked)
     builder = _builder(store)
     builder.add_task(_blobs("t1", abs, -1))
-    parameter = wire.inline_parameter(builder.encode())
+    parameter = job_parameter.inline_parameter(builder.encode())
     (locked / "results").write_text("a file where the results directory should be")
     assert _run(parameter) == runner.EXIT_STORE
 
@@ -231,7 +231,7 @@ def test_runner_output_never_contains_argument_or_result_values(store: LocalDire
     builder = _builder(store)
     builder.add_task(_blobs("t1", lambda s: s + "!", secret))
     builder.add_task(_blobs("t2", lambda s: (_ for _ in ()).throw(ValueError(s)), secret))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     output = capsys.readouterr()
     assert secret not in output.err and secret not in output.out
     assert "task t1: success" in output.err and "task t2: failure" in output.err
@@ -262,7 +262,9 @@ def test_payload_signed_with_another_key_is_refused_before_anything_is_unpickled
 ) -> None:
     marker = tmp_path / "forged-payload-ran"
     forger = KeyRing((b"f" * 64,))
-    assert _run(wire.inline_parameter(_forged_builder(store, marker, forger).encode())) == runner.EXIT_BAD_PAYLOAD
+    assert (
+        _run(job_parameter.inline_parameter(_forged_builder(store, marker, forger).encode())) == runner.EXIT_BAD_PAYLOAD
+    )
     assert "unsigned or its signature does not match" in capsys.readouterr().err
     assert not marker.exists(), "the forged payload's pickle was loaded"
     assert not store.exists(wire.result_key("t1"))
@@ -272,15 +274,15 @@ def test_unsigned_and_tampered_payloads_are_refused(store: LocalDirectoryStore, 
     marker = tmp_path / "tampered-payload-ran"
     envelope = _forged_builder(store, marker, KEYS).encode()
     unsigned = envelope[: -len(KEYS.sign(b""))]
-    assert _run(wire.inline_parameter(unsigned)) == runner.EXIT_BAD_PAYLOAD
+    assert _run(job_parameter.inline_parameter(unsigned)) == runner.EXIT_BAD_PAYLOAD
     builder = _builder(store)
     builder.add_task(_blobs("t1", abs, -1))
     genuine = builder.encode()
     tampered = genuine.replace(b'"nonce-1"', b'"nonce-2"')  # same length, one field changed after signing
     assert tampered != genuine
-    assert _run(wire.inline_parameter(tampered)) == runner.EXIT_BAD_PAYLOAD
+    assert _run(job_parameter.inline_parameter(tampered)) == runner.EXIT_BAD_PAYLOAD
     assert not marker.exists() and not store.exists(wire.result_key("t1"))
-    assert _run(wire.inline_parameter(genuine)) == runner.EXIT_OK  # the untouched payload runs
+    assert _run(job_parameter.inline_parameter(genuine)) == runner.EXIT_OK  # the untouched payload runs
 
 
 def test_result_planted_before_the_job_ran_is_replaced_by_the_real_one(
@@ -291,20 +293,20 @@ def test_result_planted_before_the_job_ran_is_replaced_by_the_real_one(
     builder.add_task(_blobs("t1", lambda path: open(path, "a").write("x"), str(calls)))
     planted_by_a_forger = wire.TaskResultEnvelope(task_id="t1", status="success", body=b"forged", nonce="nonce-1")
     store.put(wire.result_key("t1"), planted_by_a_forger.encode(KeyRing((b"f" * 64,))))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     assert calls.read_text() == "x", "the task was skipped because of the planted result"
     assert DefaultSerializer.deserialize(_result(store, "t1").body) == 1
     # A genuinely signed result of an earlier submission (another nonce) is not taken as this one's either.
     earlier = wire.TaskResultEnvelope(task_id="t1", status="success", body=b"stale", nonce="old-nonce")
     store.put(wire.result_key("t1"), earlier.encode(KEYS))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     assert calls.read_text() == "xx" and DefaultSerializer.deserialize(_result(store, "t1").body) == 1
 
 
 def test_job_without_a_signing_key_refuses_to_run(store: LocalDirectoryStore, capsys: Any) -> None:
     builder = _builder(store)
     builder.add_task(_blobs("t1", abs, -1))
-    assert runner.main(["--payload", wire.inline_parameter(builder.encode())], {}) == runner.EXIT_BAD_PAYLOAD
+    assert runner.main(["--payload", job_parameter.inline_parameter(builder.encode())], {}) == runner.EXIT_BAD_PAYLOAD
     assert "SCALER_BATCH_SIGNING_SECRET" in capsys.readouterr().err
     assert not store.exists(wire.result_key("t1"))
 
@@ -314,7 +316,7 @@ def test_key_file_readable_by_others_is_refused(store: LocalDirectoryStore, caps
     key_file.chmod(0o644)
     builder = _builder(store)
     builder.add_task(_blobs("t1", abs, -1))
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_BAD_PAYLOAD
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_BAD_PAYLOAD
     assert f"chmod 600 {key_file}" in capsys.readouterr().err
 
 
@@ -371,7 +373,7 @@ def test_function_from_a_module_the_image_lacks_says_to_ship_it_or_install_it(
     builder = _builder(store)
     builder.add_task(_blobs("t1", mylib.double, 4))  # pickled by reference, as Scaler's default serializer does
     _forget_module(mylib)
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert type(error) is ModuleNotFoundError and error.name == "clientonly_lib"
     message = str(error)
@@ -393,7 +395,7 @@ def test_local_code_serializer_ships_the_module_and_names_its_directories_when_i
     cloudpickle.unregister_pickle_by_value(shipped)
     for module in (shipped, not_shipped):
         _forget_module(module)
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     assert DefaultSerializer.deserialize(_result(store, "t1").body) == 15
     error = pickle.loads(_result(store, "t2").body)
     assert type(error) is ModuleNotFoundError and error.name == "clientonly_elsewhere"
@@ -407,7 +409,7 @@ def test_serializer_from_a_module_the_image_lacks_names_the_module(
     builder = _builder(store)
     builder.add_task(wire.TaskBlobs("t1", pickle.dumps(module.Plain()), DefaultSerializer.serialize(abs), ()))
     _forget_module(module)
-    assert _run(wire.inline_parameter(builder.encode())) == runner.EXIT_OK
+    assert _run(job_parameter.inline_parameter(builder.encode())) == runner.EXIT_OK
     error = pickle.loads(_result(store, "t1").body)
     assert isinstance(error, PayloadError)
     assert "no module 'clientonly_serializer'" in str(error) and "job image must have it" in str(error)

@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from scaler_aws_batch.backends.base import JobBackend, JobState, ListedJob
 from scaler_aws_batch.errors import PayloadError, StoreError
 from scaler_aws_batch.indexed_payload import indexed_task_ids
+from scaler_aws_batch.job_parameter import IndexedParameter, InlineParameter, parse_parameter
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores.base import ObjectStore
-from scaler_aws_batch.wire import RESULTS_PREFIX, IndexedParameter, InlineParameter, decode_payload, parse_parameter
+from scaler_aws_batch.wire import RESULTS_PREFIX, decode_payload
 
 logger = logging.getLogger(__name__)
 

@@ -40,19 +40,17 @@ from scaler_aws_batch.errors import (
     UnpicklableExceptionError,
 )
 from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, read_indexed_entry
+from scaler_aws_batch.job_parameter import IndexedParameter, InlineParameter, parse_parameter
 from scaler_aws_batch.missing_module_errors import missing_module_error, serializer_module_message
 from scaler_aws_batch.signing import KeyRing, load_job_keys
 from scaler_aws_batch.stores import ObjectStore, open_store
 from scaler_aws_batch.wire import (
     BlobRef,
-    IndexedParameter,
-    InlineParameter,
     Payload,
     TaskEntry,
     TaskResultEnvelope,
     decode_payload,
     decode_result,
-    parse_parameter,
     python_version_tag,
     result_key,
     sha256_hex,

@@ -15,14 +15,8 @@ signing, is refused before anything is unpickled; the signed header pins the dig
 
 The blobs are the client's bytes exactly as Scaler's object storage holds them: the adapter never unpickles them.
 
-The **payload parameter** (what AWS substitutes for ``Ref::payload``) is one of::
-
-    inline:<base64 of the envelope, or of its gzip>
-    ref:<sha256 of the stored bytes>:<key>:<store url>
-    indexed:<key>:<store url>
-
-``indexed`` names a stored array payload in format 3 (:mod:`scaler_aws_batch.indexed_payload`), which each child
-reads in ranges: its signatures, not a digest of the whole object, protect it.
+The **payload parameter** (what AWS substitutes for ``Ref::payload``) names the envelope: see
+:mod:`scaler_aws_batch.job_parameter`.
 
 A **task result** is ``b"SCBR" | version: u16 | header length: u32 | header JSON | body | signature``, stored at
 ``results/<task id>``, signed with the key that signed the payload. Its header names the task, the job and attempt
@@ -33,8 +27,6 @@ which is Scaler's own failure format, so the adapter hands it to Scaler untouche
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import gzip
 import hashlib
@@ -65,9 +57,6 @@ SUPPORTED_PAYLOAD_VERSIONS = frozenset({2})
 _PREFIX = struct.Struct("!4sHI")  # magic, version, header length
 _GZIP_MAGIC = b"\x1f\x8b"
 
-INLINE_SCHEME = "inline"
-REF_SCHEME = "ref"
-INDEXED_SCHEME = "indexed"
 
 OBJECTS_PREFIX = "objects/"
 PAYLOADS_PREFIX = "payloads/"
@@ -292,67 +281,6 @@ def decode_payload(envelope: bytes, keys: KeyRing) -> Payload:
         )
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PayloadError(f"corrupt payload: unreadable header ({exc})") from exc
-
-
-# --- the payload parameter ----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class InlineParameter:
-    envelope: bytes  # possibly gzip-compressed
-
-
-@dataclasses.dataclass(frozen=True)
-class RefParameter:
-    sha256: str
-    key: str
-    store_url: str
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexedParameter:
-    key: str
-    store_url: str
-
-
-def inline_parameter(envelope: bytes) -> str:
-    return f"{INLINE_SCHEME}:{base64.b64encode(envelope).decode('ascii')}"
-
-
-def ref_parameter(stored_bytes: bytes, key: str, store_url: str) -> str:
-    if ":" in key:
-        raise ValueError(f"store keys must not contain ':', got {key!r}")
-    return f"{REF_SCHEME}:{sha256_hex(stored_bytes)}:{key}:{store_url}"
-
-
-def indexed_parameter(key: str, store_url: str) -> str:
-    if ":" in key:
-        raise ValueError(f"store keys must not contain ':', got {key!r}")
-    return f"{INDEXED_SCHEME}:{key}:{store_url}"
-
-
-def parse_parameter(value: str) -> InlineParameter | RefParameter | IndexedParameter:
-    scheme, _, rest = value.partition(":")
-    if scheme == INLINE_SCHEME:
-        try:
-            return InlineParameter(base64.b64decode(rest.encode("ascii"), validate=True))
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise PayloadError("corrupt payload: the inline parameter is not valid base64") from exc
-    if scheme == REF_SCHEME:
-        digest, _, remainder = rest.partition(":")
-        key, _, store_url = remainder.partition(":")
-        if len(digest) != 64 or not key or not store_url:
-            raise PayloadError("corrupt payload: a ref parameter must be ref:<sha256>:<key>:<store url>")
-        return RefParameter(sha256=digest, key=key, store_url=store_url)
-    if scheme == INDEXED_SCHEME:
-        key, _, store_url = rest.partition(":")
-        if not key or not store_url:
-            raise PayloadError("corrupt payload: an indexed parameter must be indexed:<key>:<store url>")
-        return IndexedParameter(key=key, store_url=store_url)
-    raise PayloadError(
-        f"corrupt payload: unknown payload scheme {scheme[:16]!r} (expected 'inline', 'ref' or 'indexed'); "
-        "rebuild the job image from the same scaler-aws-batch release as the adapter"
-    )
 
 
 def maybe_gzip(data: bytes, *, min_saving: float = 0.1) -> bytes:

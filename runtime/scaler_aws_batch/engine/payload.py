@@ -16,18 +16,10 @@ from collections.abc import Mapping, Sequence
 from scaler_aws_batch.backends.base import JobBackend, JobSpec
 from scaler_aws_batch.engine.settings import EngineSettings
 from scaler_aws_batch.indexed_payload import encode_indexed_payload
+from scaler_aws_batch.job_parameter import indexed_parameter, inline_parameter, ref_parameter
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
-from scaler_aws_batch.wire import (
-    PAYLOADS_PREFIX,
-    PayloadBuilder,
-    TaskBlobs,
-    indexed_parameter,
-    inline_parameter,
-    maybe_gzip,
-    ref_parameter,
-    sha256_hex,
-)
+from scaler_aws_batch.wire import PAYLOADS_PREFIX, PayloadBuilder, TaskBlobs, maybe_gzip, sha256_hex
 
 logger = logging.getLogger(__name__)
 
