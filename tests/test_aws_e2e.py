@@ -63,6 +63,7 @@ def clean_faults(aws: AwsHarness) -> Iterator[None]:
     faults.spot_reclaim_queue_glob = None
     faults.vanish_job_name_glob = None
     faults.delete_on_success_globs.clear()
+    faults.lost_s3_put_globs.clear()
 
 
 def _new_jobs(aws: AwsHarness, before: int) -> list[dict[str, Any]]:
@@ -212,7 +213,8 @@ def test_timeout_is_not_retried(aws: AwsHarness) -> None:
 
 
 def test_missing_result_object_is_a_clear_error(aws: AwsHarness) -> None:
-    aws.emulator.faults.delete_on_success_globs.append(f"s3://{BUCKET}/{PREFIX}/results/*")
+    # The job's result write is lost: deleting it after the job (delete_on_success_globs) raced the adapter's read.
+    aws.emulator.faults.lost_s3_put_globs.append(f"/{BUCKET}/{PREFIX}/results/*")
     with pytest.raises(ResultMissingError, match="SUCCEEDED but its result"):
         aws.client.submit(lambda: "lost").result(timeout=WAIT_SECONDS)
 

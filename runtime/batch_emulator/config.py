@@ -132,6 +132,9 @@ class Faults:
     delete_on_success_globs: list[str] = field(default_factory=list)
     """`s3://bucket/key-glob` patterns: matching objects are deleted after a job attempt exits 0 and before the job
     is reported SUCCEEDED. The glob may use {job_id}, {job_name}, {array_index} and {attempt}."""
+    lost_s3_put_globs: list[str] = field(default_factory=list)
+    """`/bucket/key-glob` patterns (fnmatch, path-style): S3 PUTs to matching keys answer 200 and store nothing, a
+    write lost before anyone can read it (unlike `delete_on_success_globs`, which races the readers)."""
     on_success_hooks: list[SuccessHook] = field(default_factory=list)
     """Callables run (with an S3 client) after a job attempt exits 0 and before it is reported SUCCEEDED."""
     s3_slow_down_rate: float = 0.0

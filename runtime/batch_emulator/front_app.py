@@ -7,6 +7,7 @@ faults (throttling, server errors, expired credentials, S3 SlowDown).
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import threading
@@ -85,6 +86,13 @@ class RequestGate:
         self._routes = _batch_routes()
         self._buckets: dict[str, _TokenBucket] = {}
         self._stats_lock = threading.Lock()
+
+    def lost_put(self, environ: dict[str, Any]) -> bool:
+        """An S3 PUT that `faults.lost_s3_put_globs` makes answer 200 without storing anything."""
+        if environ.get("REQUEST_METHOD") != "PUT" or not self.faults.lost_s3_put_globs:
+            return False
+        path = unquote(str(environ.get("PATH_INFO", "")))
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.faults.lost_s3_put_globs)
 
     def reset(self) -> None:
         """Zero the counts (calls, throttled, server errors, describe sizes)."""
@@ -213,6 +221,10 @@ class FrontApp:
         if operation is None:
             if _signed_service(environ) == "s3":
                 self._s3_requests.record(environ)
+                if self._gate.lost_put(environ):
+                    _read_body(environ)
+                    start_response("200 OK", [("ETag", '"00000000000000000000000000000000"'), ("Content-Length", "0")])
+                    return [b""]
             return self._moto_app(environ, start_response)
         body = _read_body(environ)
         error = self._gate.admit(operation)
