@@ -70,6 +70,15 @@ def _new_jobs(aws: AwsHarness, before: int) -> list[dict[str, Any]]:
     return aws.job_records()[before:]
 
 
+def _ended_new_jobs(aws: AwsHarness, before: int) -> list[dict[str, Any]]:
+    """The new jobs once each has ended: a result is read as soon as it is stored, before the container exits."""
+    wait_for(
+        lambda: all(job["status"] in ("SUCCEEDED", "FAILED") for job in _new_jobs(aws, before)),
+        "the new jobs to end",
+    )
+    return _new_jobs(aws, before)
+
+
 def test_a_thousand_tasks_go_through_array_jobs(aws: AwsHarness) -> None:
     aws.emulator.reset_api_calls()
     before = len(aws.job_records())
@@ -119,7 +128,7 @@ def test_payload_sizes_take_the_right_transport(aws: AwsHarness, size: int) -> N
     blob = os.urandom(size)  # incompressible: the size decides the transport, not gzip
     before = len(aws.job_records())
     assert aws.client.submit(lambda data: len(data), blob).result(timeout=WAIT_SECONDS) == size
-    (job,) = _new_jobs(aws, before)
+    (job,) = _ended_new_jobs(aws, before)
     assert job["status"] == "SUCCEEDED" and "Overrides" not in job["statusReason"]
     parameter = parse_parameter(job["payload"])
     assert isinstance(parameter, InlineParameter), "the envelope itself always fits once large blobs are stored"
@@ -169,7 +178,7 @@ def test_spot_reclaim_on_attempt_one_gives_exactly_one_result(aws: AwsHarness, t
         return len(os.listdir(directory))
 
     result = aws.client.submit(slow_count, str(runs)).result(timeout=WAIT_SECONDS)
-    (job,) = _new_jobs(aws, before)
+    (job,) = _ended_new_jobs(aws, before)
     assert job["status"] == "SUCCEEDED" and job["attempts"] == 2, "Batch retried the reclaimed attempt"
     # One result reached the client: the surviving attempt's, which saw every run so far.
     assert result == len(list(runs.iterdir())) and result in (1, 2)

@@ -17,7 +17,7 @@ import pytest
 
 from batch_emulator import BatchEmulator, EmulatorConfig
 from cdk_support import NO_ENV, STACK_NAME, cdk_json_context, synth_to
-from conftest import WAIT_SECONDS, scaler_with_adapter
+from conftest import WAIT_SECONDS, scaler_with_adapter, wait_for
 from harness import AWS_ENV
 from job_image import build_from_assembly, image_tools_available, tag_as
 from test_cdk_deploy import (
@@ -95,8 +95,13 @@ def test_tasks_run_as_fargate_jobs_from_the_stack_outputs(
         assert client.map(math.pow, [2, 3], [2, 2]) == [4.0, 9.0]
         log = adapter.log_text()
     batch = emulator.client("batch")
-    summaries = batch.list_jobs(jobQueue=outputs["JobQueueArn"], filters=[{"name": "JOB_NAME", "values": ["*"]}])
-    jobs = batch.describe_jobs(jobs=[item["jobId"] for item in summaries["jobSummaryList"]])["jobs"]
+
+    def stack_jobs() -> list[Any]:
+        summaries = batch.list_jobs(jobQueue=outputs["JobQueueArn"], filters=[{"name": "JOB_NAME", "values": ["*"]}])
+        return list(batch.describe_jobs(jobs=[item["jobId"] for item in summaries["jobSummaryList"]])["jobs"])
+
+    jobs = stack_jobs()
     assert jobs, log
     assert {job["jobDefinition"] for job in jobs} == {outputs["JobDefinitionArn"]}
-    assert {job["status"] for job in jobs} == {"SUCCEEDED"}, log
+    # A result is read as soon as it is stored; an array parent ends only after its last child's container exits.
+    wait_for(lambda: {job["status"] for job in stack_jobs()} == {"SUCCEEDED"}, "every job of the stack to succeed")
