@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import pathlib
 import pickle
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import JobRecord, Ledger, TaskRecord
+from scaler_aws_batch.engine.leftovers import LeftoverResults
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.payload import UploadCache
 from scaler_aws_batch.engine.reconciler import Reconciler
@@ -34,12 +36,12 @@ from scaler_aws_batch.errors import (
     ResultMissingError,
     SpotRetriesExhaustedError,
 )
-from scaler_aws_batch.reattach import FoundJob, ShutdownReport
+from scaler_aws_batch.reattach import FoundJob, ShutdownReport, take_stock
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores.local import LocalDirectoryStore
 from scaler_aws_batch.usage import UsageRecorder
-from scaler_aws_batch.wire import TaskBlobs
+from scaler_aws_batch.wire import RESULTS_PREFIX, TaskBlobs, TaskResultEnvelope, result_key
 
 SPOT_REASON = f"{StatusReason.SPOT_RECLAIM_PREFIX} (instance i-0123456789abcdef0) terminated."
 
@@ -467,3 +469,36 @@ def test_an_adopted_array_child_whose_task_is_not_sent_again_is_stopped_after_th
     assert backend.cancelled == ["array:1"]  # only the child whose task was not sent again
     assert ledger.stats["grace-stopped"] == 1 and ledger.jobs["array"].tasks == {0: "sent-again"}
     assert not task.future.done()
+
+
+def test_results_an_earlier_run_left_are_deleted_after_the_grace_only_when_its_own_jobs_wrote_them(
+    store: LocalDirectoryStore, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A result handed over just before a kill -9 stays stored; the next adapter keeps it for the re-send, then
+    deletes it after the grace, but only when a job of its own adapter id wrote it (the prefix may be shared)."""
+    keys = KeyRing((b"k" * 64,))
+    backend = FakeBackend()
+    backend.listed = [ListedJob("old", "scaler-parts-a-x2", JobState.SUCCEEDED, 2)]  # ended: found by name all the same
+    written_by = {"handed-over": "old:0", "sent-again": "old:1", "other-adapter": "foreign"}
+    for task_id, job_id in written_by.items():
+        envelope = TaskResultEnvelope(task_id=task_id, status="success", body=b"r", nonce="n", job_id=job_id)
+        store.put(result_key(task_id), envelope.encode(keys))
+    store.put(result_key("forged"), b"not a result")
+    stock = take_stock(backend, store, "scaler-parts-", [None], keys)
+    assert stock.own_job_ids == {"old"} and stock.live_jobs == ()
+    assert stock.stored_results == {"handed-over", "sent-again", "other-adapter", "forged"}
+
+    async def scenario() -> tuple[int, int]:
+        ledger, results = Ledger(), ResultIO(store)
+        leftovers = LeftoverResults(store, keys, results, ledger)
+        ledger.stored.update(dict.fromkeys(stock.stored_results, math.inf))
+        leftovers.note(stock.stored_results, stock.own_job_ids, deadline=1180.0)
+        del ledger.stored["sent-again"]  # its task came again and took its result (deleted on that path)
+        early = await leftovers.sweep(1179.0)
+        swept = await leftovers.sweep(1180.0)
+        await asyncio.to_thread(results.close)
+        return early, swept
+
+    early, swept = loop.run_until_complete(scenario())
+    assert (early, swept) == (0, 1)
+    assert store.list_keys(RESULTS_PREFIX) == {result_key(t) for t in ("sent-again", "other-adapter", "forged")}

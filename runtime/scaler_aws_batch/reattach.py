@@ -52,6 +52,7 @@ class Stock:
     live_jobs: tuple[FoundJob, ...]
     stored_results: frozenset[str]  # task ids
     unreadable: tuple[ListedJob, ...] = ()  # live jobs of this adapter whose task table cannot be read
+    own_job_ids: frozenset[str] = frozenset()  # every job found under this adapter's name, in any state
 
 
 @dataclasses.dataclass
@@ -79,7 +80,8 @@ def take_stock(
     a stored result."""
     live: list[FoundJob] = []
     unreadable: list[ListedJob] = []
-    for listed in backend.find_jobs(name_prefix, queues):
+    listed_jobs = backend.find_jobs(name_prefix, queues)
+    for listed in listed_jobs:
         if listed.state.is_final:
             continue  # its results (if any) are found in the store
         task_ids = listed.task_ids
@@ -92,4 +94,5 @@ def take_stock(
                 continue
         live.append(FoundJob(listed.job_id, listed.name, listed.state, listed.array_size, task_ids))
     stored = frozenset(key.removeprefix(RESULTS_PREFIX) for key in store.list_keys(RESULTS_PREFIX))
-    return Stock(live_jobs=tuple(live), stored_results=stored, unreadable=tuple(unreadable))
+    own = frozenset(listed.job_id for listed in listed_jobs)
+    return Stock(live_jobs=tuple(live), stored_results=stored, unreadable=tuple(unreadable), own_job_ids=own)

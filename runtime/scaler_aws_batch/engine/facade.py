@@ -18,6 +18,7 @@ from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.contracts import job_name_prefix
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import Ledger, TaskRecord
+from scaler_aws_batch.engine.leftovers import LeftoverResults
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.payload import UploadCache, new_nonce
 from scaler_aws_batch.engine.reconciler import Reconciler
@@ -64,9 +65,11 @@ class JobEngine:
             backend=backend, store=store, results=self._results, settings=settings, keys=keys, ledger=self._ledger,
             accounts=self._accounts, uploads=uploads, clock=clock,
         )  # fmt: skip
+        self._leftovers = LeftoverResults(store, keys, self._results, self._ledger)
         self._reconciler = Reconciler(
             backend=backend, store=store, results=self._results, settings=settings, ledger=self._ledger,
             accounts=self._accounts, resolver=self._resolver, stopper=self._stopper, packer=self._packer, clock=clock,
+            leftovers=self._leftovers,
         )  # fmt: skip
         self._intake_open = True
         self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
@@ -158,9 +161,12 @@ class JobEngine:
         self.adopt(stock.live_jobs)
         for listed in stock.unreadable:  # ours by name, but nobody can ever claim it
             await self._stopper.stop("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
-        # Results in the store are delivered when their task comes again, but never deleted unclaimed: the prefix
-        # may be shared with other adapters whose results these are (the bucket's lifecycle rule expires them).
+        # Results in the store are delivered when their task comes again. Unclaimed after the grace, only those a
+        # job of this adapter id wrote are deleted: the prefix may be shared with other adapters whose results these
+        # are (the bucket's lifecycle rule expires the rest).
         self._ledger.stored.update(dict.fromkeys(stock.stored_results, math.inf))
+        grace_end = self._clock() + self._settings.reattach_grace_seconds
+        self._leftovers.note(stock.stored_results, stock.own_job_ids, grace_end)
         logger.info("took stock for adapter id %s: %d live job(s) with %d task(s), %d stored result(s)",
                     self._settings.adapter_id, len(stock.live_jobs), sum(len(job.task_ids) for job in stock.live_jobs),
                     len(stock.stored_results))  # fmt: skip

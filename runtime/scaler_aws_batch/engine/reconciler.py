@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import JobRecord, Ledger, Tentative
+from scaler_aws_batch.engine.leftovers import LeftoverResults
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.resolver import Finish, MoveToOnDemand, PutBack, Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
@@ -51,6 +52,7 @@ class Reconciler:
         stopper: JobStopper,
         packer: Packer,
         clock: Clock,
+        leftovers: LeftoverResults | None = None,
     ) -> None:
         self._backend = backend
         self._store = store
@@ -62,6 +64,7 @@ class Reconciler:
         self._stopper = stopper
         self._packer = packer
         self._clock = clock
+        self._leftovers = leftovers
         self.wake = asyncio.Event()
         self._resolving: set[asyncio.Task[None]] = set()  # results being read: the reconcile loop does not wait
         self._describe_due = 0.0  # when the next describe call is made (reconcile rounds list results meanwhile)
@@ -126,6 +129,8 @@ class Reconciler:
             await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
         self._ledger.stats["grace-stopped"] += expiry.stopped_tasks
         self._delete_results(expiry.delete)
+        if self._leftovers is not None and self._settings.delete_results:
+            self._ledger.stats["leftovers-deleted"] += await self._leftovers.sweep(now)
 
     def _delete_results(self, task_ids: set[str]) -> None:
         for task_id in task_ids:
