@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.engine.accounting import UsageAccounts
-from scaler_aws_batch.engine.ledger import JobRecord, Ledger, Tentative
+from scaler_aws_batch.engine.ledger import SCHEDULER_RESTARTED_REASON, JobRecord, Ledger, Tentative
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.resolver import Finish, MoveToOnDemand, PutBack, Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
@@ -123,7 +123,10 @@ class Reconciler:
         self.delete_read_results(now)
         expiry = self._ledger.expire(now, self._settings.delete_results)
         for target, state in expiry.stop:
-            await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
+            if target in expiry.after_restart:
+                await self._stopper.stop("(scheduler restarted)", target, state, SCHEDULER_RESTARTED_REASON)
+            else:
+                await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
         self._ledger.stats["grace-stopped"] += expiry.stopped_tasks
         self._delete_results(expiry.delete)
 
