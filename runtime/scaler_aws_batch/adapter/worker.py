@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 from scaler.config.types.address import AddressConfig
 from scaler.io import ymq
-from scaler.io.mixins import AsyncConnector, ConnectorRemoteType
+from scaler.io.mixins import AsyncConnector, AsyncObjectStorageConnector, ConnectorRemoteType
 from scaler.io.network_backends import get_network_backend_from_env
 from scaler.protocol.capnp import (
     BaseMessage,
@@ -202,22 +202,18 @@ class AdapterWorker:
                 return Lost.STORAGE, storage.detail
         return None
 
-    async def _serve(self, on_ready: Callable[[], None] | None) -> tuple[Lost, str] | None:
-        """One session with the scheduler and the object storage: what was lost (reconnect), or None to stop."""
-        assert self._stopping is not None
-        if on_ready is None:
-            unreachable = await self._probe_peers()
-            if unreachable is not None:
-                return unreachable
+    def _session_parts(
+        self,
+    ) -> tuple[AsyncConnector, AsyncObjectStorageConnector, HeartbeatManager, VanillaTimeoutManager]:
+        """The connectors, heartbeat and timeout managers of one session, wired to the task manager."""
         # A fresh identity per session: a scheduler that still lives then times the old one out and sends its
         # tasks again (they re-attach), instead of believing the old identity still runs them.
         self._identity = WorkerID.generate_worker_id(self._name)
         network = get_network_backend_from_env(io_threads=self._settings.io_threads)
         external = network.create_async_connector(identity=self._identity, callback=self._on_message)
         storage = network.create_async_object_storage_connector(identity=self._identity)
-        storage_address = self._storage_address
         heartbeat = HeartbeatManager(
-            object_storage_address=storage_address,
+            object_storage_address=self._storage_address,
             capabilities=self.capabilities(),
             task_queue_size=self._settings.task_queue_size or 2 * self._settings.max_concurrent_jobs,
             worker_manager_id=b"scaler-aws-batch",
@@ -233,25 +229,45 @@ class AdapterWorker:
         self._task_manager.register(external, storage)
         self._task_manager.reopen_intake()
         self._heartbeat = heartbeat
+        return external, storage, heartbeat, timeouts
+
+    async def _connect(
+        self, external: AsyncConnector, storage: AsyncObjectStorageConnector, *, first: bool
+    ) -> tuple[Lost, str] | None:
+        """Connect to the scheduler, and to the object storage when its address is known (else on the first echo).
+        What could not be reached, on a reconnection; the first connection's errors go to the caller."""
+        try:
+            await external.connect(
+                AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder
+            )
+        except _CONNECTION_ERRORS as exc:
+            if first:
+                raise  # the caller reports it
+            return Lost.SCHEDULER, f"connecting failed: {exc}"
+        try:
+            if self._storage_address is not None:
+                await storage.connect(self._storage_address)
+        except (ObjectStorageException, *_CONNECTION_ERRORS) as exc:
+            if first:
+                raise
+            return Lost.STORAGE, f"connecting failed: {exc}"
+        return None
+
+    async def _serve(self, on_ready: Callable[[], None] | None) -> tuple[Lost, str] | None:
+        """One session with the scheduler and the object storage: what was lost (reconnect), or None to stop."""
+        assert self._stopping is not None
+        if on_ready is None:
+            unreachable = await self._probe_peers()
+            if unreachable is not None:
+                return unreachable
+        external, storage, heartbeat, timeouts = self._session_parts()
         loops: asyncio.Future[Any] | None = None
         stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
         lost: tuple[Lost, str] | None = None
         try:
-            try:
-                await external.connect(
-                    AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder
-                )
-            except _CONNECTION_ERRORS as exc:
-                if on_ready is not None:
-                    raise  # the first connection: the caller reports it
-                return Lost.SCHEDULER, f"connecting failed: {exc}"
-            try:
-                if storage_address is not None:
-                    await storage.connect(storage_address)
-            except (ObjectStorageException, *_CONNECTION_ERRORS) as exc:
-                if on_ready is not None:
-                    raise
-                return Lost.STORAGE, f"connecting failed: {exc}"
+            unreachable = await self._connect(external, storage, first=on_ready is not None)
+            if unreachable is not None:
+                return unreachable
             logger.info("adapter %r connected to %s on backend %s, max %d concurrent jobs",
                         self._identity, self._settings.scheduler_address, self._engine.backend.name,
                         self._settings.max_concurrent_jobs)  # fmt: skip
