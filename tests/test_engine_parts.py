@@ -17,7 +17,7 @@ from scaler_aws_batch.backends.base import JobBackend, JobSpec, JobState, JobSta
 from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.engine.accounting import UsageAccounts
-from scaler_aws_batch.engine.ledger import SCHEDULER_RESTARTED_REASON, JobRecord, Ledger, TaskRecord
+from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON, JobRecord, Ledger, TaskRecord
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.payload import UploadCache
 from scaler_aws_batch.engine.reconciler import Reconciler
@@ -495,5 +495,5 @@ def test_a_scheduler_restart_cuts_the_grace_and_names_the_restart_as_the_stop_re
 
     backend, ledger, cut = asyncio.run(scenario())
     assert cut == 3 and sorted(backend.cancelled) == ["array:0", "array:1"]
-    assert {backend.reasons[job] for job in backend.cancelled} == {SCHEDULER_RESTARTED_REASON}
+    assert {backend.reasons[job] for job in backend.cancelled} == {SCALER_RESTARTED_REASON}
     assert set(ledger.awaiting) == {"l"} and not ledger.orphaned_by_restart

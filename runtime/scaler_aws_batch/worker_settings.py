@@ -89,10 +89,11 @@ class WorkerSettings(Settings):
     )
     restart_grace: float = setting(
         defaults.RESTART_GRACE_SECONDS,
-        "Once the scheduler's process is known to have ended (it closed the connection, or its port refuses "
-        "connections), how many seconds the jobs kept for its tasks wait before they are stopped: Scaler keeps tasks "
-        "in memory, so a restarted scheduler never sends them again (docs/reliability.md). Raise it to the "
-        "scheduler's worker timeout when a proxy between them may close connections.",
+        "Once the scheduler's or the object storage server's process is known to have ended (it closed the "
+        "connection, or its port refuses connections), how many seconds the jobs kept for the lost tasks wait before "
+        "they are stopped: Scaler keeps tasks and their inputs in memory, so they will never be sent again "
+        "(docs/reliability.md). Raise it above the scheduler's worker timeout when a proxy between them may close "
+        "connections.",
     )
     submit_deadline: float = setting(
         defaults.SUBMIT_DEADLINE_SECONDS,

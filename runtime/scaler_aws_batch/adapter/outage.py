@@ -1,13 +1,14 @@
-"""What the adapter lost when its session with Scaler ended, whether the scheduler's process ended (a restart), and
-the one line an outage is reported in.
+"""What the adapter lost when its session with Scaler ended, whether a Scaler process ended (a restart), and the
+one line an outage is reported in.
 
 The restart signal (docs/reliability.md): Scaler 2.9's scheduler keeps its tasks in memory and never closes a
-worker's connection while it runs (it drops a worker from its state, not its socket). So the connection closed by
-the scheduler's end (YMQ's ``ConnectorSocketClosedByRemoteEnd``: its process exited, was killed or restarted; the
-kernel closes its sockets), or a connection to its address refused (nothing listens there), means the process that
-held our tasks is gone and will never send them again. A network stall, or a scheduler that stopped answering,
-shows up as our death timeout or a connect timeout instead: the scheduler may still hold the tasks, and the full
-re-attach grace applies.
+worker's connection while it runs (it drops a worker from its state, not its socket); its object storage server
+keeps the tasks' inputs in memory, and the scheduler never reconnects to a new one. So a connection closed by the
+peer's end (YMQ's ``ConnectorSocketClosedByRemoteEnd``: its process exited, was killed or restarted; the kernel
+closes its sockets), or a connection to its address refused (nothing listens there), means the process that held
+our tasks (or their inputs) is gone: they will never be sent again. A network stall, or a peer that stopped
+answering, shows up as our death timeout, a reset or a connect timeout instead: the same processes may still hold
+the tasks, and the full re-attach grace applies.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ _PROBE_TIMEOUT_SECONDS = 5.0
 class Lost(enum.Enum):
     SCHEDULER_ENDED = "scheduler-ended"  # closed by its end, or refused: its process is gone (restart)
     SCHEDULER = "scheduler"  # no answer (our death timeout), or another connection error: maybe the same process
-    STORAGE = "storage"  # Scaler's object storage server
+    STORAGE = "storage"  # Scaler's object storage server: no answer, or another connection error
+    STORAGE_ENDED = "storage-ended"  # closed by its end, or refused: its process is gone with the tasks' inputs
+
+    @property
+    def ended(self) -> bool:
+        """A Scaler process is gone: the tasks it held will never be sent again."""
+        return self in (Lost.SCHEDULER_ENDED, Lost.STORAGE_ENDED)
+
+    @property
+    def storage(self) -> bool:
+        return self in (Lost.STORAGE, Lost.STORAGE_ENDED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +75,17 @@ _WHAT = {
     Lost.SCHEDULER_ENDED: "the Scaler scheduler",
     Lost.SCHEDULER: "the Scaler scheduler",
     Lost.STORAGE: "Scaler's object storage server",
+    Lost.STORAGE_ENDED: "Scaler's object storage server",
 }
+_STORAGE_CHECK = (
+    "check that scaler_object_storage_server runs and that this host reaches it, and restart the scheduler with it "
+    "(Scaler 2.9's scheduler does not reconnect to its object storage; docs/operations.md)"
+)
 _CHECK = {
     Lost.SCHEDULER_ENDED: "check that scaler_scheduler runs (its supervisor restarts it) and listens there",
     Lost.SCHEDULER: "check that scaler_scheduler runs and that this host reaches it (network, firewall)",
-    Lost.STORAGE: (
-        "check that scaler_object_storage_server runs and that this host reaches it, and restart the scheduler "
-        "with it (Scaler 2.9's scheduler does not reconnect to its object storage; docs/operations.md)"
-    ),
+    Lost.STORAGE: _STORAGE_CHECK,
+    Lost.STORAGE_ENDED: _STORAGE_CHECK,
 }
 
 

@@ -84,6 +84,16 @@ class AdapterSettings:
             raise ValueError(f"--queue-size must be positive, got {self.task_queue_size}")
 
 
+def _closed_by_peer(exc: BaseException) -> bool:
+    """Scaler's storage connector wraps YMQ's error: was the connection closed by the server's end?"""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ymq.ConnectorSocketClosedByRemoteEndError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
     """Reports one virtual processor; busy while any job is in flight."""
 
@@ -179,15 +189,15 @@ class AdapterWorker:
         await self._task_manager.abandon_all()
         self._heartbeat_received, self._backlog = False, []
         grace_flag = f"--reattach-grace {self._engine.settings.reattach_grace_seconds:g}s"
-        if lost is Lost.SCHEDULER_ENDED:
+        address = repr(self._storage_address) if lost.storage else self._settings.scheduler_address
+        if lost.ended:
             grace_flag = f"--restart-grace {self._settings.restart_grace_seconds:g}s"
             cut = self._engine.cut_grace(self._settings.restart_grace_seconds)
             if cut:
-                logger.warning("adapter: the scheduler %s ended (%s): it keeps its tasks in memory, so %d task(s) of "
-                               "kept jobs will never be sent again; their jobs are stopped in %gs (--restart-grace)",
-                               self._settings.scheduler_address, cause, cut,
-                               self._settings.restart_grace_seconds)  # fmt: skip
-        address = repr(self._storage_address) if lost is Lost.STORAGE else self._settings.scheduler_address
+                logger.warning("adapter: %s at %s ended (%s): Scaler keeps tasks in memory, so %d task(s) of kept "
+                               "jobs will never be sent again; their jobs are stopped in %gs (--restart-grace)",
+                               "Scaler's object storage server" if lost.storage else "the scheduler", address,
+                               cause.rstrip("."), cut, self._settings.restart_grace_seconds)  # fmt: skip
         self._outage.lost(lost, address, cause.rstrip("."), self._engine.kept(), grace_flag)
 
     async def _probe_peers(self) -> tuple[Lost, str] | None:
@@ -199,7 +209,7 @@ class AdapterWorker:
         if self._storage_address is not None:
             storage = await probe(repr(self._storage_address))
             if not storage.reachable:
-                return Lost.STORAGE, storage.detail
+                return (Lost.STORAGE_ENDED if storage.refused else Lost.STORAGE), storage.detail
         return None
 
     def _session_parts(
@@ -287,13 +297,13 @@ class AdapterWorker:
             except ClientShutdownException as exc:
                 logger.info("adapter: %s", exc)
             except ObjectStorageException as exc:
-                lost = Lost.STORAGE, str(exc)
+                lost = (Lost.STORAGE_ENDED if _closed_by_peer(exc) else Lost.STORAGE), str(exc)
             except ymq.ConnectorSocketClosedByRemoteEndError:
                 lost = Lost.SCHEDULER_ENDED, "it closed the connection"
             except _LOST_ERRORS as exc:
                 lost = Lost.SCHEDULER, str(exc) or f"{type(exc).__name__}: no answer"
             if lost is not None:
-                logger.info("adapter: lost %s: %s", "Scaler's object storage" if lost[0] is Lost.STORAGE
+                logger.info("adapter: lost %s: %s", "Scaler's object storage" if lost[0].storage
                                else f"the scheduler {self._settings.scheduler_address}", lost[1])  # fmt: skip
             else:
                 await self._leave(external)

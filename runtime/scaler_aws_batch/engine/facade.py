@@ -184,8 +184,9 @@ class JobEngine:
         self._packer.clear()
 
     def cut_grace(self, grace_seconds: float) -> int:
-        """The scheduler restarted: it will never send the kept jobs' tasks again, so they wait ``grace_seconds`` at
-        most, then their jobs are stopped with :data:`SCHEDULER_RESTARTED_REASON`. Returns the tasks it cut short."""
+        """Scaler restarted (its scheduler or object storage server): the kept jobs' tasks will never be sent again,
+        so they wait ``grace_seconds`` at most, then their jobs are stopped with :data:`SCALER_RESTARTED_REASON`.
+        Returns the tasks it cut short."""
         cut = self._ledger.cut_grace(self._clock() + grace_seconds)
         self._reconciler.wake.set()
         return cut

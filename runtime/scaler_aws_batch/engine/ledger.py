@@ -63,8 +63,11 @@ class JobRecord:
 Tentative = tuple[JobRecord, int | None]
 
 
-#: Why a kept job is stopped after its scheduler restarted (the backend's stop reason, e.g. Batch's statusReason).
-SCHEDULER_RESTARTED_REASON = "The Scaler scheduler restarted: its task will never be sent again"
+#: Why a kept job is stopped once the Scaler process that held its task ended (the backend's stop reason, e.g. Batch's
+#: statusReason): a restarted scheduler or object storage server keeps nothing of the old tasks.
+SCALER_RESTARTED_REASON = (
+    "Scaler restarted (its scheduler or object storage server): this task will never be sent again"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Expiry:
     stop: list[tuple[str, JobState | None]]
     delete: set[str]
     stopped_tasks: int
-    #: Targets in ``stop`` whose tasks were held by a scheduler that restarted (their grace was cut short).
+    #: Targets in ``stop`` whose tasks were lost in a Scaler restart (their grace was cut short).
     after_restart: frozenset[str] = frozenset()
 
 
@@ -88,7 +91,7 @@ class Ledger:
         #: task without a walk over every task in flight (10,000 of them, every reconcile round).
         self.homes: dict[str, tuple[str, int | None]] = {}
         self.stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
-        #: Awaiting task ids whose scheduler restarted: it will never send them again (their grace was cut).
+        #: Awaiting task ids lost in a Scaler restart: they will never be sent again (their grace was cut).
         self.orphaned_by_restart: set[str] = set()
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -211,7 +214,7 @@ class Ledger:
         return forgotten
 
     def cut_grace(self, deadline: float) -> int:
-        """The scheduler that held the awaiting tasks restarted: none waits past ``deadline`` any more, nor does an
+        """The Scaler process that held the awaiting tasks ended: none waits past ``deadline`` any more, nor does an
         unclaimed result of the grace. Returns the tasks whose grace was cut."""
         cut = 0
         for task_id, current in self.awaiting.items():

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.engine.accounting import UsageAccounts
-from scaler_aws_batch.engine.ledger import SCHEDULER_RESTARTED_REASON, JobRecord, Ledger, Tentative
+from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON, JobRecord, Ledger, Tentative
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.resolver import Finish, MoveToOnDemand, PutBack, Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
@@ -124,7 +124,7 @@ class Reconciler:
         expiry = self._ledger.expire(now, self._settings.delete_results)
         for target, state in expiry.stop:
             if target in expiry.after_restart:
-                await self._stopper.stop("(scheduler restarted)", target, state, SCHEDULER_RESTARTED_REASON)
+                await self._stopper.stop("(Scaler restarted)", target, state, SCALER_RESTARTED_REASON)
             else:
                 await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
         self._ledger.stats["grace-stopped"] += expiry.stopped_tasks
