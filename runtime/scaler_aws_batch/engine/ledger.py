@@ -213,6 +213,10 @@ class Ledger:
                 self.awaiting_job[task_id] = placed[task_id]
         return forgotten
 
+    def next_deadline(self) -> float:
+        """When the next grace of a task waiting to be sent again ends (inf: none waits)."""
+        return min(self.awaiting.values(), default=math.inf)
+
     def cut_grace(self, deadline: float) -> int:
         """The Scaler process that held the awaiting tasks ended: none waits past ``deadline`` any more, nor does an
         unclaimed result of the grace. Returns the tasks whose grace was cut."""

@@ -83,8 +83,10 @@ class Reconciler:
                 interval = self._settings.poll_interval_min_seconds
                 # Jobs again after an idle spell: describe them soon, then less and less often.
                 self._describe_due, self._describe_interval = 0.0, interval
+            # The next round, no later than the next grace ends: a grace cut short by a restart frees compute on time.
+            until_deadline = max(0.0, self._ledger.next_deadline() - self._clock())
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=min(interval, until_deadline))
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
