@@ -9,15 +9,18 @@ futures are Scaler's business here: these cases count what the adapter controls 
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 import time
 from typing import Any
 
 import pytest
 from scaler import Client
 
-from conftest import WAIT_SECONDS, wait_for
+from conftest import WAIT_SECONDS, AdapterProcess, wait_for
+from scaler_aws_batch.embedded import free_ports
 from scaler_aws_batch.engine import SCALER_RESTARTED_REASON
-from test_faults import Row, World, count_results_received, trial, work, world
+from test_faults import ADAPTER_ENV, Row, World, count_results_received, trial, work, world
 
 # The fixtures are test_faults.py's (one emulator per module: eight jobs RUNNING at most); pytest uses them from here.
 __all__ = ["count_results_received", "world"]
@@ -119,3 +122,86 @@ def test_scheduler_restart_releases_the_old_jobs_and_a_new_client_is_served(worl
     statuses = _statuses(world, old_jobs)
     assert statuses == [("FAILED", SCALER_RESTARTED_REASON)] * len(old_jobs), statuses
     assert "will never be sent again" in log
+    outage_lines = [line for line in log.splitlines() if _OUTAGE in line]
+    assert len(outage_lines) == 1 and "the Scaler scheduler at tcp://" in outage_lines[0], outage_lines
+
+
+class TcpProxy:
+    """A TCP proxy in front of the scheduler, which the test restarts: a connection closed (then refused) while the
+    scheduler itself runs on, as a proxy or load balancer between the adapter and Scaler may do."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("tcp://").rsplit(":", 1)
+        self._target = (host, int(port))
+        self.address = f"tcp://127.0.0.1:{free_ports('127.0.0.1', 1)[0]}"
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", int(self.address.rsplit(":", 1)[1])))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        self._connections = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            upstream = socket.create_connection(self._target)
+            self._connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("trial_number", range(TRIALS))
+def test_a_proxy_closing_the_connection_with_a_restart_grace_above_the_worker_timeout_reattaches(
+    world: World, trial_number: int
+) -> None:
+    """The ambiguous case (docs/reliability.md): the connection closed and refused while the same scheduler runs on
+    looks like a restart. With ``--restart-grace`` above the scheduler's worker timeout, the scheduler times the old
+    worker identity out and sends its tasks again to the adapter's new one: they re-attach to their jobs, and the
+    client gets every result, none run twice."""
+    row = Row("a proxy between adapter and scheduler restarts (the same scheduler runs on), --restart-grace 45")
+    with trial(world, "proxy") as run:
+        proxy = TcpProxy(run.cluster.addresses.scheduler)
+        proxy.start()
+        work_dir = run.dir / "adapter-proxy"
+        adapter = AdapterProcess(proxy.address, work_dir, world.adapter_args(run.adapter_id, [*LONG_GRACE,
+                                 "--restart-grace", "45"]), ADAPTER_ENV)  # fmt: skip
+        run.adapters.append(adapter)
+        try:
+            with Client(address=run.cluster.addresses.scheduler) as client:
+                run.submit(client, 4, seconds=20.0)
+                wait_for(lambda: world.running_count(run.adapter_id) == 4, "every job RUNNING")
+                proxy.stop()
+                time.sleep(3)
+                proxy.start()
+                run.settle(row)
+        finally:
+            proxy.stop()
+        log = adapter.log_text()
+    row.record()
+    row.assert_clean()
+    assert "ended (" in log and "attached to its live job" in log and "Traceback" not in log
