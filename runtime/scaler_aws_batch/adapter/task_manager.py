@@ -253,7 +253,9 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         self._wake.set()
 
     def reopen_intake(self) -> None:
+        """A new session: take tasks again; a storage failure of the last session is its own."""
         self._intake_open = True
+        self._storage_lost = None
 
     async def abandon_all(self) -> None:
         """Forget every queued and running task without sending results (the scheduler is gone, or we leave and
