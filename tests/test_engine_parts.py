@@ -18,7 +18,7 @@ from scaler_aws_batch.backends.base import JobBackend, JobSpec, JobState, JobSta
 from scaler_aws_batch.contracts import StatusReason
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.engine.accounting import UsageAccounts
-from scaler_aws_batch.engine.ledger import JobRecord, Ledger, TaskRecord
+from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON, JobRecord, Ledger, TaskRecord
 from scaler_aws_batch.engine.leftovers import LeftoverResults
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.payload import UploadCache
@@ -67,6 +67,7 @@ class FakeBackend(JobBackend):
         self.listed: list[ListedJob] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self.cancelled: list[str] = []
+        self.reasons: dict[str, str] = {}
         self.submitted: list[JobSpec] = []
 
     @property
@@ -89,6 +90,7 @@ class FakeBackend(JobBackend):
         if job_id in self.cancel_fails:
             raise BackendError(f"cannot stop {job_id}")
         self.cancelled.append(job_id)
+        self.reasons[job_id] = reason
 
     def overrides_length(self, spec: JobSpec) -> int:
         return runner_overrides_length(spec)
@@ -502,3 +504,31 @@ def test_results_an_earlier_run_left_are_deleted_after_the_grace_only_when_its_o
     early, swept = loop.run_until_complete(scenario())
     assert (early, swept) == (0, 1)
     assert store.list_keys(RESULTS_PREFIX) == {result_key(t) for t in ("sent-again", "other-adapter", "forged")}
+
+
+def test_a_scheduler_restart_cuts_the_grace_and_names_the_restart_as_the_stop_reason(
+    store: LocalDirectoryStore,
+) -> None:
+    """Jobs kept for a restarted scheduler's tasks wait only the restart grace; a task sent again meanwhile (the same
+    scheduler after all) still re-attaches; a job kept for another reason keeps its own grace."""
+
+    async def scenario() -> tuple[FakeBackend, Ledger, int]:
+        backend, clock = FakeBackend(), FakeClock()
+        ledger, _, reconciler, _, _ = _parts(backend, store, clock, reattach_grace_seconds=180.0)
+        found = FoundJob("array", "n", JobState.RUNNING, 3, ("a", "b", "sent-again"))
+        ledger.adopt([found], clock(), clock() + 180)
+        cut = ledger.cut_grace(clock() + 5.0)
+        ledger.adopt([FoundJob("later", "n2", JobState.RUNNABLE, None, ("l",))], clock(), clock() + 180)
+        task = ledger.tasks["sent-again"] = TaskRecord(_work("sent-again"), asyncio.get_running_loop().create_future())
+        assert ledger.attach(task)
+        clock.advance(4.0)
+        await reconciler.expire_awaiting(clock())
+        assert backend.cancelled == []
+        clock.advance(1.0)
+        await reconciler.expire_awaiting(clock())
+        return backend, ledger, cut
+
+    backend, ledger, cut = asyncio.run(scenario())
+    assert cut == 3 and sorted(backend.cancelled) == ["array:0", "array:1"]
+    assert {backend.reasons[job] for job in backend.cancelled} == {SCALER_RESTARTED_REASON}
+    assert set(ledger.awaiting) == {"l"} and not ledger.orphaned_by_restart

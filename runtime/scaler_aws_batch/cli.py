@@ -112,6 +112,7 @@ def build_worker(
         routing=setup.routing,
         keep_jobs_on_exit=worker.keep_jobs_on_exit,
         shutdown_timeout_seconds=worker.shutdown_timeout,
+        restart_grace_seconds=worker.restart_grace,
     )
     return adapter, JobEngine(setup.backend, setup.store, engine_settings, setup.keys, UsageRecorder(worker.usage_log))
 

@@ -105,6 +105,18 @@ class EmbeddedScheduler:
         return ClusterAddresses(repr(self._scheduler_address), repr(self._storage_address))
 
     def start(self) -> ClusterAddresses:
+        self.start_object_storage()
+        self._start_scheduler()
+        logger.info("embedded scheduler on %s, object storage on %s", *dataclasses.astuple(self.addresses))
+        return self.addresses
+
+    def restart_scheduler(self) -> None:
+        """Stop the scheduler and start a new one on the same address (the object storage keeps running)."""
+        self._stop_process(self._scheduler)
+        self._start_scheduler()
+
+    def start_object_storage(self) -> None:
+        """Start the object storage server on its address (again, after :meth:`kill`)."""
         self._storage = ObjectStorageServerProcess(
             bind_address=self._storage_address,
             identity="ObjectStorageServer",
@@ -114,14 +126,21 @@ class EmbeddedScheduler:
         )
         self._storage.start()
         self._storage.wait_until_ready()
-        self._start_scheduler()
-        logger.info("embedded scheduler on %s, object storage on %s", *dataclasses.astuple(self.addresses))
-        return self.addresses
 
-    def restart_scheduler(self) -> None:
-        """Stop the scheduler and start a new one on the same address (the object storage keeps running)."""
-        self._stop_process(self._scheduler)
+    def start_scheduler(self) -> None:
+        """Start the scheduler on its address (again, after :meth:`kill` or :meth:`stop_scheduler`)."""
         self._start_scheduler()
+
+    def stop_scheduler(self) -> None:
+        """SIGTERM to the scheduler (SIGKILL if it does not exit)."""
+        self._stop_process(self._scheduler)
+
+    def kill(self, which: str) -> None:
+        """``kill -9`` of ``"scheduler"`` or ``"object_storage"`` (a fault for the tests)."""
+        process = self._scheduler if which == "scheduler" else self._storage
+        if process is not None and process.is_alive():
+            process.kill()
+            process.join()
 
     def _start_scheduler(self) -> None:
         self._scheduler = _PatchedSchedulerProcess(

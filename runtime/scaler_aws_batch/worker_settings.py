@@ -87,6 +87,14 @@ class WorkerSettings(Settings):
         "After a (re)start or a scheduler restart, how many seconds a job found running waits for Scaler to send its "
         "task again; then it is stopped. Keep it above the scheduler's worker timeout (Scaler: 60 s).",
     )
+    restart_grace: float = setting(
+        defaults.RESTART_GRACE_SECONDS,
+        "Once the scheduler's or the object storage server's process is known to have ended (it closed the "
+        "connection, or its port refuses connections), how many seconds the jobs kept for the lost tasks wait before "
+        "they are stopped: Scaler keeps tasks and their inputs in memory, so they will never be sent again "
+        "(docs/reliability.md). Raise it above the scheduler's worker timeout when a proxy between them may close "
+        "connections.",
+    )
     submit_deadline: float = setting(
         defaults.SUBMIT_DEADLINE_SECONDS,
         "Seconds a submission is retried (with backoff) through throttling, server errors and expired credentials "
@@ -141,7 +149,7 @@ class WorkerSettings(Settings):
         check_positive(self, "vanish_after")
         check_positive(self, "runnable_warn_after")
         check_whole(self, "spot_reclaims_before_on_demand", minimum=1)
-        for name in ("reattach_grace", "submit_deadline", "shutdown_timeout"):
+        for name in ("reattach_grace", "restart_grace", "submit_deadline", "shutdown_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} takes seconds, zero or more ({where(WorkerSettings, name)})")
         if self.adapter_id is not None and not (

@@ -42,7 +42,7 @@ from scaler_aws_batch.capabilities import (
     parse_capabilities,
 )
 from scaler_aws_batch.engine import JobEngine, TaskOutcome, TaskWork
-from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError, SubmitError
+from scaler_aws_batch.errors import CapabilitiesLostError, CapabilityError
 from scaler_aws_batch.wire import TaskBlobs
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         self._connector_storage: AsyncObjectStorageConnector | None = None
         self._intake_open = True
         self._warned_lost_capabilities = False
+        #: Set when a read or write of Scaler's object storage lost the connection: :meth:`routine` raises it, so
+        #: the adapter treats it like a lost scheduler (reconnect, jobs kept) instead of failing tasks.
+        self._storage_lost: ObjectStorageException | None = None
         self.completed = 0
 
     def register(self, connector_external: AsyncConnector, connector_storage: AsyncObjectStorageConnector) -> None:
@@ -128,7 +131,11 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
     # --- the dispatch loop ---------------------------------------------------------------------------------------
 
     async def routine(self) -> None:
-        """Start queued tasks, highest priority first, while fewer than the maximum are running."""
+        """Start queued tasks, highest priority first, while fewer than the maximum are running. Raises
+        ``ObjectStorageException`` once a task lost the connection to Scaler's object storage."""
+        if self._storage_lost is not None:
+            lost, self._storage_lost = self._storage_lost, None
+            raise lost
         while self._queue and self.can_accept_task() and self._intake_open:
             _, _, task_id = heapq.heappop(self._queue)
             task = self._queued.pop(task_id, None)
@@ -183,17 +190,15 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
                     logger.warning("task %s: refused: %s", task_id.hex(), exc)
                 outcome = TaskOutcome(False, pickle.dumps(exc))
             else:
-                try:
-                    blobs = await self._load_blobs(task)
-                except ObjectStorageException as exc:
-                    # The client's objects are gone (client disconnected, objects deleted): say so, do not hang.
-                    outcome = TaskOutcome(False, pickle.dumps(SubmitError(f"cannot read the task's inputs: {exc}")))
-                else:
-                    work = TaskWork(
-                        blobs=blobs, resources=request.resources, queue=request.queue,
-                        timeout_seconds=request.timeout_seconds,
-                    )  # fmt: skip
-                    outcome = await self._engine.submit(work)
+                # Scaler 2.9's storage connector raises ObjectStorageException only when its connection is down
+                # (a missing object is waited for): not the task's fault, so no failure is sent; the adapter
+                # reconnects and the task, kept in its job if it has one, is sent again.
+                blobs = await self._load_blobs(task)
+                work = TaskWork(
+                    blobs=blobs, resources=request.resources, queue=request.queue,
+                    timeout_seconds=request.timeout_seconds,
+                )  # fmt: skip
+                outcome = await self._engine.submit(work)
             await self._send_result(task, outcome)
             self.completed += 1
             logger.info("task %s: %s after %.3fs", task_id.hex(), "success" if outcome.success else "failure",
@@ -201,6 +206,9 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         except asyncio.CancelledError:
             logger.info("task %s: cancelled, no result is sent", task_id.hex())
             raise
+        except ObjectStorageException as exc:
+            logger.info("task %s: Scaler's object storage is unreachable (%s); no result is sent", task_id.hex(), exc)
+            self._storage_lost = exc
         finally:
             self._running.pop(task_id, None)
             self._wake.set()
@@ -245,7 +253,9 @@ class PassthroughTaskManager(TaskManagerMixin):  # type: ignore[misc]
         self._wake.set()
 
     def reopen_intake(self) -> None:
+        """A new session: take tasks again; a storage failure of the last session is its own."""
         self._intake_open = True
+        self._storage_lost = None
 
     async def abandon_all(self) -> None:
         """Forget every queued and running task without sending results (the scheduler is gone, or we leave and

@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 from scaler.config.types.address import AddressConfig
 from scaler.io import ymq
-from scaler.io.mixins import AsyncConnector, ConnectorRemoteType
+from scaler.io.mixins import AsyncConnector, AsyncObjectStorageConnector, ConnectorRemoteType
 from scaler.io.network_backends import get_network_backend_from_env
 from scaler.protocol.capnp import (
     BaseMessage,
@@ -33,12 +33,14 @@ from scaler.protocol.capnp import (
     WorkerHeartbeatEcho,
 )
 from scaler.utility.event_loop import create_async_loop_routine
-from scaler.utility.exceptions import ClientShutdownException
+from scaler.utility.exceptions import ClientShutdownException, ObjectStorageException
 from scaler.utility.identifiers import WorkerID
 from scaler.worker.agent.timeout_manager import VanillaTimeoutManager
 from scaler.worker_manager.proxy.heartbeat_manager import HeartbeatManager
 from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 
+from scaler_aws_batch import defaults
+from scaler_aws_batch.adapter.outage import Lost, OutageLog, probe
 from scaler_aws_batch.adapter.task_manager import PassthroughTaskManager
 from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting
 from scaler_aws_batch.engine import JobEngine
@@ -70,6 +72,8 @@ class AdapterSettings:
     keep_jobs_on_exit: bool = False
     #: Bound on settling submissions and stopping every job at exit.
     shutdown_timeout_seconds: float = 60.0
+    #: How long kept jobs wait once the scheduler's process is known to have ended (it never re-sends their tasks).
+    restart_grace_seconds: float = defaults.RESTART_GRACE_SECONDS
 
     def __post_init__(self) -> None:
         if not self.scheduler_address.startswith(("tcp://", "ipc://", "inproc://", "ws://", "wss://")):
@@ -78,6 +82,16 @@ class AdapterSettings:
             raise ValueError(f"--max-concurrent-jobs must be positive, got {self.max_concurrent_jobs}")
         if self.task_queue_size < 0:
             raise ValueError(f"--queue-size must be positive, got {self.task_queue_size}")
+
+
+def _closed_by_peer(exc: BaseException) -> bool:
+    """Scaler's storage connector wraps YMQ's error: was the connection closed by the server's end?"""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ymq.ConnectorSocketClosedByRemoteEndError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
@@ -100,8 +114,13 @@ class AdapterWorker:
     def __init__(self, settings: AdapterSettings, engine: JobEngine) -> None:
         self._settings = settings
         self._engine = engine
-        name = settings.name or f"scaler-batch|{engine.backend.name}|{uuid.uuid4().hex[:8]}"
-        self._identity = WorkerID.generate_worker_id(name)
+        self._name = settings.name or f"scaler-batch|{engine.backend.name}|{uuid.uuid4().hex[:8]}"
+        self._identity = WorkerID.generate_worker_id(self._name)
+        #: The object storage address: the setting, else the one the scheduler's first echo advertised.
+        self._storage_address = (
+            AddressConfig.from_string(settings.object_storage_address) if settings.object_storage_address else None
+        )
+        self._outage = OutageLog()
         self._task_manager = PassthroughTaskManager(
             engine, max_concurrent_jobs=settings.max_concurrent_jobs, routing=settings.routing
         )
@@ -136,16 +155,14 @@ class AdapterWorker:
         delay = _RECONNECT_MIN_SECONDS
         try:
             while True:
-                lost = await self._serve(on_ready)
+                ended = await self._serve(on_ready)
                 on_ready = None
-                if not lost or self._stopping.is_set():
+                if ended is None or self._stopping.is_set():
                     break
-                # The scheduler went away (restart, network): keep every job for the grace period, reconnect.
-                self._engine.detach_all()
-                await self._task_manager.abandon_all()
-                self._heartbeat_received, self._backlog = False, []
-                logger.warning("adapter: lost the scheduler %s; reconnecting in %.1fs (jobs kept)",
-                               self._settings.scheduler_address, delay)  # fmt: skip
+                if self._heartbeat_received:  # that session worked: a new outage, the backoff starts over
+                    delay = _RECONNECT_MIN_SECONDS
+                await self._lose(*ended)
+                logger.info("adapter: reconnecting in %.1fs (jobs kept)", delay)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 if self._stopping.is_set():
@@ -165,19 +182,48 @@ class AdapterWorker:
                     len(report.failed))  # fmt: skip
         return 1 if report.failed else 0
 
-    async def _serve(self, on_ready: Callable[[], None] | None) -> bool:
-        """One connection to the scheduler. True when the scheduler was lost (reconnect), False to stop."""
-        assert self._stopping is not None
+    async def _lose(self, lost: Lost, cause: str) -> None:
+        """The scheduler or the object storage went away (restart, network): keep every job for the re-attach grace,
+        cut short when the scheduler's process ended (its tasks will never be sent again); report the outage."""
+        self._engine.detach_all()
+        await self._task_manager.abandon_all()
+        self._heartbeat_received, self._backlog = False, []
+        grace_flag = f"--reattach-grace {self._engine.settings.reattach_grace_seconds:g}s"
+        address = repr(self._storage_address) if lost.storage else self._settings.scheduler_address
+        if lost.ended:
+            grace_flag = f"--restart-grace {self._settings.restart_grace_seconds:g}s"
+            cut = self._engine.cut_grace(self._settings.restart_grace_seconds)
+            if cut:
+                logger.warning("adapter: %s at %s ended (%s): Scaler keeps tasks in memory, so %d task(s) of kept "
+                               "jobs will never be sent again; their jobs are stopped in %gs (--restart-grace)",
+                               "Scaler's object storage server" if lost.storage else "the scheduler", address,
+                               cause.rstrip("."), cut, self._settings.restart_grace_seconds)  # fmt: skip
+        self._outage.lost(lost, address, cause.rstrip("."), self._engine.kept(), grace_flag)
+
+    async def _probe_peers(self) -> tuple[Lost, str] | None:
+        """Before reconnecting: TCP probes of the scheduler and the object storage, so that a peer still down neither
+        blocks the event loop in YMQ's connect retries nor hides a restart (refused: nothing listens there)."""
+        scheduler = await probe(self._settings.scheduler_address)
+        if not scheduler.reachable:
+            return (Lost.SCHEDULER_ENDED if scheduler.refused else Lost.SCHEDULER), scheduler.detail
+        if self._storage_address is not None:
+            storage = await probe(repr(self._storage_address))
+            if not storage.reachable:
+                return (Lost.STORAGE_ENDED if storage.refused else Lost.STORAGE), storage.detail
+        return None
+
+    def _session_parts(
+        self,
+    ) -> tuple[AsyncConnector, AsyncObjectStorageConnector, HeartbeatManager, VanillaTimeoutManager]:
+        """The connectors, heartbeat and timeout managers of one session, wired to the task manager."""
+        # A fresh identity per session: a scheduler that still lives then times the old one out and sends its
+        # tasks again (they re-attach), instead of believing the old identity still runs them.
+        self._identity = WorkerID.generate_worker_id(self._name)
         network = get_network_backend_from_env(io_threads=self._settings.io_threads)
         external = network.create_async_connector(identity=self._identity, callback=self._on_message)
         storage = network.create_async_object_storage_connector(identity=self._identity)
-        storage_address = (
-            AddressConfig.from_string(self._settings.object_storage_address)
-            if self._settings.object_storage_address
-            else None
-        )
         heartbeat = HeartbeatManager(
-            object_storage_address=storage_address,
+            object_storage_address=self._storage_address,
             capabilities=self.capabilities(),
             task_queue_size=self._settings.task_queue_size or 2 * self._settings.max_concurrent_jobs,
             worker_manager_id=b"scaler-aws-batch",
@@ -193,21 +239,45 @@ class AdapterWorker:
         self._task_manager.register(external, storage)
         self._task_manager.reopen_intake()
         self._heartbeat = heartbeat
+        return external, storage, heartbeat, timeouts
+
+    async def _connect(
+        self, external: AsyncConnector, storage: AsyncObjectStorageConnector, *, first: bool
+    ) -> tuple[Lost, str] | None:
+        """Connect to the scheduler, and to the object storage when its address is known (else on the first echo).
+        What could not be reached, on a reconnection; the first connection's errors go to the caller."""
+        try:
+            await external.connect(
+                AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder
+            )
+        except _CONNECTION_ERRORS as exc:
+            if first:
+                raise  # the caller reports it
+            return Lost.SCHEDULER, f"connecting failed: {exc}"
+        try:
+            if self._storage_address is not None:
+                await storage.connect(self._storage_address)
+        except (ObjectStorageException, *_CONNECTION_ERRORS) as exc:
+            if first:
+                raise
+            return Lost.STORAGE, f"connecting failed: {exc}"
+        return None
+
+    async def _serve(self, on_ready: Callable[[], None] | None) -> tuple[Lost, str] | None:
+        """One session with the scheduler and the object storage: what was lost (reconnect), or None to stop."""
+        assert self._stopping is not None
+        if on_ready is None:
+            unreachable = await self._probe_peers()
+            if unreachable is not None:
+                return unreachable
+        external, storage, heartbeat, timeouts = self._session_parts()
         loops: asyncio.Future[Any] | None = None
         stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
-        lost = False
+        lost: tuple[Lost, str] | None = None
         try:
-            try:
-                await external.connect(
-                    AddressConfig.from_string(self._settings.scheduler_address), ConnectorRemoteType.Binder
-                )
-                if storage_address is not None:
-                    await storage.connect(storage_address)
-            except _CONNECTION_ERRORS as exc:
-                if on_ready is not None:
-                    raise  # the first connection: the caller reports it
-                logger.warning("adapter: reconnecting to %s failed: %s", self._settings.scheduler_address, exc)
-                return True
+            unreachable = await self._connect(external, storage, first=on_ready is not None)
+            if unreachable is not None:
+                return unreachable
             logger.info("adapter %r connected to %s on backend %s, max %d concurrent jobs",
                         self._identity, self._settings.scheduler_address, self._engine.backend.name,
                         self._settings.max_concurrent_jobs)  # fmt: skip
@@ -226,18 +296,25 @@ class AdapterWorker:
                     loops.result()
             except ClientShutdownException as exc:
                 logger.info("adapter: %s", exc)
+            except ObjectStorageException as exc:
+                lost = (Lost.STORAGE_ENDED if _closed_by_peer(exc) else Lost.STORAGE), str(exc)
+            except ymq.ConnectorSocketClosedByRemoteEndError:
+                lost = Lost.SCHEDULER_ENDED, "it closed the connection"
             except _LOST_ERRORS as exc:
-                logger.warning("adapter: lost the scheduler: %s", exc or type(exc).__name__)
-                lost = True
-            if not lost:
+                lost = Lost.SCHEDULER, str(exc) or f"{type(exc).__name__}: no answer"
+            if lost is not None:
+                logger.info("adapter: lost %s: %s", "Scaler's object storage" if lost[0].storage
+                               else f"the scheduler {self._settings.scheduler_address}", lost[1])  # fmt: skip
+            else:
                 await self._leave(external)
             return lost
         finally:
+            self._storage_address = heartbeat.get_object_storage_address() or self._storage_address
             stop.cancel()
             if loops is not None:
                 loops.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ClientShutdownException, TimeoutError,
-                                         *_CONNECTION_ERRORS):  # fmt: skip
+                with contextlib.suppress(asyncio.CancelledError, ClientShutdownException, ObjectStorageException,
+                                         TimeoutError, *_CONNECTION_ERRORS):  # fmt: skip
                     await loops
             external.destroy()
             storage.destroy()
@@ -256,7 +333,12 @@ class AdapterWorker:
     async def _on_message(self, message: BaseMessage) -> None:
         # Scaler delivers nothing useful before the first heartbeat echo; keep messages until then, as it does.
         if isinstance(message, WorkerHeartbeatEcho):
-            await self._heartbeat.on_heartbeat_echo(message)
+            try:  # its only I/O: connecting to the object storage the scheduler advertises, on the first echo
+                await self._heartbeat.on_heartbeat_echo(message)
+            except _CONNECTION_ERRORS as exc:
+                raise ObjectStorageException(f"cannot connect to the object storage: {exc}") from exc
+            if not self._heartbeat_received:
+                self._outage.recovered()
             self._heartbeat_received = True
             backlog, self._backlog = self._backlog, []
             for queued in backlog:

@@ -23,11 +23,13 @@ and their task tables in the backend alone.
 
 from scaler_aws_batch.engine.facade import JobEngine
 from scaler_aws_batch.engine.failures import classify_failure
+from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON
 from scaler_aws_batch.engine.payload import PayloadPlan, new_nonce, plan_payload
 from scaler_aws_batch.engine.settings import EngineSettings
 from scaler_aws_batch.engine.work import TaskOutcome, TaskWork
 
 __all__ = [
+    "SCALER_RESTARTED_REASON",
     "EngineSettings",
     "JobEngine",
     "PayloadPlan",

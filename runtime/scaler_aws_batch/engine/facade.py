@@ -178,12 +178,30 @@ class JobEngine:
         if jobs:
             self._reconciler.wake.set()
 
+    @property
+    def settings(self) -> EngineSettings:
+        return self._settings
+
     def detach_all(self) -> None:
         """The scheduler went away: keep every submitted job, waiting for its task to be sent again (grace period);
         forget tasks not yet submitted (nobody waits for their results any more)."""
         for task in self._ledger.detach_all(self._clock() + self._settings.reattach_grace_seconds):
             task.future.cancel()
         self._packer.clear()
+
+    def cut_grace(self, grace_seconds: float) -> int:
+        """Scaler restarted (its scheduler or object storage server): the kept jobs' tasks will never be sent again,
+        so they wait ``grace_seconds`` at most, then their jobs are stopped with :data:`SCALER_RESTARTED_REASON`.
+        Returns the tasks it cut short."""
+        cut = self._ledger.cut_grace(self._clock() + grace_seconds)
+        self._reconciler.wake.set()
+        return cut
+
+    def kept(self) -> tuple[int, int, float]:
+        """Jobs kept for a re-send, their tasks, and the seconds until the last of their grace ends (0: none)."""
+        jobs = {self._ledger.awaiting_job[task_id][0] for task_id in self._ledger.awaiting}
+        last = max(self._ledger.awaiting.values(), default=self._clock())
+        return len(jobs), len(self._ledger.awaiting), max(0.0, last - self._clock())
 
     async def _deliver_stored(self, work: TaskWork) -> None:
         status = JobStatus(job_id="(stored result)", state=JobState.SUCCEEDED)

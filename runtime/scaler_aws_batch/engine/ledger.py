@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from scaler_aws_batch.backends.base import JobState
@@ -62,6 +63,13 @@ class JobRecord:
 Tentative = tuple[JobRecord, int | None]
 
 
+#: Why a kept job is stopped once the Scaler process that held its task ended (the backend's stop reason, e.g. Batch's
+#: statusReason): a restarted scheduler or object storage server keeps nothing of the old tasks.
+SCALER_RESTARTED_REASON = (
+    "Scaler restarted (its scheduler or object storage server): this task will never be sent again"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Expiry:
     """What the grace period ended: job targets to stop, and task ids whose results to delete."""
@@ -69,6 +77,8 @@ class Expiry:
     stop: list[tuple[str, JobState | None]]
     delete: set[str]
     stopped_tasks: int
+    #: Targets in ``stop`` whose tasks were lost in a Scaler restart (their grace was cut short).
+    after_restart: frozenset[str] = frozenset()
 
 
 class Ledger:
@@ -81,6 +91,8 @@ class Ledger:
         #: task without a walk over every task in flight (10,000 of them, every reconcile round).
         self.homes: dict[str, tuple[str, int | None]] = {}
         self.stored: dict[str, float] = {}  # task id with a result in the store, unclaimed -> grace deadline
+        #: Awaiting task ids lost in a Scaler restart: they will never be sent again (their grace was cut).
+        self.orphaned_by_restart: set[str] = set()
         self.stats: collections.Counter[str] = collections.Counter()
 
     # --- tasks --------------------------------------------------------------------------------------------------
@@ -201,6 +213,24 @@ class Ledger:
                 self.awaiting_job[task_id] = placed[task_id]
         return forgotten
 
+    def next_deadline(self) -> float:
+        """When the next grace of a task waiting to be sent again ends (inf: none waits)."""
+        return min(self.awaiting.values(), default=math.inf)
+
+    def cut_grace(self, deadline: float) -> int:
+        """The Scaler process that held the awaiting tasks ended: none waits past ``deadline`` any more, nor does an
+        unclaimed result of the grace. Returns the tasks whose grace was cut."""
+        cut = 0
+        for task_id, current in self.awaiting.items():
+            self.orphaned_by_restart.add(task_id)
+            if current > deadline:
+                self.awaiting[task_id] = deadline
+                cut += 1
+        for task_id, current in self.stored.items():
+            if math.isfinite(current) and current > deadline:  # inf: found at start, never deleted unclaimed
+                self.stored[task_id] = deadline
+        return cut
+
     def expire(self, now: float, delete_results: bool) -> Expiry:
         """End the grace period of tasks not sent again by ``now`` and of unclaimed stored results."""
         unclaimed = {task_id for task_id, deadline in self.stored.items() if deadline <= now}
@@ -209,6 +239,7 @@ class Ledger:
         expired = {task_id for task_id, deadline in self.awaiting.items() if deadline <= now}
         delete = set(unclaimed) if delete_results else set()
         stop: list[tuple[str, JobState | None]] = []
+        after_restart: set[str] = set()
         stopped_tasks = 0
         if expired:
             for job in list(self.jobs.values()):
@@ -218,6 +249,8 @@ class Ledger:
                 whole = len(mine) == len(job.tasks)
                 targets = [job.job_id] if whole or None in mine else [job.target(index) for index in mine]
                 stop.extend((target, job.state) for target in targets)
+                if any(task_id in self.orphaned_by_restart for task_id in mine.values()):
+                    after_restart.update(targets)
                 for index in mine:
                     self.unplace(job, index)
                 if not job.tasks:
@@ -228,4 +261,5 @@ class Ledger:
                 self.awaiting_job.pop(task_id, None)
             if delete_results:
                 delete |= expired
-        return Expiry(stop=stop, delete=delete, stopped_tasks=stopped_tasks)
+        self.orphaned_by_restart.intersection_update(self.awaiting)  # attached, finished or expired meanwhile
+        return Expiry(stop=stop, delete=delete, stopped_tasks=stopped_tasks, after_restart=frozenset(after_restart))

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
 from scaler_aws_batch.engine.accounting import UsageAccounts
-from scaler_aws_batch.engine.ledger import JobRecord, Ledger, Tentative
+from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON, JobRecord, Ledger, Tentative
 from scaler_aws_batch.engine.leftovers import LeftoverResults
 from scaler_aws_batch.engine.packer import Packer
 from scaler_aws_batch.engine.resolver import Finish, MoveToOnDemand, PutBack, Resolver
@@ -86,8 +86,10 @@ class Reconciler:
                 interval = self._settings.poll_interval_min_seconds
                 # Jobs again after an idle spell: describe them soon, then less and less often.
                 self._describe_due, self._describe_interval = 0.0, interval
+            # The next round, no later than the next grace ends: a grace cut short by a restart frees compute on time.
+            until_deadline = max(0.0, self._ledger.next_deadline() - self._clock())
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=min(interval, until_deadline))
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
@@ -126,7 +128,10 @@ class Reconciler:
         self.delete_read_results(now)
         expiry = self._ledger.expire(now, self._settings.delete_results)
         for target, state in expiry.stop:
-            await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
+            if target in expiry.after_restart:
+                await self._stopper.stop("(Scaler restarted)", target, state, SCALER_RESTARTED_REASON)
+            else:
+                await self._stopper.stop("(not sent again)", target, state, "Its Scaler task was not sent again")
         self._ledger.stats["grace-stopped"] += expiry.stopped_tasks
         self._delete_results(expiry.delete)
         if self._leftovers is not None and self._settings.delete_results:
