@@ -42,6 +42,8 @@ from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 from scaler_aws_batch.adapter.task_manager import PassthroughTaskManager
 from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting
 from scaler_aws_batch.engine import JobEngine
+from scaler_aws_batch.errors import StoreError
+from scaler_aws_batch.lease import Lease
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 _EXIT_NOTIFICATION_TIMEOUT_SECONDS = 5.0
 _RECONNECT_MIN_SECONDS = 0.5
 _RECONNECT_MAX_SECONDS = 30.0
+#: The exit code when another adapter took this adapter's lease over (this one was cut off longer than its TTL).
+EXIT_LEASE_LOST = 4
 #: What the connectors raise when the scheduler is gone or unreachable.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ymq.YMQException, zmq.ZMQError, OSError)
 #: ... and when it stopped answering (Scaler's death timeout).
@@ -97,9 +101,14 @@ class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
 
 
 class AdapterWorker:
-    def __init__(self, settings: AdapterSettings, engine: JobEngine) -> None:
+    def __init__(
+        self, settings: AdapterSettings, engine: JobEngine, *, lease: Lease | None = None, lease_seconds: float = 30.0
+    ) -> None:
         self._settings = settings
         self._engine = engine
+        self._lease = lease
+        self._lease_seconds = lease_seconds
+        self._lease_lost = False
         name = settings.name or f"scaler-batch|{engine.backend.name}|{uuid.uuid4().hex[:8]}"
         self._identity = WorkerID.generate_worker_id(name)
         self._task_manager = PassthroughTaskManager(
@@ -133,6 +142,7 @@ class AdapterWorker:
         # Before taking any task: a task Scaler sends again must find its live job or stored result.
         await self._engine.take_stock()
         engine = asyncio.ensure_future(self._engine.run())
+        renewing = asyncio.ensure_future(self._keep_lease())
         delay = _RECONNECT_MIN_SECONDS
         try:
             while True:
@@ -152,18 +162,57 @@ class AdapterWorker:
                     break
                 delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
         finally:
+            # Jobs of a lost lease belong to the adapter that took it over: leave them running.
+            stop_jobs = not (self._settings.keep_jobs_on_exit or self._lease_lost)
             report = await self._engine.shutdown(
-                stop_jobs=not self._settings.keep_jobs_on_exit, timeout_seconds=self._settings.shutdown_timeout_seconds
+                stop_jobs=stop_jobs, timeout_seconds=self._settings.shutdown_timeout_seconds
             )
-            engine.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine
+            for future in (engine, renewing):
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future
             await self._engine.close_usage()  # the usage summary line, and the usage log's last records
+            await self._release_lease()
             self._engine.backend.close()
+        if self._lease_lost:
+            return EXIT_LEASE_LOST
         logger.info("adapter stopped after %d task(s); %d job(s) stopped, %d kept running, %d could not be stopped",
                     self._task_manager.completed, len(report.stopped), len(report.kept),
                     len(report.failed))  # fmt: skip
         return 1 if report.failed else 0
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of its TTL. When another adapter took it over (this one was paused or cut off
+        longer than the TTL), stop serving at once: that adapter owns the jobs now."""
+        assert self._stopping is not None
+        if self._lease is None:
+            return
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._lease_seconds / 3)
+            if self._stopping.is_set():
+                return
+            try:
+                held = await asyncio.to_thread(self._lease.renew)
+            except StoreError as exc:  # an outage: try again at the next renewal
+                logger.warning("adapter id %s: renewing its lease failed: %s", self._lease.adapter_id, exc)
+                continue
+            if not held:
+                logger.error(
+                    "adapter id %s: another adapter took its lease over (this one went unrenewed for %.0fs); "
+                    "stopping, leaving the jobs to that adapter", self._lease.adapter_id, self._lease_seconds,
+                )  # fmt: skip
+                self._lease_lost = True
+                self._stopping.set()
+
+    async def _release_lease(self) -> None:
+        """At a clean exit, after the jobs were stopped or left: the next adapter with this id takes it at once."""
+        if self._lease is None or self._lease_lost:
+            return
+        try:
+            await asyncio.to_thread(self._lease.release)
+        except StoreError as exc:  # the next adapter waits out the TTL instead
+            logger.warning("adapter id %s: releasing its lease failed: %s", self._lease.adapter_id, exc)
 
     async def _serve(self, on_ready: Callable[[], None] | None) -> bool:
         """One connection to the scheduler. True when the scheduler was lost (reconnect), False to stop."""
