@@ -73,24 +73,21 @@ class WorkerPlan:
     explicit: bool
     lease_seconds: float
 
+    #: The backend's bound on a dead adapter's submission landing late (``BackendKind.submit_landing_seconds``).
+    submit_landing_seconds: float
+
     def engine(self, adapter_id: str, *, took_over: bool = False) -> JobEngine:
         """The engine under ``adapter_id``. ``took_over``: its lease came from a dead adapter, whose last SubmitJob
         may still land; the engine looks for its jobs once more before submitting tasks sent again."""
-        from scaler_aws_batch.aws_clients import READ_TIMEOUT_SECONDS
         from scaler_aws_batch.engine import JobEngine
         from scaler_aws_batch.usage import UsageRecorder
 
         settings = dataclasses.replace(
             self.engine_settings,
             adapter_id=adapter_id,
-            second_look_after_seconds=READ_TIMEOUT_SECONDS + LISTING_LAG_SECONDS if took_over else 0.0,
+            second_look_after_seconds=self.submit_landing_seconds if took_over else 0.0,
         )
         return JobEngine(self.setup.backend, self.setup.store, settings, self.setup.keys, UsageRecorder(self.usage_log))
-
-
-#: How long a job may stay out of ListJobs after its SubmitJob returned (eventual consistency), on top of the read
-#: timeout that bounds a SubmitJob call the dead adapter had sent.
-LISTING_LAG_SECONDS = 10.0
 
 
 def build_worker(worker: WorkerSettings, kind: BackendKind[Any], backend_settings: config.Settings) -> WorkerPlan:
@@ -153,7 +150,7 @@ def build_worker(worker: WorkerSettings, kind: BackendKind[Any], backend_setting
         shutdown_timeout_seconds=worker.shutdown_timeout,
     )
     return WorkerPlan(adapter, setup, engine_settings, worker.usage_log, candidates, bool(explicit),
-                      worker.lease_seconds)  # fmt: skip
+                      worker.lease_seconds, kind.submit_landing_seconds)  # fmt: skip
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
