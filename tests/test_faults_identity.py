@@ -7,6 +7,7 @@ to ``SCALER_BATCH_RELIABILITY_RECORD`` the same way.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import time
@@ -33,7 +34,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.spread]
 _TOOK_STOCK = re.compile(r"took stock for adapter id ([0-9A-Za-z-]+):")
 #: Both adapters of a pair take at most this many tasks, so that tasks submitted after the first is full go to the
 #: second one: tasks are in flight on both.
-_PER_ADAPTER = ["--max-concurrent-jobs", "8", "--queue-size", "8", "--reattach-grace", "5"]
+_PER_ADAPTER = ["--max-concurrent-jobs", "8", "--queue-size", "8"]
+#: Shorter than the scheduler's worker timeout: only where no adapter is killed (a killed adapter's tasks come again
+#: after that timeout, and must find their jobs still live).
+_SHORT_GRACE = ["--reattach-grace", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,10 @@ def adapter_id_of(adapter: AdapterProcess) -> str:
     match = _TOOK_STOCK.search(adapter.log_text())
     assert match is not None
     return match.group(1)
+
+
+def logged(adapter: AdapterProcess, text: str) -> bool:
+    return text in adapter.log_text()
 
 
 def connected(adapter: AdapterProcess) -> None:
@@ -67,15 +75,17 @@ def count_orphans(run: Trial, adapter_ids: Sequence[str], row: Row) -> None:
     row.orphans += sum(len(set(run.world.live_jobs(adapter_id)) - stopped) for adapter_id in set(adapter_ids))
 
 
-def start_pair(run: Trial, client: Client) -> tuple[AdapterProcess, AdapterProcess, str, str]:
+def start_pair(
+    run: Trial, client: Client, extra: Sequence[str] = ()
+) -> tuple[AdapterProcess, AdapterProcess, str, str]:
     """Two adapters started with the same command, 8 tasks in flight on each (held by the trial's gate file)."""
     gate = str(run.dir / "gate")
-    first = run.start_adapter(_PER_ADAPTER, default_id=True)
+    first = run.start_adapter([*_PER_ADAPTER, *extra], default_id=True)
     connected(first)
     first_id = adapter_id_of(first)
     run.submit(client, 8, seconds=0.5, gate=gate)
     wait_for(lambda: run.world.running_count(first_id) >= 1, "a RUNNING job of the first adapter")
-    second = run.start_adapter(_PER_ADAPTER, default_id=True)  # takes stock while the first one's jobs are live
+    second = run.start_adapter([*_PER_ADAPTER, *extra], default_id=True)  # takes stock while the first one's jobs live
     connected(second)
     second_id = adapter_id_of(second)
     # Keys 8..15 (``settle`` expects key * 2 from future number key); to the second adapter: the first one is full.
@@ -88,7 +98,7 @@ def test_two_adapters_started_the_same_way_take_distinct_ids_and_leave_each_othe
     row = Row("two adapters started with the same command (default id), tasks in flight on both")
     with trial(world, "twins") as run:
         with Client(address=run.cluster.addresses.scheduler) as client:
-            first, second, first_id, second_id = start_pair(run, client)
+            first, second, first_id, second_id = start_pair(run, client, _SHORT_GRACE)
             assert first_id != second_id
             assert not first_id.startswith(second_id) and not second_id.startswith(first_id)
             assert (
@@ -170,8 +180,11 @@ def test_kill_9_while_a_submit_job_is_in_flight_then_restart_runs_nothing_twice(
                 connected(first)
                 world.emulator.reset_api_calls()
                 world.emulator.faults.submit_delay_seconds = _IN_FLIGHT_SECONDS
+                # Odd trials: the tasks wait for a gate, so the job that landed late is still live at the second look
+                # (adopted, the tasks attach); even trials: it has ended by then (its results are delivered).
+                gate = run.dir / "gate" if number % 2 else None
                 try:
-                    run.submit(client, 10, seconds=1.0)
+                    run.submit(client, 10, seconds=1.0, gate=str(gate) if gate else "")
                     wait_for(lambda: world.emulator.api_calls["SubmitJob"] >= 1, "a SubmitJob in flight", interval=0.01)
                     first.process.send_signal(signal.SIGKILL)
                     first.process.wait()
@@ -182,8 +195,42 @@ def test_kill_9_while_a_submit_job_is_in_flight_then_restart_runs_nothing_twice(
                 first_looks_empty += (
                     f"took stock for adapter id {run.adapter_id}: 0 live job(s)" in restarted.log_text()
                 )
+                second_look = f"second look for adapter id {run.adapter_id}: "
+                if gate is not None:
+                    wait_for(
+                        functools.partial(logged, restarted, f"{second_look}1 more live job(s)"), "the second look"
+                    )
+                    gate.touch()
                 run.settle(row)
-                assert f"second look for adapter id {run.adapter_id}" in restarted.log_text()
+                assert second_look in restarted.log_text()
     row.record()
     assert first_looks_empty == _IN_FLIGHT_TRIALS, "the job landed only after the restarted adapter took stock"
+    row.assert_clean()
+
+
+def test_an_adapter_cut_off_past_its_lease_leaves_its_jobs_to_the_one_that_took_over(world: World) -> None:
+    """The first adapter is paused (SIGSTOP) past its lease's TTL; a second one with the same id takes the lease and
+    the jobs over. Resumed, the first finds its lease taken: it stops serving and exits 4 without stopping a job."""
+    row = Row("an adapter paused past its lease (SIGSTOP), another takes its id over, the first resumes")
+    lease = ["--lease-seconds", "3"]
+    with trial(world, "paused") as run:
+        gate = run.dir / "gate"
+        first = run.start_adapter(lease)
+        with Client(address=run.cluster.addresses.scheduler) as client:
+            connected(first)
+            run.submit(client, 8, seconds=0.5, gate=str(gate))
+            wait_for(lambda: world.running_count(run.adapter_id) >= 1, "a RUNNING job")
+            first.process.send_signal(signal.SIGSTOP)
+            try:
+                successor = run.start_adapter(lease)
+                connected(successor)
+            finally:
+                first.process.send_signal(signal.SIGCONT)
+            assert f"adapter id {run.adapter_id}: took over the lease of a dead adapter" in successor.log_text()
+            assert first.process.wait(timeout=120) == 4
+            log = first.log_text()
+            assert "another adapter took its lease over" in log and "shutdown: stopped" not in log
+            gate.touch()
+            run.settle(row)
+    row.record()
     row.assert_clean()

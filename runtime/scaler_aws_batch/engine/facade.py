@@ -202,9 +202,11 @@ class JobEngine:
             if listed.job_id not in known:
                 await self._stopper.stop("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
         held, self._held, self._second_look_at = self._held, [], None
-        self._ledger.stored.update(dict.fromkeys(stock.stored_results & set(held), math.inf))
-        logger.info("second look for adapter id %s: %d more live job(s); releasing %d held task(s)",
-                    self._settings.adapter_id, len(found), len(held))  # fmt: skip
+        stored = stock.stored_results & set(held)
+        self._ledger.stored.update(dict.fromkeys(stored, math.inf))
+        logger.info("second look for adapter id %s: %d more live job(s), %d stored result(s) of held tasks; "
+                    "releasing %d held task(s)", self._settings.adapter_id, len(found), len(stored),
+                    len(held))  # fmt: skip
         for task_id in held:
             task = self._ledger.tasks.get(task_id)
             if task is not None:  # not cancelled meanwhile
