@@ -140,9 +140,9 @@ class AdapterWorker:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self._stopping.set)
         # Before taking any task: a task Scaler sends again must find its live job or stored result.
+        renewing = asyncio.ensure_future(self._keep_lease())  # from now on: taking stock may outlast the lease's TTL
         await self._engine.take_stock()
         engine = asyncio.ensure_future(self._engine.run())
-        renewing = asyncio.ensure_future(self._keep_lease())
         delay = _RECONNECT_MIN_SECONDS
         try:
             while True:
@@ -182,16 +182,14 @@ class AdapterWorker:
         return 1 if report.failed else 0
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every third of its TTL. When another adapter took it over (this one was paused or cut off
-        longer than the TTL), stop serving at once: that adapter owns the jobs now."""
+        """Renew the lease every third of its TTL until cancelled after shutdown (stopping jobs takes a while, and
+        the id is still this adapter's meanwhile). When another adapter took it over (this one was paused or cut
+        off longer than the TTL), stop serving at once: that adapter owns the jobs now."""
         assert self._stopping is not None
         if self._lease is None:
             return
-        while not self._stopping.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._lease_seconds / 3)
-            if self._stopping.is_set():
-                return
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
             try:
                 held = await asyncio.to_thread(self._lease.renew)
             except StoreError as exc:  # an outage: try again at the next renewal
@@ -204,6 +202,7 @@ class AdapterWorker:
                 )  # fmt: skip
                 self._lease_lost = True
                 self._stopping.set()
+                return
 
     async def _release_lease(self) -> None:
         """At a clean exit, after the jobs were stopped or left: the next adapter with this id takes it at once."""
