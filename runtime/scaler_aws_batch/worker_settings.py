@@ -100,7 +100,8 @@ class WorkerSettings(Settings):
     keep_jobs_on_exit: bool = setting(
         False,
         "On SIGTERM/SIGINT, leave the jobs running (rolling restart): the next adapter with the same `adapter_id` "
-        "re-attaches to them.",
+        "re-attaches to them. Start it once this one has exited (its lease is released then): while this one runs, "
+        "an adapter started the same way takes another id, and one with the same explicit id is refused.",
     )
     lease_seconds: float = setting(
         30.0,
