@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-#: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check; stopped while starting.
+#: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check (including an adapter id held
+#: by a live adapter); stopped while starting. A running worker whose lease was taken over exits 4
+#: (:data:`scaler_aws_batch.adapter.worker.EXIT_LEASE_LOST`).
 EXIT_BAD_SETTINGS = 2
 EXIT_STARTUP_CHECK = 3
 EXIT_INTERRUPTED = 130
