@@ -92,6 +92,8 @@ class AdapterAccess(Construct):
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
+                    # Payloads, results, and the adapter id's lease (leases/<id>: a conditional PutObject creates
+                    # and renews it, GetObject reads its holder, DeleteObject releases it at exit).
                     sid="PayloadsAndResults",
                     actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                     resources=[bucket.arn_for_objects(f"{prefix}*")],

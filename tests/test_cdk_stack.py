@@ -404,6 +404,8 @@ def test_adapter_tags_jobs_reads_logs_and_uses_the_prefix_only(template_json: di
     assert tag["Action"] == "batch:TagResource"
     assert tag["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": [f"{JobTag.PREFIX}*"]}}
     objects = statements["PayloadsAndResults"]
+    # The adapter id's lease (leases/<id> under the prefix) is created, renewed, read and released with these.
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(objects["Action"])
     assert objects["Resource"] == {
         "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{CONTEXT['payload_prefix']}*"]]
     }

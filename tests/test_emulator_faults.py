@@ -7,8 +7,10 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from batch_emulator import BatchEmulator, EmulatorConfig, Faults, JobInfo
 from batch_emulator.testing import describe_job, log_messages, wait_for_status, wait_until
@@ -301,3 +303,33 @@ def test_s3_slow_down_and_server_error_bursts(emu: BatchEmulator) -> None:
     assert burst.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     emu.faults.burst_server_errors(0)
     assert batch.list_jobs(jobQueue=queue)["jobSummaryList"] == []
+
+
+def test_a_slow_submit_job_lands_after_its_caller_hung_up(emu: BatchEmulator) -> None:
+    """The SubmitJob a killed adapter had in flight: its caller gave up, the job is created all the same."""
+    queue, jobdef = emu.create_queue_and_job_definition(command=["true"])
+    emu.faults.submit_delay_seconds = 3.0
+    impatient = boto3.session.Session().client(
+        "batch", endpoint_url=emu.endpoint_url, region_name=emu.region, aws_access_key_id="testing",
+        aws_secret_access_key="testing", config=Config(read_timeout=0.5, retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+    with pytest.raises(ReadTimeoutError):
+        impatient.submit_job(jobName="in-flight", jobQueue=queue, jobDefinition=jobdef)
+    batch = emu.client("batch")
+    assert _names(batch, queue) == []  # not there yet
+    wait_until(lambda: _names(batch, queue) == ["in-flight"], "the late job in ListJobs", timeout=30)
+
+
+def test_list_jobs_lag_hides_young_jobs_but_describe_answers(emu: BatchEmulator) -> None:
+    queue, jobdef = emu.create_queue_and_job_definition(command=["true"])
+    batch = emu.client("batch")
+    emu.faults.list_jobs_lag_seconds = 3.0
+    job_id = batch.submit_job(jobName="young", jobQueue=queue, jobDefinition=jobdef)["jobId"]
+    assert _names(batch, queue) == []
+    assert [job["jobId"] for job in batch.describe_jobs(jobs=[job_id])["jobs"]] == [job_id]
+    wait_until(lambda: _names(batch, queue) == ["young"], "the job in ListJobs", timeout=30)
+
+
+def _names(batch: Any, queue: str) -> list[str]:
+    name_filter = [{"name": "JOB_NAME", "values": ["*"]}]
+    return [job["jobName"] for job in batch.list_jobs(jobQueue=queue, filters=name_filter)["jobSummaryList"]]

@@ -115,11 +115,13 @@ class World:
         )  # fmt: skip
         emulator.client("s3").create_bucket(Bucket=BUCKET)
 
-    def adapter_args(self, adapter_id: str, extra: Sequence[str] = ()) -> list[str]:
+    def adapter_args(self, adapter_id: str | None, extra: Sequence[str] = ()) -> list[str]:
+        """``adapter_id`` None: the default id (no ``--adapter-id``)."""
         return [
             "--backend", "aws-batch", "--job-queue", self.queue, "--job-definition", self.job_definition,
             "--bucket", BUCKET, "--prefix", PREFIX, "--region", self.emulator.region,
-            "--endpoint-url", self.emulator.endpoint_url, "--adapter-id", adapter_id, "--reattach-grace", "30",
+            "--endpoint-url", self.emulator.endpoint_url, *(["--adapter-id", adapter_id] if adapter_id else []),
+            "--reattach-grace", "30",
             "--shutdown-timeout", "60", "--signing-secret", self.signing_secret, *extra,
         ]  # fmt: skip
 
@@ -163,10 +165,17 @@ class Trial:
         self.exit_codes: list[int | None] = []
 
     def start_adapter(
-        self, extra: Sequence[str] = (), env: dict[str, str] | None = None, *, args: Sequence[str] | None = None
+        self,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        *,
+        args: Sequence[str] | None = None,
+        default_id: bool = False,
     ) -> AdapterProcess:
-        """An adapter on the emulator with ``extra`` flags, or with ``args`` instead (another backend)."""
-        args = self.world.adapter_args(self.adapter_id, extra) if args is None else args
+        """An adapter on the emulator with ``extra`` flags, or with ``args`` instead (another backend);
+        ``default_id``: without ``--adapter-id``."""
+        if args is None:
+            args = self.world.adapter_args(None if default_id else self.adapter_id, extra)
         work_dir = self.dir / f"adapter-{len(self.adapters)}"
         adapter = AdapterProcess(self.cluster.addresses.scheduler, work_dir, args, {**ADAPTER_ENV, **(env or {})})
         self.adapters.append(adapter)

@@ -146,6 +146,12 @@ class Faults:
     server_errors_until: float = 0.0
     """`time.monotonic()` until which every Batch job-API request is answered HTTP 500 (a burst). See
     `burst_server_errors`."""
+    submit_delay_seconds: float = 0.0
+    """SubmitJob requests wait this long (real seconds) before the job is created and answered. The job is created
+    even if the client hung up meanwhile: a SubmitJob in flight when its caller dies lands later."""
+    list_jobs_lag_seconds: float = 0.0
+    """ListJobs leaves out jobs created less than this long ago (real seconds), as AWS's eventually consistent
+    listing may; DescribeJobs still answers for them."""
     _rng: random.Random = field(default_factory=random.Random, repr=False, init=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, init=False, compare=False)
 

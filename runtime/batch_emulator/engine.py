@@ -264,6 +264,9 @@ class Engine:
                 candidates = [j for j in candidates if j.status == wanted]
             vanished = self.faults.vanished_job_ids
             candidates = [j for j in candidates if j.job_id not in vanished]
+            if self.faults.list_jobs_lag_seconds > 0:  # an eventually consistent listing: young jobs not yet in it
+                born_before = now_ms() - self.faults.list_jobs_lag_seconds * 1000
+                candidates = [j for j in candidates if j.created_at <= born_before]
             candidates.sort(key=lambda j: j.created_at, reverse=True)
             return [job_summary(j) for j in candidates], len(candidates)
 

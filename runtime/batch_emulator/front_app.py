@@ -262,6 +262,9 @@ class FrontApp:
             raise client_error(rules.MSG_JOB_TOO_BIG)
         req = _parse_json(body)
         if operation == "SubmitJob":
+            delay = self._gate.faults.submit_delay_seconds  # read once: a test may reset it while this one waits
+            if delay > 0:  # this request's thread goes on if the client hangs up
+                time.sleep(delay)
             return engine.submit(req)
         if operation == "DescribeJobs":
             ids = req.get("jobs")

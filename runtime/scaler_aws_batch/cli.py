@@ -6,13 +6,16 @@ Imports are deferred per subcommand so ``run-job``, which starts once per job, l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-#: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check; stopped while starting.
+#: Exit codes of ``scaler-batch worker``: a bad flag or setting; a failed start-up check (including an adapter id held
+#: by a live adapter); stopped while starting. A running worker whose lease was taken over exits 4
+#: (:data:`scaler_aws_batch.adapter.lease_keeper.EXIT_LEASE_LOST`).
 EXIT_BAD_SETTINGS = 2
 EXIT_STARTUP_CHECK = 3
 EXIT_INTERRUPTED = 130
@@ -20,8 +23,9 @@ EXIT_INTERRUPTED = 130
 if TYPE_CHECKING:
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
-    from scaler_aws_batch.backends.kind import BackendKind
-    from scaler_aws_batch.engine import JobEngine
+    from scaler_aws_batch.backends.kind import BackendKind, BackendSetup
+    from scaler_aws_batch.engine import EngineSettings, JobEngine
+    from scaler_aws_batch.lease import Lease
     from scaler_aws_batch.worker_settings import WorkerSettings
 
 
@@ -58,18 +62,46 @@ def load_worker_settings(
     return worker, kind, kind.load_settings(args, env, sections[kind.name])
 
 
-def build_worker(
-    worker: WorkerSettings, kind: BackendKind[Any], backend_settings: config.Settings
-) -> tuple[AdapterSettings, JobEngine]:
-    """The adapter settings and its engine. ValueError on bad input."""
+@dataclasses.dataclass(frozen=True)
+class WorkerPlan:
+    """Everything the worker needs but its adapter id, which the lease decides (:meth:`engine`)."""
+
+    adapter: AdapterSettings
+    setup: BackendSetup
+    engine_settings: EngineSettings
+    usage_log: str | None
+    #: The ids to try: the explicit ``--adapter-id`` alone, or the default id's slots.
+    candidates: Callable[[], Iterator[str]]
+    explicit: bool
+    lease_seconds: float
+
+    #: The backend's bound on a dead adapter's submission landing late (``BackendKind.submit_landing_seconds``).
+    submit_landing_seconds: float
+
+    def engine(self, adapter_id: str, *, took_over: bool = False) -> JobEngine:
+        """The engine under ``adapter_id``. ``took_over``: its lease came from a dead adapter, whose last SubmitJob
+        may still land; the engine looks for its jobs once more before submitting tasks sent again."""
+        from scaler_aws_batch.engine import JobEngine
+        from scaler_aws_batch.usage import UsageRecorder
+
+        settings = dataclasses.replace(
+            self.engine_settings,
+            adapter_id=adapter_id,
+            second_look_after_seconds=self.submit_landing_seconds if took_over else 0.0,
+        )
+        return JobEngine(self.setup.backend, self.setup.store, settings, self.setup.keys, UsageRecorder(self.usage_log))
+
+
+def build_worker(worker: WorkerSettings, kind: BackendKind[Any], backend_settings: config.Settings) -> WorkerPlan:
+    """The adapter's settings, its backend and the engine's settings. ValueError on bad input."""
     import cloudpickle
 
     from scaler_aws_batch import config
     from scaler_aws_batch.adapter.worker import AdapterSettings
-    from scaler_aws_batch.engine import EngineSettings, JobEngine
-    from scaler_aws_batch.reattach import default_adapter_id
+    from scaler_aws_batch.engine import EngineSettings
+    from scaler_aws_batch.lease import slot_ids
+    from scaler_aws_batch.reattach import ADAPTER_ID_CHARS, default_adapter_id
     from scaler_aws_batch.tags import merge_user_tags, parse_tag_pairs
-    from scaler_aws_batch.usage import UsageRecorder
     from scaler_aws_batch.wire import python_version_tag
     from scaler_aws_batch.worker_settings import WorkerSettings
 
@@ -82,9 +114,15 @@ def build_worker(
         )
     setup = kind.build(backend_settings, worker)
     user_tags = merge_user_tags(setup.job_tags, parse_tag_pairs(worker.tags, flag="--tag"))
+    inputs = (worker.scheduler, kind.name, setup.deployment, worker.name)
+    slot_zero = default_adapter_id(scheduler=inputs[0], backend=inputs[1], queue=inputs[2], name=inputs[3])
+    explicit = worker.adapter_id
+
+    def candidates() -> Iterator[str]:
+        return iter((explicit,)) if explicit else slot_ids(slot_zero, inputs, ADAPTER_ID_CHARS)
+
     engine_settings = EngineSettings(
-        adapter_id=worker.adapter_id
-        or default_adapter_id(scheduler=worker.scheduler, backend=kind.name, queue=setup.deployment, name=worker.name),
+        adapter_id=explicit or slot_zero,
         client_python=worker.client_python or python_version_tag(),
         cloudpickle_version=cloudpickle.__version__,
         job_timeout_seconds=worker.job_timeout_seconds,
@@ -114,7 +152,8 @@ def build_worker(
         shutdown_timeout_seconds=worker.shutdown_timeout,
         restart_grace_seconds=worker.restart_grace,
     )
-    return adapter, JobEngine(setup.backend, setup.store, engine_settings, setup.keys, UsageRecorder(worker.usage_log))
+    return WorkerPlan(adapter, setup, engine_settings, worker.usage_log, candidates, bool(explicit),
+                      worker.lease_seconds, kind.submit_landing_seconds)  # fmt: skip
 
 
 def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -125,22 +164,26 @@ def run_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         worker, kind, backend_settings = load_worker_settings(args, env)
         logging.basicConfig(level=worker.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        settings, engine = build_worker(worker, kind, backend_settings)
+        plan = build_worker(worker, kind, backend_settings)
     except ValueError as exc:
         print(f"scaler-batch worker: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    code = _check_before_serving(settings, engine)
-    if code is not None:
-        engine.backend.close()
-        return code
-    return asyncio.run(AdapterWorker(settings, engine).run())
+    outcome = _check_before_serving(plan)
+    if isinstance(outcome, int):
+        plan.setup.backend.close()
+        return outcome
+    engine = plan.engine(outcome.adapter_id, took_over=outcome.took_over)
+    return asyncio.run(AdapterWorker(plan.adapter, engine, lease=outcome, lease_seconds=plan.lease_seconds).run())
 
 
-def _check_before_serving(settings: AdapterSettings, engine: JobEngine) -> int | None:
-    """Run the start-up checks; an exit code when the worker must not serve. SIGTERM/SIGINT stop them at once."""
+def _check_before_serving(plan: WorkerPlan) -> int | Lease:
+    """Run the start-up checks and take the adapter id's lease; an exit code when the worker must not serve.
+    SIGTERM/SIGINT stop them at once."""
     import signal
     import threading
 
+    from scaler_aws_batch.errors import StoreError
+    from scaler_aws_batch.lease import AdapterIdHeldError, LeaseInterrupted, LeaseTaker
     from scaler_aws_batch.startup_checks import (
         SCHEDULER_WAIT_SECONDS,
         StartupCheckError,
@@ -157,25 +200,30 @@ def _check_before_serving(settings: AdapterSettings, engine: JobEngine) -> int |
         stop.set()
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    routing = plan.adapter.routing
     try:
         run_startup_checks(
-            scheduler=settings.scheduler_address,
-            backend=engine.backend,
-            queues=[queue for queue in (settings.routing.on_demand, settings.routing.gpu) if queue],
-            store=engine.store,
+            scheduler=plan.adapter.scheduler_address,
+            backend=plan.setup.backend,
+            queues=[queue for queue in (routing.on_demand, routing.gpu) if queue],
+            store=plan.setup.store,
             scheduler_wait_seconds=SCHEDULER_WAIT_SECONDS,
             stop=stop,
         )
-    except StartupCheckError as exc:
+        # Before connecting: an adapter that may not own this id must not take tasks under it.
+        return LeaseTaker(plan.setup.store, plan.lease_seconds, stop).take(plan.candidates(), explicit=plan.explicit)
+    except (StartupCheckError, AdapterIdHeldError) as exc:
         print(f"scaler-batch worker: {exc}", file=sys.stderr)
         return EXIT_STARTUP_CHECK
-    except StartupInterrupted:
+    except StoreError as exc:
+        print(f"scaler-batch worker: cannot take the adapter id's lease in the store: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_CHECK
+    except (StartupInterrupted, LeaseInterrupted):
         print(f"scaler-batch worker: stopped by {received[0]} during the start-up checks", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

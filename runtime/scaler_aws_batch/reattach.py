@@ -2,8 +2,8 @@
 
 * **Adapter id.** Every job name starts with ``scaler-<adapter id>-`` and every job is tagged with the id. The id is
   ``--adapter-id``, or by default derived from the scheduler address, the backend, its queue (or work directory)
-  and ``--name`` (:func:`default_adapter_id`), so the same deployment restarted gets the same id. Two adapters that
-  serve the same scheduler and queue at once need distinct ids (``--adapter-id`` or ``--name``).
+  and ``--name`` (:func:`default_adapter_id`), so the same deployment restarted gets the same id. Adapters started
+  the same way at once take distinct ids, one per free slot of the id's lease (:mod:`scaler_aws_batch.lease`).
 * **Task table.** A job's tasks are in its payload (the envelope's header lists the task ids in array-index order),
   so a job found by name, even one whose SubmitJob was in flight when the adapter died, maps back to its tasks.
 * **Stock** (:func:`take_stock`): this adapter's live jobs (ListJobs by name prefix, then DescribeJobs for their

@@ -78,8 +78,8 @@ class WorkerSettings(Settings):
         "Names (`scaler-<id>-...`) and tags (`scaler-batch:adapter-id`) every job, so that the adapter restarted with "
         "the same id finds its jobs in the backend alone (docs/reliability.md). Default: the first 12 hex digits of "
         "the SHA-256 of the scheduler address, the backend, its job queue (AWS) or work directory (local), and "
-        "`name`: stable across restarts of one deployment. Two adapters serving the same scheduler and queue at once "
-        "need distinct ids.",
+        "`name`: stable across restarts of one deployment. Adapters started the same way at once take distinct ids "
+        "(the next free one, see `lease_seconds`); an explicit id that a live adapter holds is refused.",
         default_text="derived",
     )
     reattach_grace: float = setting(
@@ -108,7 +108,15 @@ class WorkerSettings(Settings):
     keep_jobs_on_exit: bool = setting(
         False,
         "On SIGTERM/SIGINT, leave the jobs running (rolling restart): the next adapter with the same `adapter_id` "
-        "re-attaches to them.",
+        "re-attaches to them. Start it once this one has exited (its lease is released then): while this one runs, "
+        "an adapter started the same way takes another id, and one with the same explicit id is refused.",
+    )
+    lease_seconds: float = setting(
+        30.0,
+        "Time to live of the adapter id's lease in the store (`leases/<id>`), renewed every third of it. An adapter "
+        "whose lease went unrenewed this long (or whose pid is gone, on the same host) is dead: the next one takes "
+        "its id and jobs over. A live holder makes an adapter with the default id take the next free id, and one "
+        "with an explicit `adapter_id` refuse to start.",
     )
     runnable_warn_after: float = setting(
         defaults.RUNNABLE_WARN_SECONDS,
@@ -148,6 +156,8 @@ class WorkerSettings(Settings):
         check_whole(self, "queue_size", minimum=0)
         check_positive(self, "vanish_after")
         check_positive(self, "runnable_warn_after")
+        if self.lease_seconds < 3:
+            raise ValueError(f"lease_seconds takes 3 or more ({where(WorkerSettings, 'lease_seconds')})")
         check_whole(self, "spot_reclaims_before_on_demand", minimum=1)
         for name in ("reattach_grace", "restart_grace", "submit_deadline", "shutdown_timeout"):
             if getattr(self, name) < 0:

@@ -40,10 +40,12 @@ from scaler.worker_manager.proxy.heartbeat_manager import HeartbeatManager
 from scaler.worker_manager.proxy.mixins import ProcessorStatusProvider
 
 from scaler_aws_batch import defaults
+from scaler_aws_batch.adapter.lease_keeper import EXIT_LEASE_LOST, LeaseKeeper
 from scaler_aws_batch.adapter.outage import Lost, OutageLog, probe
 from scaler_aws_batch.adapter.task_manager import PassthroughTaskManager
 from scaler_aws_batch.capabilities import TASK_CAPABILITIES, QueueRouting
 from scaler_aws_batch.engine import JobEngine
+from scaler_aws_batch.lease import Lease
 from scaler_aws_batch.limits import MAX_ARRAY_SIZE
 
 logger = logging.getLogger(__name__)
@@ -111,7 +113,9 @@ class _StatusProvider(ProcessorStatusProvider):  # type: ignore[misc]
 
 
 class AdapterWorker:
-    def __init__(self, settings: AdapterSettings, engine: JobEngine) -> None:
+    def __init__(
+        self, settings: AdapterSettings, engine: JobEngine, *, lease: Lease | None = None, lease_seconds: float = 30.0
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._name = settings.name or f"scaler-batch|{engine.backend.name}|{uuid.uuid4().hex[:8]}"
@@ -121,6 +125,7 @@ class AdapterWorker:
             AddressConfig.from_string(settings.object_storage_address) if settings.object_storage_address else None
         )
         self._outage = OutageLog()
+        self._lease = LeaseKeeper(lease, lease_seconds) if lease is not None else None
         self._task_manager = PassthroughTaskManager(
             engine, max_concurrent_jobs=settings.max_concurrent_jobs, routing=settings.routing
         )
@@ -150,6 +155,8 @@ class AdapterWorker:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self._stopping.set)
         # Before taking any task: a task Scaler sends again must find its live job or stored result.
+        # From now on: taking stock may outlast the lease's TTL.
+        renewing = asyncio.ensure_future(self._lease.keep(self._stopping.set) if self._lease else asyncio.sleep(0))
         await self._engine.take_stock()
         engine = asyncio.ensure_future(self._engine.run())
         delay = _RECONNECT_MIN_SECONDS
@@ -169,14 +176,22 @@ class AdapterWorker:
                     break
                 delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
         finally:
+            # Jobs of a lost lease belong to the adapter that took it over: leave them running.
+            lease_lost = self._lease is not None and self._lease.lost
+            stop_jobs = not (self._settings.keep_jobs_on_exit or lease_lost)
             report = await self._engine.shutdown(
-                stop_jobs=not self._settings.keep_jobs_on_exit, timeout_seconds=self._settings.shutdown_timeout_seconds
+                stop_jobs=stop_jobs, timeout_seconds=self._settings.shutdown_timeout_seconds
             )
-            engine.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine
+            for future in (engine, renewing):
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future
             await self._engine.close_usage()  # the usage summary line, and the usage log's last records
+            if self._lease is not None:
+                await self._lease.release()
             self._engine.backend.close()
+        if self._lease is not None and self._lease.lost:
+            return EXIT_LEASE_LOST
         logger.info("adapter stopped after %d task(s); %d job(s) stopped, %d kept running, %d could not be stopped",
                     self._task_manager.completed, len(report.stopped), len(report.kept),
                     len(report.failed))  # fmt: skip

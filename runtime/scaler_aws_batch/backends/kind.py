@@ -52,6 +52,10 @@ class BackendKind(Generic[S]):
     describe_interval_max_seconds: float = 5.0
     #: The shortest job timeout the backend accepts.
     min_timeout_seconds: int = 1
+    #: How long a submission whose caller died may still create a job that ``find_jobs`` then finds (AWS: a
+    #: SubmitJob may run until the client's read timeout, and ListJobs lags). An adapter that took its id over from
+    #: a dead one looks for its jobs again this long after taking stock. 0: a submission cannot land later.
+    submit_landing_seconds: float = 0.0
     #: Reads the settings from flags, environment and the config file's table; backends with another source
     #: (AWS: the stack outputs) pass their own.
     load: Callable[[argparse.Namespace, Mapping[str, str], Mapping[str, Any]], S] | None = None

@@ -71,6 +71,9 @@ class JobEngine:
             accounts=self._accounts, resolver=self._resolver, stopper=self._stopper, packer=self._packer, clock=clock,
             leftovers=self._leftovers,
         )  # fmt: skip
+        # The second look (see EngineSettings.second_look_after_seconds): when it is due, and the tasks held for it.
+        self._second_look_at: float | None = None
+        self._held: list[str] = []
         self._intake_open = True
         self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
         self._settled = asyncio.Event()
@@ -121,6 +124,9 @@ class JobEngine:
         if self._ledger.stored.pop(work.task_id, None) is not None:
             asyncio.get_running_loop().create_task(self._deliver_stored(work))
             return future
+        if self._second_look_at is not None:  # its job may still appear: a dead predecessor's SubmitJob may land
+            self._held.append(work.task_id)
+            return future
         self._packer.add(work.pack_key(), work.task_id, self._clock())
         return future
 
@@ -139,7 +145,7 @@ class JobEngine:
 
     async def run(self) -> None:
         try:
-            await asyncio.gather(self._pack_loop(), self._reconciler.run())
+            await asyncio.gather(self._pack_loop(), self._reconciler.run(), self._second_look())
         finally:
             await asyncio.to_thread(self._results.close)
 
@@ -170,7 +176,57 @@ class JobEngine:
         logger.info("took stock for adapter id %s: %d live job(s) with %d task(s), %d stored result(s)",
                     self._settings.adapter_id, len(stock.live_jobs), sum(len(job.task_ids) for job in stock.live_jobs),
                     len(stock.stored_results))  # fmt: skip
+        if self._settings.second_look_after_seconds > 0:
+            self._second_look_at = self._clock() + self._settings.second_look_after_seconds
+            logger.info("adapter id %s was taken over from a dead adapter whose last SubmitJob may still land: tasks "
+                        "sent again that find no job wait up to %.0fs for a second look at its jobs",
+                        self._settings.adapter_id, self._settings.second_look_after_seconds)  # fmt: skip
         return stock
+
+    async def _second_look(self) -> None:
+        """Look for this adapter's jobs once more when a predecessor's SubmitJob can no longer land, then let the
+        held tasks go: to the jobs found (adopted), to stored results, or to a new submission.
+
+        Scaler sends a dead worker's tasks again only after its worker timeout (60 s by default), close to the end of
+        this window: the hold rarely delays a task in practice."""
+        if self._second_look_at is None:
+            return
+        await asyncio.sleep(max(0.0, self._second_look_at - self._clock()))
+        try:
+            stock = await asyncio.to_thread(
+                take_stock, self._backend, self._store, job_name_prefix(self._settings.adapter_id),
+                self._settings.queues, self._keys,
+            )  # fmt: skip
+        except (BackendError, StoreError) as exc:  # as at start: serving beats refusing
+            logger.error("second look for adapter %s's jobs failed; submitting the held tasks: %s",
+                         self._settings.adapter_id, exc)  # fmt: skip
+            stock = Stock(live_jobs=(), stored_results=frozenset())
+        known = set(self._ledger.jobs)
+        found = [job for job in stock.live_jobs if job.job_id not in known]
+        self.adopt(found)
+        for listed in stock.unreadable:
+            if listed.job_id not in known:
+                await self._stopper.stop("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
+        held, self._held, self._second_look_at = self._held, [], None
+        stored = stock.stored_results & set(held)
+        self._ledger.stored.update(dict.fromkeys(stored, math.inf))
+        logger.info("second look for adapter id %s: %d more live job(s), %d stored result(s) of held tasks; "
+                    "releasing %d held task(s)", self._settings.adapter_id, len(found), len(stored),
+                    len(held))  # fmt: skip
+        for task_id in held:
+            task = self._ledger.tasks.get(task_id)
+            if task is not None:  # not cancelled meanwhile
+                self._release_held(task)
+
+    def _release_held(self, task: TaskRecord) -> None:
+        work = task.work
+        if self._ledger.attach(task):
+            logger.info("task %s: attached to its live job %s (found by the second look)", work.task_id, task.job_id)
+            self._reconciler.wake.set()
+        elif self._ledger.stored.pop(work.task_id, None) is not None:
+            asyncio.get_running_loop().create_task(self._deliver_stored(work))
+        else:
+            self._packer.add(work.pack_key(), work.task_id, self._clock())
 
     def adopt(self, jobs: Sequence[FoundJob]) -> None:
         now = self._clock()

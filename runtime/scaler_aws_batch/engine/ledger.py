@@ -198,7 +198,8 @@ class Ledger:
                 )
             for index, task_id in enumerate(found.task_ids):
                 self.place(job, index if is_array else None, task_id)
-                if task_id not in self.tasks:
+                task = self.tasks.get(task_id)
+                if task is None or task.job_id is None:  # not sent yet, or sent and held unsubmitted: may attach
                     self.awaiting[task_id] = deadline
                     self.awaiting_job[task_id] = (found.job_id, index if is_array else None)
 

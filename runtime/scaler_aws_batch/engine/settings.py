@@ -41,6 +41,11 @@ class EngineSettings:
     reattach_grace_seconds: float = defaults.REATTACH_GRACE_SECONDS
     #: How long a submission keeps being retried through throttling, server errors and expired credentials.
     submit_deadline_seconds: float = defaults.SUBMIT_DEADLINE_SECONDS
+    #: Set when this adapter took its id over from a dead adapter whose last SubmitJob may still land (bounded by
+    #: the client's read timeout plus ListJobs' lag): tasks sent again that found neither a live job nor a stored
+    #: result wait until this long after taking stock, when the engine looks for the adapter's jobs once more.
+    #: 0: no second look (a clean first start, a released lease).
+    second_look_after_seconds: float = 0.0
     #: Queues searched for this adapter's jobs at start (None: the backend's default queue).
     queues: tuple[str | None, ...] = (None,)
     #: Re-upload content-addressed objects older than this; keep it well under the bucket's expiry (>= 1 day).

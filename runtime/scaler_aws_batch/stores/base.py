@@ -25,6 +25,22 @@ class ObjectStore(abc.ABC):
         Results are written this way so that a job that runs twice (Batch is at-least-once) keeps the first result.
         """
 
+    # --- conditional writes, for small coordination objects (the adapter's lease) ---------------------------------
+    # A *tag* identifies one version of an object (S3: its ETag; a directory: a digest of its content): a write
+    # conditioned on the tag succeeds only if nobody changed the object since it was read.
+
+    @abc.abstractmethod
+    def create_tagged(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` only if it does not exist: its new tag, or None when it already existed."""
+
+    @abc.abstractmethod
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and its tag; :class:`~scaler_aws_batch.errors.ObjectMissingError` when it does not exist."""
+
+    @abc.abstractmethod
+    def replace_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        """Replace ``key`` only if its tag is still ``tag``: the new tag, or None when it changed or is gone."""
+
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """Read ``key``; raise :class:`~scaler_aws_batch.errors.ObjectMissingError` when it does not exist."""

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import pathlib
 import tempfile
+from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
 from scaler_aws_batch.errors import ObjectMissingError, StoreError
 from scaler_aws_batch.stores.base import ObjectStore
+
+#: Lock files of the conditional writes, next to their object; never listed as keys.
+_LOCK_PREFIX = ".lock-"
+
+
+def _tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalDirectoryStore(ObjectStore):
@@ -63,6 +74,37 @@ class LocalDirectoryStore(ObjectStore):
         finally:
             os.unlink(temp)
 
+    def create_tagged(self, key: str, data: bytes) -> str | None:
+        return _tag(data) if self.put_if_absent(key, data) else None
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, _tag(data)
+
+    def replace_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        path = self._path(key)
+        try:
+            with self._locked(path):  # compare and swap: no other conditional write in between
+                try:
+                    if _tag(path.read_bytes()) != tag:
+                        return None
+                except FileNotFoundError:
+                    return None
+                os.replace(self._write_temp(path, data), path)
+                return _tag(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self, path: pathlib.Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(_LOCK_PREFIX + path.name), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -96,7 +138,9 @@ class LocalDirectoryStore(ObjectStore):
         return {
             f"{head}{entry.name}"
             for entry in base.iterdir()
-            if entry.is_file() and entry.name.startswith(name_prefix) and not entry.name.startswith(".partial-")
+            if entry.is_file()
+            and entry.name.startswith(name_prefix)
+            and not entry.name.startswith((".partial-", _LOCK_PREFIX))
         }
 
     def delete(self, key: str) -> None:

@@ -176,6 +176,35 @@ class S3Store(ObjectStore):
                 return False
             raise
 
+    def _conditional_put(self, key: str, data: bytes, condition: Mapping[str, str]) -> str | None:
+        """A PutObject under ``condition`` (``IfNoneMatch`` or ``IfMatch``): the new ETag, or None when S3 refused
+        the condition (412 PreconditionFailed; 409 ConditionalRequestConflict for a write racing ours; NoSuchKey
+        when the object is gone)."""
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key(key), "Body": data, **condition}
+        try:
+            answer = self._call("PutObject", "write", key, lambda: self._client.put_object(**kwargs))
+        except ObjectMissingError:
+            return None
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) in _ALREADY_EXISTS_CODES:
+                return None
+            raise
+        return str(answer["ETag"])
+
+    def create_tagged(self, key: str, data: bytes) -> str | None:
+        return self._conditional_put(key, data, {"IfNoneMatch": "*"})
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        def read() -> tuple[bytes, str]:
+            answer = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
+            return answer["Body"].read(), str(answer["ETag"])
+
+        return self._call("GetObject", "read", key, read)
+
+    def replace_tagged(self, key: str, data: bytes, tag: str) -> str | None:
+        return self._conditional_put(key, data, {"IfMatch": tag})
+
     def get(self, key: str) -> bytes:
         def read() -> bytes:
             return self._client.get_object(Bucket=self._bucket, Key=self._key(key))["Body"].read()

@@ -23,7 +23,7 @@ import botocore.exceptions
 
 from scaler_aws_batch import config
 from scaler_aws_batch.aws_calls import AwsCalls, error_code
-from scaler_aws_batch.aws_clients import client_config
+from scaler_aws_batch.aws_clients import READ_TIMEOUT_SECONDS, client_config
 from scaler_aws_batch.backends.aws_batch.backend import (
     DEFAULT_DESCRIBE_TPS,
     DEFAULT_LOG_GROUP,
@@ -336,6 +336,9 @@ def build_aws_batch(aws: AwsBatchSettings, worker: WorkerSettings) -> BackendSet
     return BackendSetup(backend, store, routing, keys, job_tags=aws.user_tags, deployment=aws.job_queue)
 
 
+#: How long a job may stay out of ListJobs after its SubmitJob returned.
+LISTING_LAG_SECONDS: Final = 10.0
+
 KIND = BackendKind(
     name="aws-batch",
     settings=AwsBatchSettings,
@@ -343,6 +346,9 @@ KIND = BackendKind(
     min_timeout_seconds=MIN_TIMEOUT_SECONDS,
     # DescribeJobs shares the account's Batch API budget; results arrive through S3 listings meanwhile.
     describe_interval_max_seconds=10.0,
+    # A SubmitJob sent by an adapter killed meanwhile may create its job until the read timeout; ListJobs may then
+    # lag a few seconds (eventual consistency).
+    submit_landing_seconds=READ_TIMEOUT_SECONDS + LISTING_LAG_SECONDS,
     load=load_aws_batch_settings,
 )
 
