@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, JobStatus
-from scaler_aws_batch.contracts import job_name_prefix
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import Ledger, TaskRecord
 from scaler_aws_batch.engine.leftovers import LeftoverResults
@@ -24,11 +23,12 @@ from scaler_aws_batch.engine.payload import UploadCache, new_nonce
 from scaler_aws_batch.engine.reconciler import Reconciler
 from scaler_aws_batch.engine.resolver import Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
+from scaler_aws_batch.engine.stocktaking import StockTaker
 from scaler_aws_batch.engine.stopping import JobStopper
 from scaler_aws_batch.engine.submitter import Refused, Submitted, Submitter, Transient
 from scaler_aws_batch.engine.work import Clock, TaskOutcome, TaskWork
-from scaler_aws_batch.errors import BackendError, ResultRejectedError, StoreError
-from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock, take_stock
+from scaler_aws_batch.errors import ResultRejectedError, StoreError
+from scaler_aws_batch.reattach import FoundJob, ShutdownReport, Stock
 from scaler_aws_batch.results import ResultIO
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores import ObjectStore
@@ -71,9 +71,10 @@ class JobEngine:
             accounts=self._accounts, resolver=self._resolver, stopper=self._stopper, packer=self._packer, clock=clock,
             leftovers=self._leftovers,
         )  # fmt: skip
-        # The second look (see EngineSettings.second_look_after_seconds): when it is due, and the tasks held for it.
-        self._second_look_at: float | None = None
-        self._held: list[str] = []
+        self._stock = StockTaker(
+            backend=backend, store=store, settings=settings, keys=keys, ledger=self._ledger, stopper=self._stopper,
+            leftovers=self._leftovers, clock=clock,
+        )  # fmt: skip
         self._intake_open = True
         self._submitting = 0  # submissions in flight (a thread may be inside SubmitJob)
         self._settled = asyncio.Event()
@@ -117,18 +118,20 @@ class JobEngine:
     def submit(self, work: TaskWork) -> asyncio.Future[TaskOutcome]:
         future: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
         task = self._ledger.tasks[work.task_id] = TaskRecord(work=work, future=future)
-        if self._ledger.attach(task):
-            logger.info("task %s: attached to its live job %s", work.task_id, task.job_id)
-            self._reconciler.wake.set()
-            return future
-        if self._ledger.stored.pop(work.task_id, None) is not None:
-            asyncio.get_running_loop().create_task(self._deliver_stored(work))
-            return future
-        if self._second_look_at is not None:  # its job may still appear: a dead predecessor's SubmitJob may land
-            self._held.append(work.task_id)
-            return future
-        self._packer.add(work.pack_key(), work.task_id, self._clock())
+        self._route(task)
         return future
+
+    def _route(self, task: TaskRecord, *, second_look: bool = False) -> None:
+        """A task goes to its live job, its stored result, the second look (held) or a new submission."""
+        work = task.work
+        if self._ledger.attach(task):
+            logger.info("task %s: attached to its live job %s%s", work.task_id, task.job_id,
+                        " (found by the second look)" if second_look else "")  # fmt: skip
+            self._reconciler.wake.set()
+        elif self._ledger.stored.pop(work.task_id, None) is not None:
+            asyncio.get_running_loop().create_task(self._deliver_stored(work))
+        elif second_look or not self._stock.hold(work.task_id):  # held: a dead predecessor's SubmitJob may land
+            self._packer.add(work.pack_key(), work.task_id, self._clock())
 
     async def cancel(self, task_id: str) -> bool:
         """Stop a task wherever it is. Returns False when the engine does not know it (already finished)."""
@@ -154,79 +157,17 @@ class JobEngine:
     async def take_stock(self) -> Stock:
         """Find this adapter's live jobs and stored results (before the adapter takes any task). Their tasks wait
         ``reattach_grace_seconds`` for Scaler to send them again."""
-        try:
-            stock = await asyncio.to_thread(
-                take_stock, self._backend, self._store, job_name_prefix(self._settings.adapter_id),
-                self._settings.queues, self._keys,
-            )  # fmt: skip
-        except (BackendError, StoreError) as exc:
-            # Serving beats refusing: tasks sent again will run again, and their old jobs are not stopped.
-            logger.error("taking stock of adapter %s's jobs failed; continuing without re-attach: %s",
-                         self._settings.adapter_id, exc)  # fmt: skip
-            return Stock(live_jobs=(), stored_results=frozenset())
-        self.adopt(stock.live_jobs)
-        for listed in stock.unreadable:  # ours by name, but nobody can ever claim it
-            await self._stopper.stop("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
-        # Results in the store are delivered when their task comes again. Unclaimed after the grace, only those a
-        # job of this adapter id wrote are deleted: the prefix may be shared with other adapters whose results these
-        # are (the bucket's lifecycle rule expires the rest).
-        self._ledger.stored.update(dict.fromkeys(stock.stored_results, math.inf))
-        grace_end = self._clock() + self._settings.reattach_grace_seconds
-        self._leftovers.note(stock.stored_results, stock.own_job_ids, grace_end)
-        logger.info("took stock for adapter id %s: %d live job(s) with %d task(s), %d stored result(s)",
-                    self._settings.adapter_id, len(stock.live_jobs), sum(len(job.task_ids) for job in stock.live_jobs),
-                    len(stock.stored_results))  # fmt: skip
-        if self._settings.second_look_after_seconds > 0:
-            self._second_look_at = self._clock() + self._settings.second_look_after_seconds
-            logger.info("adapter id %s was taken over from a dead adapter whose last SubmitJob may still land: tasks "
-                        "sent again that find no job wait up to %.0fs for a second look at its jobs",
-                        self._settings.adapter_id, self._settings.second_look_after_seconds)  # fmt: skip
+        stock = await self._stock.first()
+        if stock.live_jobs:
+            self._reconciler.wake.set()
         return stock
 
     async def _second_look(self) -> None:
-        """Look for this adapter's jobs once more when a predecessor's SubmitJob can no longer land, then let the
-        held tasks go: to the jobs found (adopted), to stored results, or to a new submission.
-
-        Scaler sends a dead worker's tasks again only after its worker timeout (60 s by default), close to the end of
-        this window: the hold rarely delays a task in practice."""
-        if self._second_look_at is None:
-            return
-        await asyncio.sleep(max(0.0, self._second_look_at - self._clock()))
-        try:
-            stock = await asyncio.to_thread(
-                take_stock, self._backend, self._store, job_name_prefix(self._settings.adapter_id),
-                self._settings.queues, self._keys,
-            )  # fmt: skip
-        except (BackendError, StoreError) as exc:  # as at start: serving beats refusing
-            logger.error("second look for adapter %s's jobs failed; submitting the held tasks: %s",
-                         self._settings.adapter_id, exc)  # fmt: skip
-            stock = Stock(live_jobs=(), stored_results=frozenset())
-        known = set(self._ledger.jobs)
-        found = [job for job in stock.live_jobs if job.job_id not in known]
-        self.adopt(found)
-        for listed in stock.unreadable:
-            if listed.job_id not in known:
-                await self._stopper.stop("(unknown)", listed.job_id, listed.state, "Its task table cannot be read")
-        held, self._held, self._second_look_at = self._held, [], None
-        stored = stock.stored_results & set(held)
-        self._ledger.stored.update(dict.fromkeys(stored, math.inf))
-        logger.info("second look for adapter id %s: %d more live job(s), %d stored result(s) of held tasks; "
-                    "releasing %d held task(s)", self._settings.adapter_id, len(found), len(stored),
-                    len(held))  # fmt: skip
-        for task_id in held:
+        for task_id in await self._stock.second():
             task = self._ledger.tasks.get(task_id)
             if task is not None:  # not cancelled meanwhile
-                self._release_held(task)
-
-    def _release_held(self, task: TaskRecord) -> None:
-        work = task.work
-        if self._ledger.attach(task):
-            logger.info("task %s: attached to its live job %s (found by the second look)", work.task_id, task.job_id)
-            self._reconciler.wake.set()
-        elif self._ledger.stored.pop(work.task_id, None) is not None:
-            asyncio.get_running_loop().create_task(self._deliver_stored(work))
-        else:
-            self._packer.add(work.pack_key(), work.task_id, self._clock())
+                self._route(task, second_look=True)
+        self._reconciler.wake.set()
 
     def adopt(self, jobs: Sequence[FoundJob]) -> None:
         now = self._clock()
