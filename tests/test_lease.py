@@ -104,6 +104,16 @@ def test_a_dead_holder_on_the_same_host_is_taken_over_at_once(store: ObjectStore
     assert not dead.renew(), "the dead adapter's lease is no longer its own"
 
 
+def test_a_holder_with_our_own_pid_on_our_host_is_an_earlier_process_taken_over_at_once(store: ObjectStore) -> None:
+    """A container restarted in the same pod: the same host name, and PID 1 again (alive: it is this process)."""
+    earlier = taker(store, 1).take(iter(SLOTS), explicit=False)
+    restarting = taker(store, 1, alive=frozenset({1}))
+    restarting.stop.set()  # watching the lease would raise LeaseInterrupted: it must be taken without a watch
+    restarted = restarting.take(iter(SLOTS), explicit=False)
+    assert (restarted.adapter_id, restarted.took_over) == (SLOTS[0], True)
+    assert not earlier.renew()
+
+
 def test_a_lease_silent_for_a_ttl_is_taken_over_from_another_host(store: ObjectStore) -> None:
     elsewhere = taker(store, 100, host="other-host").take(iter(SLOTS), explicit=False)
     lease = taker(store, 100, alive=frozenset({100})).take(iter(SLOTS), explicit=False)

@@ -176,7 +176,12 @@ class LeaseTaker:
             except ObjectMissingError:
                 continue  # released meanwhile: try creating it again
             holder = Holder.decode(data)
-            dead = holder is not None and holder.hostname == self.hostname and not self.is_alive(holder.pid)
+            # Same host: its pid gone, or its pid is ours (a restarted container's PID 1 in the same pod): dead.
+            dead = (
+                holder is not None
+                and holder.hostname == self.hostname
+                and (holder.pid == self.pid or not self.is_alive(holder.pid))
+            )
             if not dead:
                 seen = self._watch(key, tag)
                 if seen == "renewed":
