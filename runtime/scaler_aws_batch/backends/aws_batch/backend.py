@@ -269,8 +269,7 @@ class AwsBatchBackend(JobBackend):
         """Credentials, regions, queues ENABLED and VALID, the job definition ACTIVE and naming the signing secret,
         and the queues' capacity (read once, for :meth:`capacity`)."""
         names = list(dict.fromkeys([self.job_queue, *queues]))
-        check_regions([*((f"job queue {name}", name) for name in names),
-                       (f"job definition {self.job_definition}", self.job_definition)], self.region)  # fmt: skip
+        check_regions([*(("job queue", name) for name in names), ("job definition", self.job_definition)], self.region)
         found = check_queues(self.calls, self._clients, names, self.region)
         # JobRejectedError (a BackendError) when missing or not ACTIVE.
         check_job_definition(self._job_definition.get(), self.job_definition)
