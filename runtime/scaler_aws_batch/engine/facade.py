@@ -23,7 +23,7 @@ from scaler_aws_batch.engine.payload import UploadCache, new_nonce
 from scaler_aws_batch.engine.reconciler import Reconciler
 from scaler_aws_batch.engine.resolver import Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
-from scaler_aws_batch.engine.stopping import JobStopper
+from scaler_aws_batch.engine.stopping import JobStopper, stop_bound_seconds, stop_parallelism
 from scaler_aws_batch.engine.submitter import Refused, Submitted, Submitter, Transient
 from scaler_aws_batch.engine.work import Clock, TaskOutcome, TaskWork
 from scaler_aws_batch.errors import BackendError, ResultRejectedError, StoreError
@@ -204,10 +204,10 @@ class JobEngine:
         self._intake_open = False
         self._packer.wake.set()
 
-    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float, parallel: int = 4) -> ShutdownReport:
-        """Close intake, let submissions in flight settle, then stop every live job (paced by the backend's rate
-        limits, ``parallel`` calls at a time) within ``timeout_seconds``; or, without ``stop_jobs``, leave them
-        running for a later re-attach."""
+    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float) -> ShutdownReport:
+        """Close intake, let submissions in flight settle, then stop every live job, arrays first, at the backend's
+        stop budget, until ``timeout_seconds`` have passed; or, without ``stop_jobs``, leave them running for a later
+        re-attach. Jobs not stopped by then are handed over to the next adapter with this id, and logged so."""
         self.close_intake()
         deadline = self._clock() + timeout_seconds
         try:
@@ -222,11 +222,27 @@ class JobEngine:
                 "shutdown: left %d job(s) running for a later re-attach: %s", len(jobs), ", ".join(sorted(jobs))
             )
             return report
-        await self._stopper.stop_all(jobs, deadline, parallel, report)
+        arrays = {job_id for job_id, job in self._ledger.jobs.items() if job.is_array}
+        rate = self._backend.stop_jobs_per_second
+        bound = stop_bound_seconds(len(jobs), rate)
+        left = max(0.0, deadline - self._clock())
+        logger.info("shutdown: stopping %d job(s) (%d array(s), %d single), expected within %.0f s (%.0f stops per "
+                    "second)", len(jobs), len(arrays), len(jobs) - len(arrays), bound, rate)  # fmt: skip
+        if bound > left:
+            logger.warning("shutdown: stopping %d job(s) takes up to %.0f s but --shutdown-timeout leaves %.0f s: "
+                           "raise --shutdown-timeout to at least %.0f s", len(jobs), bound, left,
+                           math.ceil(timeout_seconds - left + bound))  # fmt: skip
+        await self._stopper.stop_all(jobs, deadline, stop_parallelism(len(jobs), rate), report, arrays)
         logger.info("shutdown: stopped %d job(s)%s%s", len(report.stopped),
                     f": {', '.join(sorted(report.stopped))}" if report.stopped else "",
                     f"; could NOT stop {len(report.failed)}: {', '.join(sorted(report.failed))}" if report.failed
                     else "")  # fmt: skip
+        if report.failed:
+            logger.error("shutdown: %d job(s) left running, handed over: the next adapter with --adapter-id %s "
+                         "re-attaches to them and stops them after its --reattach-grace (or adopts them if Scaler "
+                         "sends their tasks again); to stop them now, see 'Clean shutdown' in docs/reliability.md "
+                         "(jobs named %s*)", len(report.failed), self._settings.adapter_id,
+                         job_name_prefix(self._settings.adapter_id))  # fmt: skip
         return report
 
     # --- packing and submission ---------------------------------------------------------------------------------

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import boto3
 import botocore.exceptions
 
-from scaler_aws_batch.aws_calls import DEFAULT_OTHER_TPS, AwsCalls, BackoffPolicy, TokenBucket, error_code
+from scaler_aws_batch.aws_calls import (
+    DEFAULT_OTHER_TPS,
+    STOP_JOB_TPS,
+    AwsCalls,
+    BackoffPolicy,
+    TokenBucket,
+    error_code,
+)
 from scaler_aws_batch.aws_clients import DEFAULT_BOTOCORE_MAX_RETRIES, BatchClients
 from scaler_aws_batch.backends.aws_batch.capacity import explain_runnable
 from scaler_aws_batch.backends.aws_batch.job_definition import JobDefinitionReader
@@ -96,6 +103,7 @@ class AwsBatchBackend(JobBackend):
         self.log_group = log_group
         self.region = region
         self.min_timeout_seconds = MIN_TIMEOUT_SECONDS
+        self.stop_jobs_per_second = STOP_JOB_TPS
         self.default_queue_name = job_queue
         self._capacities: dict[str, ComputeCapacity | None] | None = None
         self._capacity_lock = threading.Lock()
@@ -104,7 +112,12 @@ class AwsBatchBackend(JobBackend):
                                      max_retries=botocore_max_retries)  # fmt: skip
         #: The shared AWS-call layer: pacing, counting, backoff, classification and credential refresh.
         self.calls = AwsCalls(
-            rates={"SubmitJob": submit_tps, "DescribeJobs": describe_tps},
+            rates={
+                "SubmitJob": submit_tps,
+                "DescribeJobs": describe_tps,
+                "CancelJob": STOP_JOB_TPS,
+                "TerminateJob": STOP_JOB_TPS,
+            },
             other_tps=other_tps,
             backoff=backoff,
             refresh_credentials=self._clients.rebuild if self._clients.refreshable else None,
