@@ -285,3 +285,24 @@ def test_the_indexed_parameter_carries_the_header_digest(store: LocalDirectorySt
     for value in (f"indexed:{KEY}:{store.url}", f"indexed:{'G' * 64}:{KEY}:{store.url}", "indexed:" + "a" * 64):
         with pytest.raises(PayloadError, match="indexed:<sha256 of the header>"):
             job_parameter.parse_parameter(value)
+
+
+def test_a_restarted_adapter_refuses_a_replaced_ref_payload(store: LocalDirectoryStore, key_file: pathlib.Path) -> None:
+    """A stored single-job payload (``ref:``) replaced by another genuine one: its task table is not adopted."""
+    keys = _keys(key_file)
+
+    def envelope(task_id: str, nonce: str) -> bytes:
+        builder = wire.PayloadBuilder(
+            python=wire.python_version_tag(), cloudpickle_version=cloudpickle.__version__, result_store=store.url,
+            store_threshold=1 << 40, nonce=nonce, keys=keys,
+        )  # fmt: skip
+        builder.add_task(_tasks(1, prefix=task_id)[0])
+        return builder.encode()
+
+    submitted, earlier = envelope("s", "nonce-s"), envelope("e", "nonce-e")
+    store.put(KEY, submitted)
+    parameter = job_parameter.ref_parameter(submitted, KEY, store.url)
+    assert payload_task_ids(parameter, store.get, keys) == ("s0",)
+    store.put(KEY, earlier)
+    with pytest.raises(PayloadReplacedError, match="replaced or corrupted after submission"):
+        payload_task_ids(parameter, store.get, keys)
