@@ -16,7 +16,7 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch.backends.base import JobSpec, JobState, JobStatus
 from scaler_aws_batch.backends.local.backend import LocalProcessBackend
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import RunnerExit, StatusReason
 from scaler_aws_batch.engine import (
     EngineSettings,
     JobEngine,
@@ -31,6 +31,8 @@ from scaler_aws_batch.errors import (
     JobOutOfMemoryError,
     JobTimeoutError,
     OverridesTooLongError,
+    PayloadRejectedError,
+    PayloadTamperedError,
     SpotRetriesExhaustedError,
 )
 from scaler_aws_batch.job_parameter import parse_parameter
@@ -194,6 +196,8 @@ def test_job_without_result_becomes_a_clear_error(
         (StatusReason.OVERRIDES_TOO_LONG, None, OverridesTooLongError),
         (StatusReason.ESSENTIAL_CONTAINER_EXITED, 137, JobOutOfMemoryError),
         (StatusReason.ESSENTIAL_CONTAINER_EXITED, 2, JobFailedError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, RunnerExit.BAD_PAYLOAD, PayloadRejectedError),
+        (StatusReason.ESSENTIAL_CONTAINER_EXITED, RunnerExit.PAYLOAD_REPLACED, PayloadTamperedError),
     ],
 )
 def test_failed_jobs_are_classified(reason: str, exit_code: int | None, expected: type[JobFailedError]) -> None:
@@ -203,3 +207,5 @@ def test_failed_jobs_are_classified(reason: str, exit_code: int | None, expected
     assert "j-1" in str(error) and error.job_id == "j-1"
     restored = pickle.loads(pickle.dumps(error))
     assert type(restored) is expected and str(restored) == str(error) and restored.exit_code == error.exit_code
+    if expected is PayloadTamperedError:  # names the cause the user must look into, not a deletion
+        assert "tampering" in str(error) and "replaced" in str(error) and "delet" not in str(error)

@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import math
 import pathlib
 import pickle
+import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
 
 from scaler_aws_batch.backends.base import JobBackend, JobSpec, JobState, JobStatus, ListedJob, runner_overrides_length
-from scaler_aws_batch.contracts import StatusReason
+from scaler_aws_batch.contracts import StatusReason, job_name_prefix
 from scaler_aws_batch.engine import JobEngine
 from scaler_aws_batch.engine.accounting import UsageAccounts
 from scaler_aws_batch.engine.ledger import SCALER_RESTARTED_REASON, JobRecord, Ledger, TaskRecord
@@ -25,7 +27,12 @@ from scaler_aws_batch.engine.payload import UploadCache
 from scaler_aws_batch.engine.reconciler import Reconciler
 from scaler_aws_batch.engine.resolver import Finish, MoveToOnDemand, PutBack, Resolver
 from scaler_aws_batch.engine.settings import EngineSettings
-from scaler_aws_batch.engine.stopping import JobStopper
+from scaler_aws_batch.engine.stopping import (
+    STOP_BOUND_MARGIN_SECONDS,
+    JobStopper,
+    stop_bound_seconds,
+    stop_parallelism,
+)
 from scaler_aws_batch.engine.submitter import Submitter
 from scaler_aws_batch.engine.watch import runnable_overdue, vanish_clock
 from scaler_aws_batch.engine.work import TaskOutcome, TaskWork
@@ -434,6 +441,73 @@ def test_shutdown_stops_within_its_bound_and_reports_what_it_could_not_stop() ->
 
     late = asyncio.run(scenario())
     assert sorted(late.failed) == ["j0", "j1", "j2", "j3"] and late.stopped == []
+
+
+class PacedBackend(FakeBackend):
+    """Stops at most ``stop_jobs_per_second`` jobs per second of the fake clock: each stop takes its share of a
+    second (the budget), however many calls are in flight."""
+
+    stop_jobs_per_second = 10.0
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def cancel(self, job_id: str, state: JobState | None, reason: str) -> None:
+        with self._lock:
+            self.clock.advance(1.0 / self.stop_jobs_per_second)
+            super().cancel(job_id, state, reason)
+
+
+def test_a_thousand_single_jobs_stop_at_the_budget_within_the_bound_arrays_first() -> None:
+    singles = {f"single-{index}": JobState.RUNNING for index in range(1000)}
+    jobs = {**singles, "array-a": JobState.RUNNABLE, "array-b": JobState.RUNNING}
+    arrays = {"array-a", "array-b"}
+    rate = PacedBackend.stop_jobs_per_second
+    bound = stop_bound_seconds(len(jobs), rate)
+    assert bound == 101 + STOP_BOUND_MARGIN_SECONDS  # 1,002 jobs at 10 per second
+    parallel = stop_parallelism(len(jobs), rate)
+    assert parallel == 20  # enough calls in flight that a 2 s call latency never slows the pace
+
+    async def stop(deadline_after: float) -> tuple[ShutdownReport, PacedBackend]:
+        clock = FakeClock()
+        backend = PacedBackend(clock)
+        report = ShutdownReport()
+        await JobStopper(backend, clock).stop_all(jobs, clock() + deadline_after, parallel, report, arrays)
+        return report, backend
+
+    report, backend = asyncio.run(stop(bound))
+    assert len(report.stopped) == len(jobs) and report.failed == []
+    assert set(backend.cancelled[:2]) == arrays  # one call stops a whole array: those go first
+
+    # Cut short (60 s for 1,002 jobs): what is left is reported, each job exactly once, never silently dropped.
+    short, backend = asyncio.run(stop(60.0))
+    assert 600 <= len(short.stopped) <= 600 + parallel
+    assert sorted(short.stopped + short.failed) == sorted(jobs)
+    assert arrays <= set(short.stopped)
+    assert backend.calls["cancel"] == len(short.stopped)  # past the deadline nothing more is asked of the backend
+
+
+def test_the_facade_logs_the_bound_and_hands_over_what_it_could_not_stop(
+    store: LocalDirectoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> ShutdownReport:
+        backend = FakeBackend()
+        backend.cancel_fails = {"j2"}
+        engine = JobEngine(backend, store, _settings(), KeyRing((b"k" * 64,)), clock=FakeClock())
+        engine.adopt([FoundJob("j1", "n1", JobState.RUNNING, None, ("a",)),
+                      FoundJob("j2", "n2", JobState.RUNNABLE, 2, ("b", "c"))])  # fmt: skip
+        return await engine.shutdown(stop_jobs=True, timeout_seconds=30)
+
+    with caplog.at_level(logging.INFO, logger="scaler_aws_batch.engine.stopping"):
+        report = asyncio.run(scenario())
+    assert report.stopped == ["j1"] and report.failed == ["j2"]
+    bound = stop_bound_seconds(2, FakeBackend.stop_jobs_per_second)
+    assert f"stopping 2 job(s) (1 array(s), 1 single), expected within {bound:.0f} s" in caplog.text
+    adapter_id = _settings().adapter_id
+    assert f"1 job(s) left running, handed over: the next adapter with --adapter-id {adapter_id}" in caplog.text
+    assert job_name_prefix(adapter_id) in caplog.text
 
 
 def test_the_facade_keeps_or_stops_adopted_jobs_at_shutdown(store: LocalDirectoryStore) -> None:

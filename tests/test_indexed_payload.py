@@ -15,8 +15,13 @@ from scaler.client.serializer.default import DefaultSerializer
 
 from scaler_aws_batch import job_parameter, runner, wire
 from scaler_aws_batch.contracts import SIGNING_KEY_FILE_ENV
-from scaler_aws_batch.errors import PayloadError, PayloadSignatureError
-from scaler_aws_batch.indexed_payload import FIRST_READ_BYTES, encode_indexed_payload, read_indexed_entry
+from scaler_aws_batch.errors import PayloadError, PayloadReplacedError, PayloadSignatureError
+from scaler_aws_batch.indexed_payload import (
+    FIRST_READ_BYTES,
+    encode_indexed_payload,
+    indexed_header_sha256,
+    read_indexed_entry,
+)
 from scaler_aws_batch.reattach import payload_task_ids
 from scaler_aws_batch.signing import SIGNATURE_BYTES, KeyRing, ensure_key_file
 from scaler_aws_batch.stores.local import LocalDirectoryStore
@@ -84,9 +89,14 @@ class _CountingReads:
         return self.data[start:end]
 
 
-def _read(data: bytes, index: int, keys: KeyRing) -> tuple[wire.Payload, _CountingReads]:
+def _read(
+    data: bytes, index: int, keys: KeyRing, submitted: bytes | None = None
+) -> tuple[wire.Payload, _CountingReads]:
+    """Child ``index``'s payload read from ``data``; ``submitted``: the envelope the job parameter names (``data``
+    unless it was replaced)."""
     reads = _CountingReads(data)
-    return read_indexed_entry(reads.first(), len(data), reads, index, keys), reads
+    digest = indexed_header_sha256(submitted if submitted is not None else data)
+    return read_indexed_entry(reads.first(), len(data), reads, index, keys, header_sha256=digest), reads
 
 
 def _run_child(parameter: str, index: int, key_file: pathlib.Path) -> int:
@@ -101,7 +111,7 @@ def test_each_child_of_a_stored_array_runs_only_its_own_task(
     envelope, stored = _encode(_tasks(500), store, keys)
     assert stored == {}  # small blobs: everything is in the payload
     store.put(KEY, envelope)
-    parameter = job_parameter.indexed_parameter(KEY, store.url)
+    parameter = job_parameter.indexed_parameter(envelope, KEY, store.url)
     for index in (0, 1, 250, 499):
         assert _run_child(parameter, index, key_file) == runner.EXIT_OK
     for index in (0, 1, 250, 499):
@@ -195,7 +205,7 @@ def test_forged_moved_and_spliced_sections_are_refused_before_anything_is_unpick
 
     # Through the runner: refused with its exit code, no result written, nothing unpickled.
     store.put(KEY, forged)
-    assert _run_child(job_parameter.indexed_parameter(KEY, store.url), 1, key_file) == runner.EXIT_BAD_PAYLOAD
+    assert _run_child(job_parameter.indexed_parameter(forged, KEY, store.url), 1, key_file) == runner.EXIT_BAD_PAYLOAD
     assert not marker.exists(), "a forged section was unpickled"
     assert not store.exists(wire.result_key("t1"))
 
@@ -204,9 +214,13 @@ def test_an_indexed_payload_outside_an_array_is_refused(store: LocalDirectorySto
     envelope, _ = _encode(_tasks(2), store, _keys(key_file))
     store.put(KEY, envelope)
     env = {SIGNING_KEY_FILE_ENV: str(key_file), "AWS_BATCH_JOB_ID": "single"}
-    assert runner.main(["--payload", job_parameter.indexed_parameter(KEY, store.url)], env) == runner.EXIT_BAD_PAYLOAD
+    parameter = job_parameter.indexed_parameter(envelope, KEY, store.url)
+    assert runner.main(["--payload", parameter], env) == runner.EXIT_BAD_PAYLOAD
     with pytest.raises(PayloadError, match="outside the stored payload"):
-        read_indexed_entry(envelope[:100], 100, lambda start, end: envelope[start:end], 1, _keys(key_file))
+        read_indexed_entry(
+            envelope[:100], 100, lambda start, end: envelope[start:end], 1, _keys(key_file),
+            header_sha256=indexed_header_sha256(envelope),
+        )  # fmt: skip
 
 
 def test_a_restarted_adapter_reads_every_task_id_of_an_indexed_payload(
@@ -215,11 +229,80 @@ def test_a_restarted_adapter_reads_every_task_id_of_an_indexed_payload(
     keys = _keys(key_file)
     envelope, _ = _encode(_tasks(300), store, keys)
     store.put(KEY, envelope)
-    parameter = job_parameter.indexed_parameter(KEY, store.url)
+    parameter = job_parameter.indexed_parameter(envelope, KEY, store.url)
     assert payload_task_ids(parameter, store.get, keys) == tuple(f"t{index}" for index in range(300))
     start, _ = _section_bounds(envelope, 123)
     tampered = bytearray(envelope)
     tampered[start + 10] ^= 1
     store.put(KEY, bytes(tampered))
     with pytest.raises(PayloadSignatureError, match="section of task 123"):
+        payload_task_ids(parameter, store.get, keys)
+
+
+class _NoSectionReads(_CountingReads):
+    """A range reader that fails the test if anything past the first read (a section, the index) is asked for."""
+
+    def __call__(self, start: int, end: int) -> bytes:
+        raise AssertionError(f"bytes {start}-{end} were read from a replaced payload")
+
+
+def test_a_replayed_genuine_payload_is_refused_before_any_section_is_read(
+    store: LocalDirectoryStore, key_file: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Someone with write access to the bucket (but not the key) puts an earlier genuine payload of the same
+    deployment under a pending array's key: every child refuses it, runs nothing and says it was replaced."""
+    keys = _keys(key_file)
+    marker = tmp_path / "earlier-task-ran"
+    earlier, _ = _encode(_tasks(3, function=lambda x: marker.touch(), prefix="e"), store, keys, nonce="nonce-e")
+    submitted, _ = _encode(_tasks(3, prefix="s"), store, keys, nonce="nonce-s")
+    # Same task count and layout, both correctly signed: only the header digest tells them apart.
+    reads = _NoSectionReads(earlier)
+    with pytest.raises(PayloadReplacedError, match="replaced it after submission"):
+        read_indexed_entry(
+            earlier[:200], len(earlier), reads, 0, keys, header_sha256=indexed_header_sha256(submitted)
+        )  # the header fits in the first 200 bytes: no other read happens
+    with pytest.raises(PayloadReplacedError):
+        _read(earlier, 1, keys, submitted=submitted)
+
+    store.put(KEY, earlier)
+    parameter = job_parameter.indexed_parameter(submitted, KEY, store.url)
+    for index in range(3):
+        assert _run_child(parameter, index, key_file) == runner.EXIT_PAYLOAD_REPLACED
+    assert not marker.exists(), "an earlier task ran again"
+    assert store.list_keys(wire.RESULTS_PREFIX) == set()
+    # A restarted adapter does not adopt the replayed payload's task table either.
+    with pytest.raises(PayloadReplacedError):
+        payload_task_ids(parameter, store.get, keys)
+
+
+def test_the_indexed_parameter_carries_the_header_digest(store: LocalDirectoryStore, key_file: pathlib.Path) -> None:
+    envelope, _ = _encode(_tasks(2), store, _keys(key_file))
+    parameter = job_parameter.indexed_parameter(envelope, KEY, store.url)
+    parsed = job_parameter.parse_parameter(parameter)
+    assert parsed == job_parameter.IndexedParameter(indexed_header_sha256(envelope), KEY, store.url)
+    assert parameter == f"indexed:{indexed_header_sha256(envelope)}:{KEY}:{store.url}"
+    # Without the digest (an older adapter's form) or with a malformed one, the parameter is refused.
+    for value in (f"indexed:{KEY}:{store.url}", f"indexed:{'G' * 64}:{KEY}:{store.url}", "indexed:" + "a" * 64):
+        with pytest.raises(PayloadError, match="indexed:<sha256 of the header>"):
+            job_parameter.parse_parameter(value)
+
+
+def test_a_restarted_adapter_refuses_a_replaced_ref_payload(store: LocalDirectoryStore, key_file: pathlib.Path) -> None:
+    """A stored single-job payload (``ref:``) replaced by another genuine one: its task table is not adopted."""
+    keys = _keys(key_file)
+
+    def envelope(task_id: str, nonce: str) -> bytes:
+        builder = wire.PayloadBuilder(
+            python=wire.python_version_tag(), cloudpickle_version=cloudpickle.__version__, result_store=store.url,
+            store_threshold=1 << 40, nonce=nonce, keys=keys,
+        )  # fmt: skip
+        builder.add_task(_tasks(1, prefix=task_id)[0])
+        return builder.encode()
+
+    submitted, earlier = envelope("s", "nonce-s"), envelope("e", "nonce-e")
+    store.put(KEY, submitted)
+    parameter = job_parameter.ref_parameter(submitted, KEY, store.url)
+    assert payload_task_ids(parameter, store.get, keys) == ("s0",)
+    store.put(KEY, earlier)
+    with pytest.raises(PayloadReplacedError, match="replaced or corrupted after submission"):
         payload_task_ids(parameter, store.get, keys)

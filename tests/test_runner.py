@@ -131,7 +131,7 @@ def test_tampered_stored_payload_is_refused(store: LocalDirectoryStore, capsys: 
     store.put("payloads/p1", envelope)
     parameter = job_parameter.ref_parameter(envelope, "payloads/p1", store.url)
     store.put("payloads/p1", envelope.replace(b'"t1"', b'"t2"'))  # someone edits the object after submission
-    assert _run(parameter) == runner.EXIT_BAD_PAYLOAD
+    assert _run(parameter) == runner.EXIT_PAYLOAD_REPLACED
     assert "does not match the SHA-256 in the job's parameters" in capsys.readouterr().err
     assert not store.exists(wire.result_key("t1")) and not store.exists(wire.result_key("t2"))
 

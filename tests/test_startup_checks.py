@@ -18,9 +18,11 @@ import pytest
 from batch_emulator import BatchEmulator, EmulatorConfig
 from conftest import WAIT_SECONDS, wait_for
 from harness import AWS_ENV, BUCKET, PREFIX, SPOT_RETRY_STRATEGY, create_signing_secret
+from scaler_aws_batch.backends.aws_batch.readiness import check_regions
 from scaler_aws_batch.cli import EXIT_BAD_SETTINGS, EXIT_INTERRUPTED, EXIT_STARTUP_CHECK
 from scaler_aws_batch.contracts import SIGNING_SECRET_ENV
 from scaler_aws_batch.embedded import EmbeddedScheduler
+from scaler_aws_batch.errors import BackendError
 
 pytestmark = pytest.mark.e2e
 
@@ -195,6 +197,20 @@ def test_region_mismatch_exits_naming_both_regions(aws: Aws, scheduler: str) -> 
     result = _run_worker(aws.args(scheduler, **{"--region": "eu-west-3"}), AWS_ENV)
     assert result.code == EXIT_STARTUP_CHECK, result.stderr
     assert f"is in region {aws.emulator.region} but the worker uses region eu-west-3" in result.stderr
+    region = aws.emulator.region
+    assert f"run the worker in {region} (--region {region} or AWS_REGION={region})" in result.stderr
+    assert "or point it at a job queue in eu-west-3" in result.stderr
+    assert "or the job of this region" not in result.stderr
+
+
+def test_region_mismatch_message_names_the_kind_of_resource_to_change() -> None:
+    arn = "arn:aws:batch:us-east-1:123456789012:job-definition/scaler:3"
+    with pytest.raises(BackendError) as raised:
+        check_regions([("job queue", "queue-a"), ("job definition", arn)], "eu-west-3")
+    assert str(raised.value) == (
+        f"job definition {arn} is in region us-east-1 but the worker uses region eu-west-3: run the worker in "
+        "us-east-1 (--region us-east-1 or AWS_REGION=us-east-1), or point it at a job definition in eu-west-3"
+    )
 
 
 def test_missing_credentials_exit_saying_how_to_configure_them(

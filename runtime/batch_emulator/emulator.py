@@ -191,6 +191,10 @@ class BatchEmulator:
         """Job processes alive right now."""
         return self.engine.running_processes()
 
+    def set_max_running_jobs(self, count: int) -> None:
+        """How many jobs run at once from now on; 0 holds every new job in RUNNABLE until it is raised again."""
+        self.engine.set_max_running_jobs(count)
+
     # ------------------------------------------------------------------ clients
 
     @overload

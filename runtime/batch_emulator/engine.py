@@ -284,6 +284,12 @@ class Engine:
                 return
             self._states.terminate(job, reason)
 
+    def set_max_running_jobs(self, count: int) -> None:
+        """How many jobs run at once from now on; 0 holds every job in RUNNABLE (as a queue without capacity)."""
+        with self.lock:
+            self.config.max_running_jobs = count
+            self._states.dispatch()
+
     def job_for_arn(self, arn: str) -> Job | None:
         with self.lock:
             return self.jobs.get(arn.rsplit(":job/", 1)[-1])

@@ -133,6 +133,10 @@ class JobStates:
         self._ready.append(job)
         self._dispatch()
 
+    def dispatch(self) -> None:
+        """Start ready jobs now (after ``max_running_jobs`` was raised). Call with the lock held."""
+        self._dispatch()
+
     def _dispatch(self) -> None:
         while self._ready and self._running < self.config.max_running_jobs and not self.stopping:
             job = self._ready.popleft()

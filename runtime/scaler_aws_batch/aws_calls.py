@@ -41,6 +41,10 @@ DEFAULT_BACKOFF_BASE_SECONDS: Final = 0.5
 DEFAULT_BACKOFF_CAP_SECONDS: Final = 20.0
 #: Calls per second for operations without a configured rate.
 DEFAULT_OTHER_TPS: Final = 10.0
+#: CancelJob and TerminateJob calls per second, each (its own token bucket, bursts up to one second's worth). AWS
+#: publishes no rate for them; 10 per second is this project's assumption, the pace that stays clear of throttling.
+#: A job stopped at shutdown takes one call of each kind at most, so this is also the jobs stopped per second.
+STOP_JOB_TPS: Final = 10.0
 #: Rebuild clients from the credential chain at most this often while AWS keeps refusing the credentials.
 DEFAULT_REFRESH_INTERVAL_SECONDS: Final = 5.0
 

@@ -68,6 +68,9 @@ class RunnerExit:
     USAGE: Final = 64  # sysexits EX_USAGE: bad command line or environment
     #: EX_DATAERR: an unsigned, tampered or unknown-version payload, refused before anything was unpickled.
     BAD_PAYLOAD: Final = 65
+    #: EX_NOINPUT: the stored payload object is not the one the job was submitted with (replaced after submission),
+    #: refused before any of it was read past its header.
+    PAYLOAD_REPLACED: Final = 66
     STORE: Final = 74  # EX_IOERR: could not read the payload or write a result
 
 

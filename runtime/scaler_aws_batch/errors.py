@@ -27,6 +27,11 @@ class PayloadSignatureError(PayloadError):
     key, or was changed after it was signed. The runner refuses it before unpickling anything."""
 
 
+class PayloadReplacedError(PayloadError):
+    """The stored payload object is not the one the job was submitted with (its digest differs from the one in the
+    job's parameters): it was replaced after submission, perhaps by another genuine payload. Nothing of it is run."""
+
+
 class SigningKeyError(ScalerBatchError):
     """The signing key ring is missing, unreadable or too weak (the message names the secret or file)."""
 
@@ -106,6 +111,11 @@ class JobVanishedError(JobFailedError):
 
 class PayloadRejectedError(JobFailedError):
     """The job refused its payload (unsigned, tampered with, or from an adapter of another release or key)."""
+
+
+class PayloadTamperedError(PayloadRejectedError):
+    """The job refused its stored payload because the object was replaced after submission (tampering by someone
+    with write access to the bucket); none of it ran."""
 
 
 class ResultMissingError(JobFailedError):

@@ -14,7 +14,9 @@ is the offset of section *i* from the start of the sections; entry *count* is th
     entry JSON length: u32 | entry JSON | the task's own blobs | signature
 
 Its signature covers the SHA-256 of the signed header, the index *i* and the section, so a section cannot move to
-another index or another payload. A child reads the first :data:`FIRST_READ_BYTES` (header, usually the shared area
+another index or another payload. The job parameter carries that same SHA-256 (:mod:`scaler_aws_batch.job_parameter`),
+so a whole other genuine payload (an earlier array's, put under this key) is refused before any section is read.
+A child reads the first :data:`FIRST_READ_BYTES` (header, usually the shared area
 and the start of the index), then at most three ranges: its two index entries, its section and the rest of the shared
 area. It checks both signatures before it parses what they cover, and each blob against the SHA-256 in its entry.
 """
@@ -29,7 +31,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scaler_aws_batch.errors import PayloadError, PayloadSignatureError
+from scaler_aws_batch.errors import PayloadError, PayloadReplacedError, PayloadSignatureError
 from scaler_aws_batch.signing import SIGNATURE_BYTES, KeyRing
 from scaler_aws_batch.wire import (
     PAYLOAD_MAGIC,
@@ -127,6 +129,14 @@ def encode_indexed_payload(
     return envelope, stored
 
 
+def indexed_header_sha256(envelope: bytes) -> str:
+    """The SHA-256 (hex) of an indexed envelope's signed header: what its job parameter carries."""
+    if not is_indexed(envelope):
+        raise ValueError("not an indexed payload")
+    _, _, header_length = _PREFIX.unpack_from(envelope)
+    return hashlib.sha256(envelope[: _PREFIX.size + header_length]).hexdigest()
+
+
 def _blobs_of(task: TaskBlobs) -> tuple[bytes, ...]:
     return (task.serializer, task.function, *task.arguments)
 
@@ -171,13 +181,22 @@ class _Header:
     sections_start: int
 
 
-def _read_header(ranges: _Ranges, keys: KeyRing) -> _Header:
+def _read_header(ranges: _Ranges, keys: KeyRing, expected_sha256: str) -> _Header:
+    """The header, once it is the one the job was submitted with (``expected_sha256``, from the job parameter) and
+    its signature checks out."""
     prefix = ranges.get(0, _PREFIX.size)
     magic, version, header_length = _PREFIX.unpack(prefix)
     if magic != PAYLOAD_MAGIC or version != INDEXED_PAYLOAD_VERSION:
         raise PayloadError(f"corrupt payload: not an indexed payload (magic {magic!r}, version {version})")
     header_end = _PREFIX.size + header_length
     signed_header = ranges.get(0, header_end)
+    if hashlib.sha256(signed_header).hexdigest() != expected_sha256:
+        raise PayloadReplacedError(
+            "payload refused: the stored payload object is not the one this job was submitted with (its header "
+            "does not match the SHA-256 in the job's parameters). Someone with write access to the bucket replaced "
+            "it after submission, possibly with an earlier genuine payload; nothing of it was run. Check who can "
+            "write to the bucket's payload prefix, then submit the tasks again"
+        )
     reply_keys = keys.verify(signed_header, ranges.get(header_end, header_end + SIGNATURE_BYTES))
     if reply_keys is None:
         raise PayloadSignatureError(
@@ -225,11 +244,14 @@ def _read_section(ranges: _Ranges, header: _Header, index: int) -> tuple[TaskEnt
     return TaskEntry.from_json(entry_json), body[entry_end:]
 
 
-def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, keys: KeyRing) -> Payload:
+def read_indexed_entry(
+    first: bytes, total: int, read: RangeReader, index: int, keys: KeyRing, *, header_sha256: str
+) -> Payload:
     """The payload of array child ``index`` (its one task), from the stored envelope's first bytes, its total size
-    and a range reader. Nothing is parsed before the signature that covers it checks out."""
+    and a range reader; ``header_sha256`` comes from the job parameter. Nothing is parsed before the digest and the
+    signature that cover it check out."""
     ranges = _Ranges(first, total, read)
-    header = _read_header(ranges, keys)
+    header = _read_header(ranges, keys, header_sha256)
     if not 0 <= index < header.count:
         raise PayloadError(
             f"array index {index} is outside the payload's {header.count} tasks: the array size and the payload "
@@ -252,9 +274,9 @@ def read_indexed_entry(first: bytes, total: int, read: RangeReader, index: int, 
         raise PayloadError(f"corrupt payload: the header has no {exc}") from exc
 
 
-def indexed_task_ids(envelope: bytes, keys: KeyRing) -> tuple[str, ...]:
+def indexed_task_ids(envelope: bytes, keys: KeyRing, *, header_sha256: str) -> tuple[str, ...]:
     """Every task id of a whole stored envelope, in array-index order, each from its signed section: how a restarted
-    adapter maps an array job it finds to its tasks."""
+    adapter maps an array job it finds to its tasks. ``header_sha256`` comes from the job parameter."""
     ranges = _Ranges(envelope, len(envelope), lambda start, end: envelope[start:end])
-    header = _read_header(ranges, keys)
+    header = _read_header(ranges, keys, header_sha256)
     return tuple(_read_section(ranges, header, index)[0].task_id for index in range(header.count))

@@ -18,12 +18,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 from scaler_aws_batch.backends.base import JobBackend, JobState, ListedJob
-from scaler_aws_batch.errors import PayloadError, StoreError
+from scaler_aws_batch.errors import PayloadError, PayloadReplacedError, StoreError
 from scaler_aws_batch.indexed_payload import indexed_task_ids
 from scaler_aws_batch.job_parameter import IndexedParameter, InlineParameter, parse_parameter
 from scaler_aws_batch.signing import KeyRing
 from scaler_aws_batch.stores.base import ObjectStore
-from scaler_aws_batch.wire import RESULTS_PREFIX, decode_payload
+from scaler_aws_batch.wire import RESULTS_PREFIX, decode_payload, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,21 @@ class ShutdownReport:
 
 def payload_task_ids(parameter: str, read_stored: Callable[[str], bytes], keys: KeyRing) -> tuple[str, ...]:
     """The task ids a job runs, in array-index order, from its payload parameter alone (``read_stored`` fetches a
-    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks; every
-    signature is checked first."""
+    stored envelope by key). This is how a restarted adapter maps a job it finds in the backend to its tasks; the
+    digest the parameter carries and every signature are checked first, so a stored payload replaced by another
+    genuine one (an earlier job's) is refused rather than adopted (:class:`PayloadReplacedError`)."""
     parsed = parse_parameter(parameter)
     if isinstance(parsed, IndexedParameter):
-        return indexed_task_ids(read_stored(parsed.key), keys)
-    envelope = parsed.envelope if isinstance(parsed, InlineParameter) else read_stored(parsed.key)
+        return indexed_task_ids(read_stored(parsed.key), keys, header_sha256=parsed.header_sha256)
+    if isinstance(parsed, InlineParameter):
+        envelope = parsed.envelope
+    else:
+        envelope = read_stored(parsed.key)
+        if sha256_hex(envelope) != parsed.sha256:
+            raise PayloadReplacedError(
+                f"payload {parsed.key} does not match the SHA-256 in the job's parameters: it was replaced or "
+                "corrupted after submission"
+            )
     return tuple(task.task_id for task in decode_payload(envelope, keys).tasks)
 
 

@@ -31,6 +31,7 @@ from scaler_aws_batch.errors import (
     CloudpickleVersionMismatchError,
     ObjectMissingError,
     PayloadError,
+    PayloadReplacedError,
     PythonVersionMismatchError,
     ResultRejectedError,
     ResultSerializationError,
@@ -61,6 +62,7 @@ logger = logging.getLogger("scaler_aws_batch.runner")
 EXIT_OK = RunnerExit.OK
 EXIT_USAGE = RunnerExit.USAGE
 EXIT_BAD_PAYLOAD = RunnerExit.BAD_PAYLOAD
+EXIT_PAYLOAD_REPLACED = RunnerExit.PAYLOAD_REPLACED
 EXIT_STORE = RunnerExit.STORE
 
 
@@ -230,14 +232,20 @@ def _load_payload(
         key = parameter.key
         first, total = store.read_range(key, 0, FIRST_READ_BYTES)
         payload = read_indexed_entry(
-            first, total, lambda start, end: store.read_range(key, start, end)[0], context.array_index, keys
+            first,
+            total,
+            lambda start, end: store.read_range(key, start, end)[0],
+            context.array_index,
+            keys,
+            header_sha256=parameter.header_sha256,
         )
         return payload, payload.tasks, store
     stored = store.get(parameter.key)
     if sha256_hex(stored) != parameter.sha256:
-        raise PayloadError(
+        raise PayloadReplacedError(
             f"payload {parameter.key} in {parameter.store_url} does not match the SHA-256 in the job's parameters: "
-            "it was modified or corrupted after submission; resubmit the task"
+            "it was replaced (tampering by someone with write access to the bucket) or corrupted after submission; "
+            "nothing of it was run; resubmit the task"
         )
     payload = decode_payload(stored, keys)
     return payload, _select(payload, context), store
@@ -276,6 +284,9 @@ def run(value: str, context: JobContext, keys: KeyRing, env: Mapping[str, str] |
         payload, tasks, payload_store = _load_payload(value, keys, env, context)
         result_store = payload_store if payload_store and payload_store.url == payload.result_store else None
         result_store = result_store or open_store(payload.result_store, env)
+    except PayloadReplacedError as exc:
+        logger.error("job %s: refusing the payload (tampering): %s", context.job_id, exc)
+        return EXIT_PAYLOAD_REPLACED
     except PayloadError as exc:
         logger.error("job %s: refusing the payload: %s", context.job_id, exc)
         return EXIT_BAD_PAYLOAD
@@ -345,7 +356,9 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaler-batch run-job", description="Run the tasks of one job.")
-    parser.add_argument("--payload", required=True, help="the job's payload parameter (inline:... or ref:...)")
+    parser.add_argument(
+        "--payload", required=True, help="the job's payload parameter (inline:..., ref:... or indexed:...)"
+    )
     return parser
 
 

@@ -141,6 +141,8 @@ class JobBackend(abc.ABC):
     min_timeout_seconds: int = 1
     #: How error messages name the queue a job goes to when the task picks none.
     default_queue_name: str = "the default queue"
+    #: Jobs :meth:`cancel` can stop per second, sustained (the shutdown bound is derived from it; AWS: 10).
+    stop_jobs_per_second: float = 20.0
 
     @property
     @abc.abstractmethod

@@ -225,10 +225,10 @@ class JobEngine:
         self._intake_open = False
         self._packer.wake.set()
 
-    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float, parallel: int = 4) -> ShutdownReport:
-        """Close intake, let submissions in flight settle, then stop every live job (paced by the backend's rate
-        limits, ``parallel`` calls at a time) within ``timeout_seconds``; or, without ``stop_jobs``, leave them
-        running for a later re-attach."""
+    async def shutdown(self, *, stop_jobs: bool, timeout_seconds: float) -> ShutdownReport:
+        """Close intake, let submissions in flight settle, then stop every live job, arrays first, at the backend's
+        stop budget, until ``timeout_seconds`` have passed; or, without ``stop_jobs``, leave them running for a later
+        re-attach. Jobs not stopped by then are handed over to the next adapter with this id, and logged so."""
         self.close_intake()
         deadline = self._clock() + timeout_seconds
         try:
@@ -243,11 +243,8 @@ class JobEngine:
                 "shutdown: left %d job(s) running for a later re-attach: %s", len(jobs), ", ".join(sorted(jobs))
             )
             return report
-        await self._stopper.stop_all(jobs, deadline, parallel, report)
-        logger.info("shutdown: stopped %d job(s)%s%s", len(report.stopped),
-                    f": {', '.join(sorted(report.stopped))}" if report.stopped else "",
-                    f"; could NOT stop {len(report.failed)}: {', '.join(sorted(report.failed))}" if report.failed
-                    else "")  # fmt: skip
+        arrays = {job_id for job_id, job in self._ledger.jobs.items() if job.is_array}
+        await self._stopper.stop_at_shutdown(jobs, arrays, deadline, timeout_seconds, self._settings.adapter_id, report)
         return report
 
     # --- packing and submission ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from scaler_aws_batch.errors import (
     JobTimeoutError,
     OverridesTooLongError,
     PayloadRejectedError,
+    PayloadTamperedError,
     SpotRetriesExhaustedError,
 )
 
@@ -22,6 +23,14 @@ def classify_failure(status: JobStatus, log_tail: Sequence[str]) -> JobFailedErr
     tail = "\n".join(log_tail) if log_tail else "(no log lines)"
     detail = f"job {status.job_id}: {reason} (exit code {status.exit_code}, {status.attempts} attempt(s))"
     logs = f"\n--- last log lines ---\n{tail}"
+    if status.exit_code == RunnerExit.PAYLOAD_REPLACED:
+        return PayloadTamperedError(
+            "tampering: the job's payload object was replaced in the store after submission (by someone with write "
+            "access to the bucket, possibly with an earlier genuine payload), so the job refused it and ran "
+            f"nothing; check who can write to the bucket's payload prefix, then submit the task again; {detail}{logs}",
+            status.job_id,
+            status.exit_code,
+        )
     if status.exit_code == RunnerExit.BAD_PAYLOAD:
         return PayloadRejectedError(
             f"the job refused its payload before running anything (unsigned, tampered with, or signed with a key "

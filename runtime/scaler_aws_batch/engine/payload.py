@@ -81,7 +81,7 @@ def plan_payload(
             result_store=store_url, store_threshold=settings.store_threshold_bytes, nonce=nonce, keys=keys,
         )  # fmt: skip
         key = f"{PAYLOADS_PREFIX}{sha256_hex(indexed)}"
-        return PayloadPlan(indexed_parameter(key, store_url), "indexed", {**stored_blobs, key: indexed}, nonce)
+        return PayloadPlan(indexed_parameter(indexed, key, store_url), "indexed", {**stored_blobs, key: indexed}, nonce)
     stored = maybe_gzip(envelope)
     key = f"{PAYLOADS_PREFIX}{sha256_hex(stored)}"
     uploads = {**builder.stored_blobs, key: stored}

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import boto3
 import botocore.exceptions
 
-from scaler_aws_batch.aws_calls import DEFAULT_OTHER_TPS, AwsCalls, BackoffPolicy, TokenBucket, error_code
+from scaler_aws_batch.aws_calls import (
+    DEFAULT_OTHER_TPS,
+    STOP_JOB_TPS,
+    AwsCalls,
+    BackoffPolicy,
+    TokenBucket,
+    error_code,
+)
 from scaler_aws_batch.aws_clients import DEFAULT_BOTOCORE_MAX_RETRIES, BatchClients
 from scaler_aws_batch.backends.aws_batch.capacity import explain_runnable
 from scaler_aws_batch.backends.aws_batch.job_definition import JobDefinitionReader
@@ -96,6 +103,7 @@ class AwsBatchBackend(JobBackend):
         self.log_group = log_group
         self.region = region
         self.min_timeout_seconds = MIN_TIMEOUT_SECONDS
+        self.stop_jobs_per_second = STOP_JOB_TPS
         self.default_queue_name = job_queue
         self._capacities: dict[str, ComputeCapacity | None] | None = None
         self._capacity_lock = threading.Lock()
@@ -104,7 +112,12 @@ class AwsBatchBackend(JobBackend):
                                      max_retries=botocore_max_retries)  # fmt: skip
         #: The shared AWS-call layer: pacing, counting, backoff, classification and credential refresh.
         self.calls = AwsCalls(
-            rates={"SubmitJob": submit_tps, "DescribeJobs": describe_tps},
+            rates={
+                "SubmitJob": submit_tps,
+                "DescribeJobs": describe_tps,
+                "CancelJob": STOP_JOB_TPS,
+                "TerminateJob": STOP_JOB_TPS,
+            },
             other_tps=other_tps,
             backoff=backoff,
             refresh_credentials=self._clients.rebuild if self._clients.refreshable else None,
@@ -269,8 +282,7 @@ class AwsBatchBackend(JobBackend):
         """Credentials, regions, queues ENABLED and VALID, the job definition ACTIVE and naming the signing secret,
         and the queues' capacity (read once, for :meth:`capacity`)."""
         names = list(dict.fromkeys([self.job_queue, *queues]))
-        check_regions([*((f"job queue {name}", name) for name in names),
-                       (f"job definition {self.job_definition}", self.job_definition)], self.region)  # fmt: skip
+        check_regions([*(("job queue", name) for name in names), ("job definition", self.job_definition)], self.region)
         found = check_queues(self.calls, self._clients, names, self.region)
         # JobRejectedError (a BackendError) when missing or not ACTIVE.
         check_job_definition(self._job_definition.get(), self.job_definition)

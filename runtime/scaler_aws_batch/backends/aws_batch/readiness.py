@@ -21,13 +21,15 @@ logger = logging.getLogger(__name__)
 
 
 def check_regions(references: Sequence[tuple[str, str]], region: str | None) -> None:
-    """``references``: (what, name or ARN); an ARN of another region than the worker's is refused."""
-    for what, reference in references:
+    """``references``: (kind, name or ARN), kind such as ``job queue``; an ARN of another region than the worker's
+    is refused, saying both ways to fix it."""
+    for kind, reference in references:
         arn_region = reference.split(":")[3] if reference.startswith("arn:") else None
         if arn_region and region and arn_region != region:
             raise BackendError(
-                f"{what} is in region {arn_region} but the worker uses region {region}: pass "
-                f"--region {arn_region} (or AWS_REGION), or the {what.split(' ', 1)[0]} of this region"
+                f"{kind} {reference} is in region {arn_region} but the worker uses region {region}: run the "
+                f"worker in {arn_region} (--region {arn_region} or AWS_REGION={arn_region}), or point it at a "
+                f"{kind} in {region}"
             )
 
 
