@@ -166,15 +166,7 @@ class S3Store(ObjectStore):
                    lambda: self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=data))  # fmt: skip
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key(key), "Body": data, "IfNoneMatch": "*"}
-        try:
-            self._call("PutObject", "write", key, lambda: self._client.put_object(**kwargs))
-            return True
-        except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) in _ALREADY_EXISTS_CODES:
-                return False
-            raise
+        return self._conditional_put(key, data, {"IfNoneMatch": "*"}) is not None
 
     def _conditional_put(self, key: str, data: bytes, condition: Mapping[str, str]) -> str | None:
         """A PutObject under ``condition`` (``IfNoneMatch`` or ``IfMatch``): the new ETag, or None when S3 refused
